@@ -1,0 +1,26 @@
+# Two commands a fresh machine needs: `make test` and `make demo`.
+# The virtual environment is built once; the stamp is remade only when the
+# project's metadata or the pinned versions change.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-thorough lint bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -n 2 -q
+
+test-thorough: $(STAMP)
+	AVBLOCKS_PROFILE=thorough AVBLOCKS_SLOW=1 $(VENV)/bin/python -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)
