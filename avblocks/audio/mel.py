@@ -1,0 +1,224 @@
+"""Mel-spectrogram settings (:class:`MelConfig`) and the log-mel computation.
+
+One frozen :class:`MelConfig` describes *every* setting that changes the numbers of a log-mel
+spectrogram, so two spectrograms can be compared for compatibility by comparing configs
+(the vocoders refuse a mel whose config differs from theirs). The computation is
+``torchaudio.transforms.MelSpectrogram`` built from the config, followed by
+``log(clamp(mel, min=log_floor))`` (natural log), which is exactly what vocos does.
+
+Column convention: with ``center=True`` the waveform is padded by ``n_fft // 2`` on both sides
+(``pad_mode``), so column ``j`` is centred at sample ``j * hop`` and a waveform of ``n`` samples
+gives ``1 + n // hop`` columns.
+"""
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torchaudio
+
+from avblocks.typing import Float, Tensor, shapecheck
+
+__all__ = ["MelConfig", "log_mel_spectrogram", "mel_transform"]
+
+_WINDOWS = {
+    "hann": torch.hann_window,
+    "hamming": torch.hamming_window,
+    "blackman": torch.blackman_window,
+    "bartlett": torch.bartlett_window,
+}
+_PAD_MODES = ("reflect", "constant", "replicate", "circular")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MelConfig:
+    """Every setting of a log-mel spectrogram.
+
+    Args:
+        sample_rate: waveform sample rate in Hz.
+        n_fft: FFT size; the window length is ``n_fft`` too (no shorter window option).
+        hop: samples between columns.
+        n_mels: mel bins (``f`` axis).
+        f_min: lowest filter edge in Hz.
+        f_max: highest filter edge in Hz; ``None`` means ``sample_rate / 2``.
+        window: ``"hann"``, ``"hamming"``, ``"blackman"`` or ``"bartlett"`` (torch's periodic
+            windows, as torchaudio uses them).
+        center: pad ``n_fft // 2`` on both sides so column ``j`` is centred at ``j * hop``.
+        pad_mode: padding mode used when ``center`` (torchaudio's default ``"reflect"``).
+        power: ``1.0`` for magnitude, ``2.0`` for power.
+        mel_scale: ``"htk"`` or ``"slaney"``.
+        norm: filter normalisation, ``None`` or ``"slaney"`` (area normalisation).
+        log_floor: values are clamped to at least this before the natural log.
+
+    The defaults are the vocos settings (:meth:`vocos`).
+    """
+
+    sample_rate: int = 24000
+    n_fft: int = 1024
+    hop: int = 256
+    n_mels: int = 100
+    f_min: float = 0.0
+    f_max: float | None = None
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "reflect"
+    power: float = 1.0
+    mel_scale: str = "htk"
+    norm: str | None = None
+    log_floor: float = 1e-7
+
+    def __post_init__(self):
+        for name in ("sample_rate", "n_fft", "hop", "n_mels"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ValueError(f"{name} ({value!r}) must be a positive int")
+        if self.hop > self.n_fft:
+            raise ValueError(f"hop ({self.hop}) must be at most n_fft ({self.n_fft})")
+        nyquist = self.sample_rate / 2
+        f_max = self.upper_frequency
+        if not 0.0 <= self.f_min < f_max:
+            raise ValueError(
+                f"need 0 <= f_min ({self.f_min}) < f_max ({f_max}) for sample_rate "
+                f"{self.sample_rate}"
+            )
+        if f_max > nyquist:
+            raise ValueError(f"f_max ({f_max}) must be at most sample_rate / 2 ({nyquist})")
+        if self.window not in _WINDOWS:
+            raise ValueError(f"window ({self.window!r}) must be one of {sorted(_WINDOWS)}")
+        if not isinstance(self.center, bool):
+            raise ValueError(f"center ({self.center!r}) must be a bool")
+        if self.pad_mode not in _PAD_MODES:
+            raise ValueError(f"pad_mode ({self.pad_mode!r}) must be one of {_PAD_MODES}")
+        if self.power not in (1.0, 2.0):
+            raise ValueError(f"power ({self.power!r}) must be 1.0 (magnitude) or 2.0 (power)")
+        if self.mel_scale not in ("htk", "slaney"):
+            raise ValueError(f"mel_scale ({self.mel_scale!r}) must be 'htk' or 'slaney'")
+        if self.norm not in (None, "slaney"):
+            raise ValueError(f"norm ({self.norm!r}) must be None or 'slaney'")
+        if not (isinstance(self.log_floor, (int, float)) and self.log_floor > 0):
+            raise ValueError(f"log_floor ({self.log_floor!r}) must be a positive number")
+
+    # ---------------------------------------------------------------- presets
+    @classmethod
+    def vocos(cls, **overrides) -> "MelConfig":
+        """The features of vocos' ``MelSpectrogramFeatures`` (``padding="center"``), as used by
+        the released ``charactr/vocos-mel-24khz``: 24 kHz, n_fft 1024, hop 256, 100 mels,
+        Hann window, centred with reflect padding, magnitude, HTK scale, no filter
+        normalisation, natural log with a 1e-7 floor.
+
+        Note: 24000 / 256 = 93.75 columns per second, so with a whole number of columns per
+        video frame the valid frame rates are 93.75 / w (31.25, 18.75, 15.625, ... fps).
+        """
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def speech16k(cls, **overrides) -> "MelConfig":
+        """16 kHz speech/sound-effects features: n_fft 640 (40 ms), hop 160 (10 ms, the usual
+        speech hop), 80 mels, otherwise vocos-compatible (magnitude, HTK, no norm, 1e-7 floor),
+        so a vocos vocoder can be trained on them.
+
+        Hop 160 gives 100 columns per second: a whole number of columns per video frame at
+        1, 2, 4, 5, 10, 20, 25, 50 and 100 fps (10 fps -> 10 columns, 25 fps -> 4). For 8 or
+        16 fps use ``speech16k(hop=200, n_fft=800)`` (80 columns/s) or ``hop=125``.
+        """
+        base = cls(sample_rate=16000, n_fft=640, hop=160, n_mels=80)
+        return dataclasses.replace(base, **overrides)
+
+    # -------------------------------------------------------------- derived
+    @property
+    def upper_frequency(self) -> float:
+        """``f_max`` with ``None`` resolved to ``sample_rate / 2``."""
+        return float(self.sample_rate) / 2 if self.f_max is None else float(self.f_max)
+
+    @property
+    def n_freqs(self) -> int:
+        """STFT bins: ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def log_silence(self) -> float:
+        """The log-mel value of silence: ``log(log_floor)``."""
+        return math.log(self.log_floor)
+
+    def window_tensor(self, **kwargs) -> Tensor:
+        """The analysis window (length ``n_fft``), ``kwargs`` go to the torch window function."""
+        return _WINDOWS[self.window](self.n_fft, **kwargs)
+
+    def num_columns(self, num_samples: int) -> int:
+        """Columns of the spectrogram of ``num_samples`` samples."""
+        if self.center:
+            return 1 + num_samples // self.hop
+        return 1 + (num_samples - self.n_fft) // self.hop
+
+    def filterbank(self) -> Tensor:
+        """The mel filterbank, ``(n_freqs, n_mels)``, as torchaudio builds it."""
+        return torchaudio.functional.melscale_fbanks(
+            n_freqs=self.n_freqs,
+            f_min=self.f_min,
+            f_max=self.upper_frequency,
+            n_mels=self.n_mels,
+            sample_rate=self.sample_rate,
+            norm=self.norm,
+            mel_scale=self.mel_scale,
+        )
+
+    def differences(self, other: "MelConfig") -> list[str]:
+        """Human-readable ``"field: self_value != other_value"`` for every differing field
+        (``f_max`` compared after resolving ``None``)."""
+        out = []
+        for field in dataclasses.fields(self):
+            a, b = getattr(self, field.name), getattr(other, field.name)
+            if field.name == "f_max":
+                a, b = self.upper_frequency, other.upper_frequency
+            if a != b:
+                out.append(f"{field.name}: {a!r} != {b!r}")
+        return out
+
+    def compatible_with(self, other: "MelConfig") -> bool:
+        """Whether both configs produce the same numbers (``f_max=None`` equals ``sr/2``)."""
+        return not self.differences(other)
+
+
+def mel_transform(mel: MelConfig) -> torchaudio.transforms.MelSpectrogram:
+    """A fresh ``torchaudio.transforms.MelSpectrogram`` with the settings of ``mel``."""
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=mel.sample_rate,
+        n_fft=mel.n_fft,
+        win_length=mel.n_fft,
+        hop_length=mel.hop,
+        f_min=mel.f_min,
+        f_max=mel.f_max,
+        n_mels=mel.n_mels,
+        window_fn=_WINDOWS[mel.window],
+        power=mel.power,
+        normalized=False,
+        center=mel.center,
+        pad_mode=mel.pad_mode,
+        norm=mel.norm,
+        mel_scale=mel.mel_scale,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_transform(mel: MelConfig, device: str, dtype: torch.dtype):
+    # One transform per (config, device, dtype): its window and filterbank are built once.
+    return mel_transform(mel).to(device=device, dtype=dtype)
+
+
+@shapecheck
+def log_mel_spectrogram(
+    waveform: Float[Tensor, "*batch n"], mel: MelConfig
+) -> Float[Tensor, "*batch f cols"]:
+    """Natural-log mel spectrogram ``log(clamp(MelSpectrogram(waveform), log_floor))``.
+
+    Any leading axes are kept (``b n -> b f cols``, ``b ch n -> b ch f cols``). The torchaudio
+    transform is built once per (config, device, dtype) and cached.
+    """
+    transform = _cached_transform(mel, str(waveform.device), waveform.dtype)
+    return torch.log(torch.clamp(transform(waveform), min=mel.log_floor))

@@ -1,0 +1,184 @@
+"""Video-like audio: one log-mel spectrogram per video frame, stacked along ``t``.
+
+ProAV-DiT cuts the waveform into one segment per video frame and stacks the segments'
+spectrograms, so audio gets the video's ``t`` axis: ``b c t f w`` (``f`` mel bins, ``w`` columns
+per frame). Choices made here (the paper does not say):
+
+- **One spectrogram, then a reshape.** The log-mel of the whole clip is computed once and
+  its columns are split into groups of ``w``; cutting the waveform first would give each
+  segment its own padded edges. So ``to_spectrogram(forward(x))`` is exactly (bit for bit)
+  the clip's spectrogram, and the vocoder sees one seamless spectrogram.
+- **Alignment.** Video frame ``k`` covers samples ``[k*sr/fps, (k+1)*sr/fps)``. With a centred
+  STFT column ``j`` is centred at sample ``j*hop``; audio frame ``k`` holds columns
+  ``[k*w, (k+1)*w)``, whose centres ``k*sr/fps + i*hop`` (``i < w``) all lie inside video frame
+  ``k``. Hence ``w = sr / (fps * hop)`` must be a whole number, else :class:`ValueError`
+  (with the nearest valid hops and sample rates).
+- **Trailing audio.** ``t = n // (sr/fps)``: a trailing partial frame is dropped (the audio of a
+  video frame that does not exist), and the waveform is cut to ``t*sr/fps`` samples *before*
+  the STFT, so the result depends only on the audio of the ``t`` frames. The centred STFT of
+  those samples has ``t*w + 1`` columns; the last one is centred on the end boundary (half of
+  it is padding) and is dropped. A vocoder then turns the ``t*w`` columns back into
+  ``hop * t * w = t*sr/fps`` samples: exactly the video's duration.
+- **Resampling is explicit.** Pass ``input_sample_rate`` when your waveforms are at another
+  rate than ``mel.sample_rate``: ``forward`` resamples them with
+  ``torchaudio.functional.resample`` (windowed sinc, torchaudio's defaults) first.
+- **Channels.** ``b n`` gives ``c = 1``; ``b ch n`` gives ``c = ch`` (each channel its own
+  spectrogram).
+"""
+
+import math
+from fractions import Fraction
+
+import torchaudio
+from einops import rearrange
+from torch import nn
+
+from avblocks.audio.mel import MelConfig, log_mel_spectrogram
+from avblocks.typing import Float, Tensor, shapecheck
+
+__all__ = ["VideoLikeAudio", "as_fraction"]
+
+
+def as_fraction(fps: int | float | Fraction) -> Fraction:
+    """``fps`` as an exact fraction; floats are read as the nearest fraction with a denominator
+    of at most 10**6 (``29.97 -> 2997/100``); pass ``Fraction(30000, 1001)`` for NTSC."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
+        raise ValueError(f"fps ({fps!r}) must be an int, float or Fraction")
+    value = Fraction(fps).limit_denominator(10**6) if isinstance(fps, float) else Fraction(fps)
+    if value <= 0:
+        raise ValueError(f"fps ({fps!r}) must be positive")
+    return value
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _valid_hops_near(samples_per_frame: Fraction, hop: int) -> list[int]:
+    if samples_per_frame.denominator != 1:
+        return []
+    divisors = _divisors(samples_per_frame.numerator)
+    below = [d for d in divisors if d < hop]
+    above = [d for d in divisors if d > hop]
+    return ([below[-1]] if below else []) + ([above[0]] if above else [])
+
+
+def _valid_rates_near(sample_rate: int, fps: Fraction, hop: int) -> list[int]:
+    # sr' = m * fps * hop with sr' and m whole: m must be a multiple of q / gcd(q, p*hop).
+    p, q = fps.numerator, fps.denominator
+    step = p * hop // math.gcd(q, p * hop)
+    low = (sample_rate // step) * step
+    return [r for r in (low, low + step) if r > 0]
+
+
+class VideoLikeAudio(nn.Module):
+    """Waveform ``b n`` / ``b ch n`` -> video-like log-mel frames ``b c t f w`` (see module doc).
+
+    Args:
+        mel: spectrogram settings; ``mel.sample_rate`` is the rate the spectrogram is made at.
+        fps: video frame rate (int, float or :class:`fractions.Fraction`).
+        input_sample_rate: rate of the waveforms given to ``forward``; ``None`` means
+            ``mel.sample_rate``. When different, ``forward`` resamples first.
+
+    Raises:
+        ValueError: if ``mel.sample_rate / (fps * mel.hop)`` is not a whole number (the message
+            names the ratio and the nearest valid hops and sample rates), or if ``mel.center``
+            is False (columns would not be centred at ``j * hop``).
+    """
+
+    def __init__(
+        self,
+        *,
+        mel: MelConfig,
+        fps: int | float | Fraction,
+        input_sample_rate: int | None = None,
+    ):
+        super().__init__()
+        self.mel = mel
+        self.fps = as_fraction(fps)
+        if input_sample_rate is None:
+            input_sample_rate = mel.sample_rate
+        if isinstance(input_sample_rate, bool) or not isinstance(input_sample_rate, int):
+            raise ValueError(f"input_sample_rate ({input_sample_rate!r}) must be an int")
+        if input_sample_rate <= 0:
+            raise ValueError(f"input_sample_rate ({input_sample_rate}) must be positive")
+        self.input_sample_rate = input_sample_rate
+        if not mel.center:
+            raise ValueError(
+                "VideoLikeAudio needs mel.center=True (column j centred at sample j*hop) "
+                "to align columns with video frames; got center=False"
+            )
+        sr, hop = mel.sample_rate, mel.hop
+        ratio = Fraction(sr) / (self.fps * hop)
+        if ratio.denominator != 1:
+            spf = Fraction(sr) / self.fps
+            hops = _valid_hops_near(spf, hop)
+            rates = _valid_rates_near(sr, self.fps, hop)
+            hop_hint = (
+                f"nearest valid hops at {sr} Hz: {hops}"
+                if hops
+                else f"no hop works at {sr} Hz because sr/fps = {spf} is not a whole number"
+            )
+            raise ValueError(
+                f"sample_rate / (fps * hop) = {sr} / ({self.fps} * {hop}) = {float(ratio):.6g} "
+                f"columns per video frame is not a whole number; {hop_hint}; nearest valid "
+                f"sample rates for hop {hop}: {rates} (make the spectrogram at such a rate "
+                f"with dataclasses.replace(mel, sample_rate=...) and pass "
+                f"input_sample_rate=<your rate> to resample)"
+            )
+        self._columns = int(ratio)
+
+    @property
+    def frame_columns(self) -> int:
+        """``w``: spectrogram columns per video frame, ``sr / (fps * hop)``."""
+        return self._columns
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Samples (at ``mel.sample_rate``) per video frame, ``sr / fps = w * hop``."""
+        return self._columns * self.mel.hop
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames ``t`` made from ``num_samples`` samples at ``mel.sample_rate`` (floor)."""
+        return num_samples // self.samples_per_frame
+
+    def resample(self, waveform: Tensor) -> Tensor:
+        """``waveform`` from ``input_sample_rate`` to ``mel.sample_rate`` (identity if equal)."""
+        if self.input_sample_rate == self.mel.sample_rate:
+            return waveform
+        return torchaudio.functional.resample(
+            waveform, self.input_sample_rate, self.mel.sample_rate
+        )
+
+    @shapecheck
+    def forward(
+        self, waveform: Float[Tensor, "b n"] | Float[Tensor, "b ch n"]
+    ) -> Float[Tensor, "b c t f w"]:
+        x = self.resample(waveform)
+        if x.ndim == 2:
+            x = x[:, None]
+        t = self.num_frames(x.shape[-1])
+        if t == 0:
+            raise ValueError(
+                f"waveform has {x.shape[-1]} samples at {self.mel.sample_rate} Hz, fewer than "
+                f"one video frame ({self.samples_per_frame} samples at {self.fps} fps)"
+            )
+        w = self._columns
+        spec = log_mel_spectrogram(x[..., : t * self.samples_per_frame], self.mel)
+        return rearrange(spec[..., : t * w], "b c f (t w) -> b c t f w", w=w)
+
+    @shapecheck
+    def to_spectrogram(self, frames: Float[Tensor, "b c t f w"]) -> Float[Tensor, "b c f cols"]:
+        """Concatenate the frames back to one spectrogram (the inverse reshape, exact)."""
+        if frames.shape[-1] != self._columns:
+            raise ValueError(
+                f"frames have {frames.shape[-1]} columns per frame, expected {self._columns}"
+            )
+        return rearrange(frames, "b c t f w -> b c f (t w)")
+
+    def extra_repr(self) -> str:
+        return (
+            f"fps={self.fps}, sample_rate={self.mel.sample_rate}, hop={self.mel.hop}, "
+            f"frame_columns={self._columns}, input_sample_rate={self.input_sample_rate}"
+        )
