@@ -27,9 +27,9 @@ Choice of backend, first that applies: the ``backend`` argument > the innermost
 """
 
 import contextlib
-import contextvars
 import math
 import os
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -139,15 +139,16 @@ def _register_defaults() -> None:
     register_backend(FlexBackend(compile=False))
 
 
-_CONTEXT: contextvars.ContextVar[str | Backend | None] = contextvars.ContextVar(
-    "avblocks_attention_backend", default=None
-)
+# Per-thread backend chosen by attention_backend(). A threading.local rather than a
+# ContextVar because TorchDynamo traces (and guards on) threading.local attributes but
+# graph-breaks on ContextVar.get: attend() must compile with fullgraph=True.
+_LOCAL = threading.local()
 
 
 def get_backend(backend: str | Backend | None = None) -> Backend:
     """Resolve a backend: argument > :func:`attention_backend` context > env var > default."""
     if backend is None:
-        backend = _CONTEXT.get()
+        backend = getattr(_LOCAL, "backend", None)
     if backend is None:
         backend = os.environ.get(ENV_VAR) or DEFAULT_BACKEND
     if isinstance(backend, Backend):
@@ -164,14 +165,16 @@ def get_backend(backend: str | Backend | None = None) -> Backend:
 def attention_backend(backend: str | Backend) -> Iterator[Backend]:
     """Use ``backend`` for every :func:`attend` without an explicit backend in this block.
 
-    Per thread / asyncio task (a ``contextvars.ContextVar``); contexts nest.
+    Per thread (``threading.local``); contexts nest. Under ``torch.compile`` the choice is
+    guarded, so switching backends recompiles instead of reusing the other backend's graph.
     """
     resolved = get_backend(backend)  # validate the name on entry
-    token = _CONTEXT.set(resolved)
+    previous = getattr(_LOCAL, "backend", None)
+    _LOCAL.backend = resolved
     try:
         yield resolved
     finally:
-        _CONTEXT.reset(token)
+        _LOCAL.backend = previous
 
 
 @shapecheck

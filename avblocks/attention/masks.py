@@ -4,7 +4,7 @@ A :class:`Mask` describes which keys each query may attend to, for one ``(q_len,
 pair, the same for every batch element and head. It can be consumed in two ways:
 
 - ``dense(device)``: a boolean ``nq nk`` matrix, ``True`` = may attend (SDPA, math backend);
-  cached per device;
+  cached per device (treat it as read-only: it is shared);
 - ``mask_mod(b, h, q_idx, kv_idx)``: a FlexAttention index function built from tensor ops
   only (no Python branching on values), so it vectorises over index tensors of any
   broadcastable shape. ``dense`` is computed from it, so the two never disagree.
@@ -14,7 +14,9 @@ evaluates ``mask_mod`` chunk by chunk of query blocks and records, per ``block_s
 tile, whether the tile is empty (skipped), full (no mask evaluated) or partial.
 
 Every mask is a value: two masks with the same family and arguments compare equal and
-hash equal (``key``), which is what the backends cache compiled kernels and block masks on.
+hash equal (``key``). Dense matrices, block masks and densities are cached in one shared
+LRU cache keyed by ``key()`` (bounded to 1 GiB), so blocks may build their mask anew in
+every forward at no cost; flex kernels are compiled once per key (see ``flex.py``).
 
 Invariant of every family here: every query row has at least one allowed key (a fully
 masked row has no well-defined softmax and backends disagree on it). Families whose
@@ -25,6 +27,7 @@ Token orders: a grid ``(t, h, w)`` of tokens is flattened frame-major ``(t h w)`
 """
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -62,6 +65,47 @@ def _grid_coords(idx: Tensor, grid: tuple[int, int, int]) -> tuple[Tensor, Tenso
     """Token index in ``(t h w)`` order -> its (t, h, w) coordinates."""
     _, h, w = grid
     return idx // (h * w), (idx // w) % h, idx % w
+
+
+class _MaskCache:
+    """Least-recently-used cache of what masks derive (dense matrices, block masks,
+    densities), keyed by the mask's ``key()``: equal masks built anew in every forward share
+    one entry. Bounded by ``max_bytes`` (an entry larger than that is not kept)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple):
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: tuple, value: object, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._items[key] = (value, nbytes)
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes or len(self._items) > 4096:
+            _, (_, freed) = self._items.popitem(last=False)
+            self._bytes -= freed
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_CACHE = _MaskCache(max_bytes=1 << 30)
+"""Shared cache of mask-derived tensors (1 GiB); ``avblocks.attention.masks._CACHE.clear()``."""
 
 
 class Mask:
@@ -104,11 +148,8 @@ class Mask:
         name, *args = self.key()
         return f"{name}{tuple(args)}"
 
-    def _cache(self) -> dict:
-        cache = self.__dict__.get("_cache_store")
-        if cache is None:
-            cache = self.__dict__["_cache_store"] = {}
-        return cache
+    def _cache(self) -> "_MaskCache":
+        return _CACHE
 
     def _rows(self, start: int, stop: int, device: torch.device | str | None) -> Tensor:
         """Mask rows ``start:stop`` as a dense boolean ``(stop - start, kv_len)`` tensor."""
@@ -125,7 +166,7 @@ class Mask:
         if torch.compiler.is_compiling():
             # Traced: build it in the graph (constant-folded), no Python cache mutation.
             return self._rows(0, self.q_len, device)
-        found = cache.get(("dense", device))
+        found = cache.get((self.key(), "dense", device))
         if found is None:
             found = torch.cat(
                 [
@@ -133,15 +174,16 @@ class Mask:
                     for s in range(0, self.q_len, _ROW_CHUNK)
                 ]
             )
-            cache[("dense", device)] = found
+            cache.put((self.key(), "dense", device), found, found.numel())
         return found
 
     @property
     def density(self) -> float:
         """Fraction of (query, key) pairs allowed, exact (counted once, cached)."""
         cache = self._cache()
-        if "density" not in cache:
-            dense = cache.get(("dense", torch.device("cpu")))
+        found = cache.get((self.key(), "density"))
+        if found is None:
+            dense = cache.get((self.key(), "dense", torch.device("cpu")))
             if dense is not None:
                 count = int(dense.sum())
             else:
@@ -149,8 +191,9 @@ class Mask:
                     int(self._rows(s, min(s + _ROW_CHUNK, self.q_len), None).sum())
                     for s in range(0, self.q_len, _ROW_CHUNK)
                 )
-            cache["density"] = count / (self.q_len * self.kv_len)
-        return cache["density"]
+            found = count / (self.q_len * self.kv_len)
+            cache.put((self.key(), "density"), found, 0)
+        return found
 
     def block_mask(self, block_size: int = 128, device: torch.device | str | None = None):
         """FlexAttention ``BlockMask`` for this mask (batch and heads broadcast), cached.
@@ -165,7 +208,7 @@ class Mask:
         device = torch.device(device) if device is not None else torch.device("cpu")
         block_size = _positive_int("block_size", block_size)
         cache = self._cache()
-        found = cache.get(("block_mask", block_size, device))
+        found = cache.get((self.key(), "block_mask", block_size, device))
         if found is not None:
             return found
         nqb = math.ceil(self.q_len / block_size)
@@ -205,7 +248,8 @@ class Mask:
             mask_mod=self.mask_mod,
             seq_lengths=(self.q_len, self.kv_len),
         )
-        cache[("block_mask", block_size, device)] = found
+        nbytes = sum(t.numel() * t.element_size() for t in (kv_num, kv_idx, full_num, full_idx))
+        cache.put((self.key(), "block_mask", block_size, device), found, 2 * nbytes)
         return found
 
 
@@ -337,6 +381,7 @@ class GroupMask(Mask):
         self.q_ids, self.kv_ids = q_ids, kv_ids
         self.q_len, self.kv_len = len(q_ids), len(kv_ids)
         self._uniform: tuple[int, int, int] | None = None
+        self._key = ("GroupMask", tuple(q_ids.tolist()), tuple(kv_ids.tolist()))
         self._tables: dict = {}
 
     @staticmethod
@@ -363,6 +408,7 @@ class GroupMask(Mask):
         ks = _positive_int("kv_group_size", kv_group_size)
         mask = cls(torch.arange(g).repeat_interleave(qs), torch.arange(g).repeat_interleave(ks))
         mask._uniform = (g, qs, ks)
+        mask._key = ("GroupMask.uniform", g, qs, ks)
         return mask
 
     @property
@@ -370,9 +416,7 @@ class GroupMask(Mask):
         return bool((self.q_ids == self.q_ids[0]).all() and (self.kv_ids == self.q_ids[0]).all())
 
     def key(self) -> tuple:
-        if self._uniform is not None:
-            return ("GroupMask.uniform", *self._uniform)
-        return ("GroupMask", tuple(self.q_ids.tolist()), tuple(self.kv_ids.tolist()))
+        return self._key
 
     def __repr__(self) -> str:
         if self._uniform is not None:
