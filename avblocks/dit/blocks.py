@@ -1,0 +1,232 @@
+"""Diffusion-transformer blocks: DiT's block, the spatio-temporal ST-DiT block, the final layer.
+
+Parameter names and shapes are facebookresearch/DiT's, so an original DiT checkpoint loads
+into :class:`DiTBlock` / :class:`FinalLayer` by its own keys (``blocks.{i}.attn.qkv``,
+``attn.proj``, ``mlp.fc1``, ``mlp.fc2``, ``adaLN_modulation.1``; ``final_layer.linear``,
+``final_layer.adaLN_modulation.1``). Attention goes through the one entry point
+:func:`avblocks.attention.dispatch.attend`, so every backend (math, sdpa, flex) applies.
+
+Initialisation follows DiT's ``initialize_weights``: every Linear xavier-uniform with zero
+bias, every adaLN Linear zero (so a fresh block is the identity), the final layer's adaLN and
+output Linear zero (a fresh model predicts 0).
+"""
+
+from einops import rearrange
+from torch import nn
+
+from avblocks.attention.dispatch import attend
+from avblocks.attention.masks import Mask
+from avblocks.dit.modulation import AdaLNZero, modulate, to_tokens
+from avblocks.typing import Float, Tensor, shapecheck
+
+__all__ = ["SelfAttention", "Mlp", "DiTBlock", "STDiTBlock", "FinalLayer"]
+
+
+def _xavier(linear: nn.Linear) -> None:
+    nn.init.xavier_uniform_(linear.weight)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
+def _check_width(hidden_size: int, num_heads: int, mlp_ratio: float) -> None:
+    if hidden_size < 1 or num_heads < 1:
+        raise ValueError(f"hidden_size ({hidden_size}) and num_heads ({num_heads}) must be >= 1")
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})"
+        )
+    if not mlp_ratio > 0:
+        raise ValueError(f"mlp_ratio ({mlp_ratio}) must be > 0")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused ``qkv`` Linear (timm / DiT layout).
+
+    ``qkv`` is ``Linear(d, 3d)`` whose output splits as ``(3, heads, head_dim)`` (q, k, v
+    outermost, as timm's ``Attention`` that DiT uses); ``proj`` is ``Linear(d, d)``. No
+    qk-norm and no dropout (DiT uses neither). The scale is ``head_dim ** -0.5``.
+    """
+
+    def __init__(self, *, hidden_size: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        _check_width(hidden_size, num_heads, 1.0)
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        _xavier(self.qkv)
+        _xavier(self.proj)
+
+    @shapecheck
+    def forward(
+        self, x: Float[Tensor, "b n d"], mask: Mask | None = None
+    ) -> Float[Tensor, "b n d"]:
+        q, k, v = rearrange(
+            self.qkv(x), "b n (three h e) -> three b h n e", three=3, h=self.num_heads
+        )
+        out = attend(q, k, v, mask=mask)
+        return self.proj(rearrange(out, "b h n e -> b n (h e)"))
+
+
+class Mlp(nn.Module):
+    """``fc2(GELU_tanh(fc1(x)))`` with hidden width ``int(hidden_size * mlp_ratio)`` (DiT's Mlp)."""
+
+    def __init__(self, *, hidden_size: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        inner = int(hidden_size * mlp_ratio)
+        if inner < 1:
+            raise ValueError(f"hidden_size ({hidden_size}) * mlp_ratio ({mlp_ratio}) must be >= 1")
+        self.fc1 = nn.Linear(hidden_size, inner)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(inner, hidden_size)
+        _xavier(self.fc1)
+        _xavier(self.fc2)
+
+    @shapecheck
+    def forward(self, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _layer_norm(hidden_size: int) -> nn.LayerNorm:
+    # DiT: no affine parameters (adaLN supplies shift/scale), eps 1e-6.
+    return nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+
+
+class DiTBlock(nn.Module):
+    """DiT block with adaLN-Zero conditioning, on tokens ``b n d`` and conditioning ``b d``.
+
+    ``shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaLN_modulation(c)``::
+
+        x = x + gate_msa * attn(modulate(norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp * mlp(modulate(norm2(x), shift_mlp, scale_mlp))
+
+    Args:
+        hidden_size: token width ``d``.
+        num_heads: attention heads (must divide ``hidden_size``).
+        mlp_ratio: MLP hidden width / ``d``.
+    """
+
+    def __init__(self, *, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        _check_width(hidden_size, num_heads, mlp_ratio)
+        self.hidden_size = hidden_size
+        self.norm1 = _layer_norm(hidden_size)
+        self.attn = SelfAttention(hidden_size=hidden_size, num_heads=num_heads)
+        self.norm2 = _layer_norm(hidden_size)
+        self.mlp = Mlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
+        self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=6)
+
+    @shapecheck
+    def forward(
+        self, x: Float[Tensor, "b n d"], c: Float[Tensor, "b d"], mask: Mask | None = None
+    ) -> Float[Tensor, "b n d"]:
+        mods = [to_tokens(v, x) for v in self.adaLN_modulation(c)]
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), mask=mask)
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class STDiTBlock(nn.Module):
+    """ST-DiT block on a token grid ``b t n d``: spatial attention, temporal attention, MLP.
+
+    ``t`` frames (for ProAV-DiT: the six stacked planes) of ``n`` tokens each. Each of the
+    three residual branches has its own adaLN-Zero shift / scale / gate (9 vectors), computed
+    per frame, so frames with different timesteps are modulated differently::
+
+        x = x + gate_msa * attn(modulate(norm1(x), ...))          within each frame  (b t) n d
+        x = x + gate_tmp * attn_temporal(modulate(norm_temporal(x), ...))  across frames (b n) t d
+        x = x + gate_mlp * mlp(modulate(norm2(x), ...))
+
+    Choices (ProAV-DiT publishes no code):
+
+    - order spatial -> temporal -> MLP, each branch modulated and gated (unlike Latte /
+      OpenSora, whose temporal attention is unmodulated): with per-plane timesteps the planes
+      entering temporal attention sit at different noise levels, so that branch gets the
+      per-frame shift/scale/gate too;
+    - the adaLN vectors are ordered ``shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
+      gate_mlp, shift_tmp, scale_tmp, gate_tmp``, and the spatial parts carry DiT's names
+      (``norm1, attn, norm2, mlp``): the first ``6 d`` rows of ``adaLN_modulation.1`` and the
+      spatial/MLP weights have exactly a :class:`DiTBlock`'s shapes, so an image DiT block's
+      weights can initialise an ST-DiT block (temporal parts left at init: gate 0);
+    - conditioning ``b d`` is expanded to ``b t d`` (a view) *before* the adaLN Linear: the
+      Linear runs on ``b*t`` rows (one per frame, never one per token), and ``b d``
+      conditioning gives bit-identical results to the same vector repeated over ``t``;
+    - no positional information inside the block: temporal attention is equivariant to a
+      permutation of the frames, so the model must add frame / plane embeddings before the
+      blocks (as DiT adds its 2D sin-cos embedding). Optional ``spatial_mask`` (``n x n``)
+      and ``temporal_mask`` (``t x t``, e.g. ``FrameCausalMask``) are passed to ``attend``.
+
+    Args:
+        hidden_size: token width ``d``.
+        num_heads: heads of both attentions (must divide ``hidden_size``).
+        mlp_ratio: MLP hidden width / ``d``.
+    """
+
+    def __init__(self, *, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        _check_width(hidden_size, num_heads, mlp_ratio)
+        self.hidden_size = hidden_size
+        self.norm1 = _layer_norm(hidden_size)
+        self.attn = SelfAttention(hidden_size=hidden_size, num_heads=num_heads)
+        self.norm2 = _layer_norm(hidden_size)
+        self.mlp = Mlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
+        self.norm_temporal = _layer_norm(hidden_size)
+        self.attn_temporal = SelfAttention(hidden_size=hidden_size, num_heads=num_heads)
+        self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=9)
+
+    @shapecheck
+    def forward(
+        self,
+        x: Float[Tensor, "b t n d"],
+        c: Float[Tensor, "b *tc d"],
+        spatial_mask: Mask | None = None,
+        temporal_mask: Mask | None = None,
+    ) -> Float[Tensor, "b t n d"]:
+        b, t, n, d = x.shape
+        if c.ndim == 2:
+            c = c.unsqueeze(1).expand(b, t, d)
+        mods = [to_tokens(v, x) for v in self.adaLN_modulation(c)]
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
+        shift_tmp, scale_tmp, gate_tmp = mods[6:]
+
+        h = modulate(self.norm1(x), shift_msa, scale_msa)
+        h = self.attn(rearrange(h, "b t n d -> (b t) n d"), mask=spatial_mask)
+        x = x + gate_msa * rearrange(h, "(b t) n d -> b t n d", b=b)
+
+        h = modulate(self.norm_temporal(x), shift_tmp, scale_tmp)
+        h = self.attn_temporal(rearrange(h, "b t n d -> (b n) t d"), mask=temporal_mask)
+        x = x + gate_tmp * rearrange(h, "(b n) t d -> b t n d", b=b)
+
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """DiT's final layer: ``linear(modulate(norm_final(x), shift, scale))``, zero-initialised.
+
+    Maps tokens of width ``d`` to ``patch_dim`` values per token (for DiT:
+    ``patch_size**2 * out_channels``, laid out ``(p q c)`` as :func:`avblocks.dit.patch.unpatchify2d`
+    expects). Tokens ``b n d`` with conditioning ``b d``, or a grid ``b t n d`` with ``b d`` or
+    per-frame ``b t d``. ``shift, scale = adaLN_modulation(c)`` (DiT's order).
+
+    Args:
+        hidden_size: token width ``d``.
+        patch_dim: output values per token.
+    """
+
+    def __init__(self, *, hidden_size: int, patch_dim: int) -> None:
+        super().__init__()
+        if hidden_size < 1 or patch_dim < 1:
+            raise ValueError(f"hidden_size ({hidden_size}) and patch_dim ({patch_dim}) must be >= 1")
+        self.norm_final = _layer_norm(hidden_size)
+        self.linear = nn.Linear(hidden_size, patch_dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=2)
+
+    @shapecheck
+    def forward(
+        self, x: Float[Tensor, "b *grid d"], c: Float[Tensor, "b *tc d"]
+    ) -> Float[Tensor, "b *grid p"]:
+        if x.ndim == 4 and c.ndim == 2:  # as STDiTBlock: per frame, bit-equal to b t d
+            c = c.unsqueeze(1).expand(x.shape[0], x.shape[1], c.shape[-1])
+        shift, scale = (to_tokens(v, x) for v in self.adaLN_modulation(c))
+        return self.linear(modulate(self.norm_final(x), shift, scale))
