@@ -23,7 +23,8 @@ Frame-causal mode (``causal=True``): a query at frame ``i`` never sees informati
 ``> i`` at any scale. At scale 1 it sees frames ``<= i``. At scale ``s`` it sees pooled key ``j``
 only when the whole window is in the past: ``s*j + s - 1 <= i``. Queries at frames
 ``i < s - 1`` see no pooled key at that scale; that scale contributes nothing to them and the
-fusion weights are renormalised over the scales that do contribute (scale 1 always does):
+fusion weights are renormalised over the scales that do contribute (scale 1 always does; causal
+mode requires scale 1 in ``scales``):
 ``out_i = sum_s w_s m_si o_si / sum_s w_s m_si`` with ``m_si = [i >= s - 1]``. (Internally
 those rows are given pooled key 0 to keep the softmax defined, and then multiplied by
 ``m_si = 0``, so neither value nor gradient carries future information.)
@@ -93,6 +94,9 @@ class MTSelfAttention(nn.Module):
         scales = tuple(scales)
         if not scales or any(s < 1 for s in scales) or len(set(scales)) != len(scales):
             raise ValueError(f"scales ({scales}) must be distinct positive integers")
+        if causal and 1 not in scales:
+            raise ValueError(f"causal=True needs scale 1 in scales ({scales}): the first "
+                             f"frames see no finished window at coarser scales")
         self.scales, self.causal, self.heads = scales, causal, heads
         self.norm = norm_layer(dim)
         self.attn = MultiHeadAttention(dim=dim, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
