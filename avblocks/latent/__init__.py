@@ -10,13 +10,25 @@ from avblocks.latent.triplane import (
     triplane_tokens,
     volume_tokens,
 )
+from avblocks.latent.volume import (
+    FactorisedResBlock3d,
+    VolumeDecoder,
+    VolumeDecoderConfig,
+    VolumeEncoder,
+    VolumeEncoderConfig,
+)
 
 __all__ = [
     "AttentionPool",
+    "FactorisedResBlock3d",
     "TriPlane",
     "TriPlaneProjector",
     "TriPlaneProjectorConfig",
     "TriPlaneUnprojector",
+    "VolumeDecoder",
+    "VolumeDecoderConfig",
+    "VolumeEncoder",
+    "VolumeEncoderConfig",
     "VolumeMix",
     "triplane_tokens",
     "volume_tokens",
