@@ -44,15 +44,15 @@ class FlexBackend(Backend):
     """``torch.nn.attention.flex_attention`` with the mask's BlockMask.
 
     Constraints: the mask must implement ``mask_mod`` (``None`` means a full mask);
-    float16/bfloat16/float32 (FlexAttention has no float64 kernel when compiled);
-    q, k, v share one head dim.
+    float16/bfloat16/float32 (float64 only in eager mode); no backward on CPU (PyTorch's
+    FlexAttention has no CPU backward: inputs that require grad on CPU are refused).
     """
 
     def __init__(self, compile: bool = True, block_size: int = 128) -> None:
         self.compile = compile
         self.block_size = block_size
         self.name = "flex" if compile else "flex_eager"
-        self.constraints = "masks with mask_mod; fp16/bf16/fp32" + (
+        self.constraints = "masks with mask_mod; fp16/bf16/fp32; no CPU backward" + (
             "; compiled once per (mask, shapes)" if compile else "; eager reference path"
         )
         self.dtypes = (torch.float16, torch.bfloat16, torch.float32) + (
@@ -65,6 +65,15 @@ class FlexBackend(Backend):
             raise UnsupportedAttentionError(
                 f"backend {self.name!r} needs a mask with mask_mod; "
                 f"{type(mask).__name__} has only dense(): use backend 'sdpa' or 'math'"
+            )
+        needs_grad = torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad
+        )
+        if needs_grad and q.device.type == "cpu":
+            raise UnsupportedAttentionError(
+                f"backend {self.name!r}: PyTorch FlexAttention has no backward on CPU; "
+                "run under torch.no_grad() / inference, or use backend 'sdpa' or 'math' "
+                "for training on CPU"
             )
 
     def run(self, q: Tensor, k: Tensor, v: Tensor, mask: Mask | None, scale: float) -> Tensor:
