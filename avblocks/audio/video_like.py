@@ -164,6 +164,12 @@ class VideoLikeAudio(nn.Module):
                 f"waveform has {x.shape[-1]} samples at {self.mel.sample_rate} Hz, fewer than "
                 f"one video frame ({self.samples_per_frame} samples at {self.fps} fps)"
             )
+        used = t * self.samples_per_frame
+        if self.mel.pad_mode == "reflect" and used <= self.mel.n_fft // 2:
+            raise ValueError(
+                f"{t} frame(s) = {used} samples is too short for reflect padding of "
+                f"n_fft // 2 = {self.mel.n_fft // 2} samples; give more than that"
+            )
         w = self._columns
         spec = log_mel_spectrogram(x[..., : t * self.samples_per_frame], self.mel)
         return rearrange(spec[..., : t * w], "b c f (t w) -> b c t f w", w=w)
