@@ -18,6 +18,17 @@ from avblocks.attention.masks import (
     RandomShiftMask,
     SlidingTileMask,
 )
+from avblocks.attention.positional import (
+    apply_rotary,
+    dit_sincos_2d,
+    grid_coordinates,
+    rotary_angles,
+    rotary_grid,
+    sincos_1d,
+    sincos_2d,
+    sincos_3d,
+    sincos_embedding,
+)
 
 __all__ = [
     "attend",
@@ -34,4 +45,13 @@ __all__ = [
     "GroupMask",
     "SlidingTileMask",
     "RandomShiftMask",
+    "grid_coordinates",
+    "sincos_embedding",
+    "sincos_1d",
+    "sincos_2d",
+    "sincos_3d",
+    "dit_sincos_2d",
+    "rotary_angles",
+    "rotary_grid",
+    "apply_rotary",
 ]
