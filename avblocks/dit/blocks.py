@@ -11,6 +11,7 @@ bias, every adaLN Linear zero (so a fresh block is the identity), the final laye
 output Linear zero (a fresh model predicts 0).
 """
 
+import torch
 from einops import rearrange
 from torch import nn
 
@@ -197,6 +198,31 @@ class STDiTBlock(nn.Module):
         x = x + gate_tmp * rearrange(h, "(b n) t d -> b t n d", b=b)
 
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+    @torch.no_grad()
+    def load_dit_block(self, block: DiTBlock) -> None:
+        """Copy an image :class:`DiTBlock`'s weights into the spatial attention, MLP and the
+        first ``6 d`` adaLN rows; zero the temporal adaLN rows (temporal branch gated off).
+
+        Afterwards every frame is processed exactly as ``block`` would process it alone.
+        """
+        if block.hidden_size != self.hidden_size or block.attn.num_heads != self.attn.num_heads:
+            raise ValueError(
+                f"DiT block (hidden_size {block.hidden_size}, heads {block.attn.num_heads}) does "
+                f"not match (hidden_size {self.hidden_size}, heads {self.attn.num_heads})"
+            )
+        if block.mlp.fc1.out_features != self.mlp.fc1.out_features:
+            raise ValueError(
+                f"DiT block MLP width {block.mlp.fc1.out_features} != {self.mlp.fc1.out_features}"
+            )
+        self.attn.load_state_dict(block.attn.state_dict())
+        self.mlp.load_state_dict(block.mlp.state_dict())
+        rows = 6 * self.hidden_size
+        ada, src = self.adaLN_modulation[1], block.adaLN_modulation[1]
+        ada.weight.zero_()
+        ada.bias.zero_()
+        ada.weight[:rows].copy_(src.weight)
+        ada.bias[:rows].copy_(src.bias)
 
 
 class FinalLayer(nn.Module):
