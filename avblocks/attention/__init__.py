@@ -55,3 +55,25 @@ __all__ = [
     "rotary_grid",
     "apply_rotary",
 ]
+
+# Attention blocks (residual, zero-initialised at the output; see docs/attention_blocks.md).
+from avblocks.attention.biblock import BiBlockCrossAttention, BlockBandMask  # noqa: E402
+from avblocks.attention.gcm import GCMAttention  # noqa: E402
+from avblocks.attention.mt_self import MTSelfAttention, PooledCausalMask  # noqa: E402
+from avblocks.attention.projections import (  # noqa: E402
+    BidirectionalCrossAttention,
+    MultiHeadAttention,
+)
+from avblocks.attention.spatiotemporal import SpatialAttention, TemporalAttention  # noqa: E402
+
+__all__ += [
+    "MultiHeadAttention",
+    "BidirectionalCrossAttention",
+    "SpatialAttention",
+    "TemporalAttention",
+    "MTSelfAttention",
+    "PooledCausalMask",
+    "GCMAttention",
+    "BiBlockCrossAttention",
+    "BlockBandMask",
+]
