@@ -388,6 +388,11 @@ class GriffinLim(nn.Module):
         _check_mel(self._mel, mel_config, "GriffinLim")
         _check_bins(mel, self._mel)
         cfg = self._mel
+        if cfg.hop * mel.shape[-1] <= cfg.n_fft // 2:
+            raise ValueError(
+                f"GriffinLim needs more than n_fft // 2 = {cfg.n_fft // 2} output samples for "
+                f"its reflect-padded STFT; {mel.shape[-1]} column(s) give {cfg.hop * mel.shape[-1]}"
+            )
         target = mel.exp()
         fb = self.fb.to(mel.dtype)
         linear = torch.einsum("km,bmc->bkc", self.inverse_fb.to(mel.dtype), target)
