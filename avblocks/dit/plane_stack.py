@@ -144,7 +144,7 @@ class PlaneStack(nn.Module):
                 f"(b, {self.channels}, {self.num_planes}, {self.side}, {self.side})"
             )
         return tuple(
-            latent[:, :, i, :rows, :cols].contiguous()
+            latent[:, :, i, :rows, :cols].clone(memory_format=torch.contiguous_format)
             for i, (rows, cols) in enumerate(self.shapes)
         )
 
