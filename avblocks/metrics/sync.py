@@ -117,7 +117,7 @@ def detect_audio_onsets(
     num_hops = audio.shape[-1] // hop
     if num_hops < 2:
         return torch.zeros(0, dtype=torch.long)
-    power = audio[: num_hops * hop].double().view(num_hops, hop).pow(2).mean(-1)
+    power = audio[: num_hops * hop].double().reshape(num_hops, hop).pow(2).mean(-1)
     level = 10 * torch.log10(power + 1e-12)
 
     # rise[i] = level[i] - min(level[i-m .. i-1]); hop 0 has no past and never rises.
