@@ -80,6 +80,9 @@ class FlexBackend(Backend):
         if mask is None:
             mask = FullMask(q.shape[2], k.shape[2])
         gqa = q.shape[1] != k.shape[1]
+        if not torch.is_grad_enabled():
+            # No graph is recorded anyway; detaching lets PyTorch's CPU-backward check pass.
+            q, k, v = q.detach(), k.detach(), v.detach()
         block_mask = mask.block_mask(self.block_size, q.device)
         if torch.compiler.is_compiling():
             return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
