@@ -1,0 +1,261 @@
+"""A dataset of fixed-length sounding-video clips cut from every container under a folder.
+
+Choices:
+
+- **Files**: every regular file under ``root`` (recursive, sorted by relative path) whose
+  extension (case-insensitive) is in ``extensions``; other files are ignored silently.
+- **Index**: each file is probed once (:func:`avblocks.data.media.probe`: streams, start
+  times, where the packets really end). A clip may start at ``lo + i * stride`` for
+  ``lo = max(0, audio_start - video_start - audio_slack)`` and must end by
+  ``min(video_end, audio_end + audio_slack)`` (times from the video origin, see
+  :mod:`avblocks.data.media`), so the index only lists clips that :func:`read_clip` accepts.
+  ``stride`` (seconds) defaults to the clip duration (non-overlapping clips).
+- **Cache**: probe results (and probe failures) are stored in one JSON file per root,
+  ``<cache_dir>/index-<hash of root>.json``, keyed by absolute path, size and mtime (ns), so
+  a changed file is probed again and clip settings can change without re-probing.
+  ``cache_dir`` defaults to ``$XDG_CACHE_HOME/avblocks/video_folder`` (``~/.cache/...``): the
+  dataset never writes next to the data and never modifies or deletes a user file. The
+  cache is written atomically; an unreadable cache is rebuilt; an unwritable cache folder
+  only costs a warning.
+- **Skipped files**: unreadable, empty, audio-less, too short or not-really-media files are
+  left out at indexing, each with a warning, listed in ``dataset.skipped`` (path -> reason),
+  plus one summary warning.
+- **Read failures**: a file that fails when a clip is read (e.g. damaged after indexing)
+  never stops an epoch: a warning is issued, the file is recorded in ``dataset.failed``
+  (path -> reason; per process, so per DataLoader worker) and not read again, and the item is
+  replaced by the *next clip in index order* (wrapping around) whose file still reads, so the
+  substitute is deterministic. Only if no file reads at all is a black, silent clip returned (at ``size``, or
+  the native size of the clip's file when ``size`` is None).
+- **Items**: ``dict(video=3 t h w float in [-1, 1], audio=ch n float, path=str,
+  start=float seconds)``; ``path``/``start`` describe the clip actually returned.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from avblocks.data.media import MediaError, MediaInfo, as_fraction, probe, read_clip
+
+__all__ = ["VideoFolder", "default_cache_dir"]
+
+_CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/avblocks/video_folder``, or ``~/.cache/avblocks/video_folder``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "avblocks" / "video_folder"
+
+
+class VideoFolder(Dataset):
+    """Clips of ``num_frames`` frames at ``fps`` (+ their audio at ``sample_rate``) from ``root``.
+
+    See the module docstring for indexing, caching, skipping and substitution rules.
+    """
+
+    def __init__(
+        self,
+        root: "str | os.PathLike[str]",
+        *,
+        num_frames: int,
+        fps: "int | float | Fraction",
+        size: tuple[int, int] | None,
+        sample_rate: int,
+        stride: float | None = None,
+        channels: int = 1,
+        cache_dir: "str | os.PathLike[str] | None" = None,
+        extensions: Sequence[str] = ("mp4", "mkv", "webm", "mov"),
+        audio_slack: float = 0.1,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"root ({root}) must be an existing folder")
+        if num_frames < 1:
+            raise ValueError(f"num_frames ({num_frames}) must be >= 1")
+        self.fps = as_fraction(fps, "fps")
+        if self.fps <= 0:
+            raise ValueError(f"fps ({fps}) must be > 0")
+        if stride is not None and stride <= 0:
+            raise ValueError(f"stride ({stride}) must be > 0 seconds or None")
+        if sample_rate < 1 or channels < 1:
+            raise ValueError(f"sample_rate ({sample_rate}) and channels ({channels}) must be >= 1")
+        self.num_frames, self.size, self.sample_rate = num_frames, size, sample_rate
+        self.channels, self.audio_slack = channels, audio_slack
+        self.duration = num_frames / self.fps
+        self.stride = self.duration if stride is None else as_fraction(stride, "stride")
+        self.extensions = tuple(e.lower().lstrip(".") for e in extensions)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        key = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:16]
+        self.cache_path = self.cache_dir / f"index-{key}.json"
+
+        self.skipped: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        self.num_probed = 0  # files probed by this construction (0 when the cache served all)
+        self.clips: list[tuple[str, Fraction]] = []
+        self._infos: dict[str, MediaInfo] = {}
+        files = self._files()
+        for path, entry in self._index(files).items():
+            if "error" in entry:
+                self._skip(path, entry["error"])
+                continue
+            info = MediaInfo.from_dict(entry["info"])
+            self._infos[path] = info
+            starts = self._starts(info)
+            if not starts:
+                lo, hi = info.usable
+                self._skip(
+                    path,
+                    f"too short: {max(0.0, hi - lo):.3f} s with both video and audio,"
+                    f" a clip needs {float(self.duration):.3f} s",
+                )
+            self.clips.extend((path, s) for s in starts)
+        if self.skipped:
+            shown = "; ".join(f"{p}: {r}" for p, r in list(self.skipped.items())[:5])
+            warnings.warn(
+                f"VideoFolder({self.root}): skipped {len(self.skipped)} of {len(files)} files"
+                f" (see .skipped): {shown}",
+                stacklevel=2,
+            )
+
+    # ---- indexing ---------------------------------------------------------------------------
+
+    def _files(self) -> list[Path]:
+        found = [
+            p
+            for p in self.root.rglob("*")
+            if p.suffix.lower().lstrip(".") in self.extensions and p.is_file()
+        ]
+        return sorted(found, key=lambda p: p.relative_to(self.root).as_posix())
+
+    def _load_cache(self) -> dict:
+        try:
+            data = json.loads(self.cache_path.read_text())
+            if data.get("version") == _CACHE_VERSION and isinstance(data.get("files"), dict):
+                return data["files"]
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError) as e:
+            warnings.warn(
+                f"VideoFolder: ignoring unreadable index cache {self.cache_path}: {e}", stacklevel=3
+            )
+        return {}
+
+    def _save_cache(self, files: dict) -> None:
+        data = {"version": _CACHE_VERSION, "root": str(self.root.resolve()), "files": files}
+        tmp = None
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=self.cache_dir)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.cache_path)
+        except OSError as e:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            warnings.warn(
+                f"VideoFolder: cannot write index cache {self.cache_path}: {e}", stacklevel=3
+            )
+
+    def _index(self, files: list[Path]) -> dict[str, dict]:
+        """``{path: {"size", "mtime_ns", "info" | "error"}}`` for ``files``, from the cache
+        where size and mtime still match, probing the rest."""
+        cached = self._load_cache()
+        index: dict[str, dict] = {}
+        for p in files:
+            path = str(p.resolve())
+            st = p.stat()
+            entry = cached.get(path)
+            if (
+                entry
+                and entry.get("size") == st.st_size
+                and entry.get("mtime_ns") == st.st_mtime_ns
+            ):
+                index[path] = entry
+                continue
+            self.num_probed += 1
+            entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            try:
+                entry["info"] = probe(p).to_dict()
+            except MediaError as e:
+                entry["error"] = e.reason
+            index[path] = entry
+        if self.num_probed or set(cached) != set(index):  # new, changed or removed files
+            self._save_cache(index)
+        return index
+
+    def _starts(self, info: MediaInfo) -> list[Fraction]:
+        slack = self.audio_slack
+        lo = max(0.0, info.audio_start - info.video_start - slack)
+        hi = min(info.video_end, info.audio_end + slack) - info.video_start
+        lo_q = as_fraction(lo, "start")
+        hi_q = as_fraction(hi, "start")
+        starts = []
+        s = lo_q
+        while s + self.duration <= hi_q:
+            starts.append(s)
+            s += self.stride
+        return starts
+
+    def _skip(self, path: str, reason: str) -> None:
+        self.skipped[path] = reason
+        warnings.warn(f"VideoFolder: skipping {path}: {reason}", stacklevel=4)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _read(self, path: str, start: Fraction) -> dict:
+        clip = read_clip(
+            path,
+            start=start,
+            num_frames=self.num_frames,
+            fps=self.fps,
+            size=self.size,
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            audio_slack=self.audio_slack,
+        )
+        return {"video": clip.video, "audio": clip.audio, "path": path, "start": float(start)}
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.clips)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} clips")
+        i %= n
+        for j in range(n):
+            path, start = self.clips[(i + j) % n]
+            if path in self.failed:
+                continue
+            try:
+                return self._read(path, start)
+            except (MediaError, OSError) as e:
+                self.failed[path] = getattr(e, "reason", str(e))
+                warnings.warn(
+                    f"VideoFolder: {path} failed at read time ({self.failed[path]});"
+                    " substituting the next readable clip",
+                    stacklevel=2,
+                )
+        warnings.warn(
+            "VideoFolder: no file can be read; returning a black, silent clip", stacklevel=2
+        )
+        return self._blank(*self.clips[i])
+
+    def _blank(self, path: str, start: Fraction) -> dict:
+        info = self._infos[path]
+        h, w = self.size if self.size is not None else (info.height, info.width)
+        n = round(self.duration * self.sample_rate)
+        return {
+            "video": torch.full((3, self.num_frames, h, w), -1.0),
+            "audio": torch.zeros(self.channels, n),
+            "path": path,
+            "start": float(start),
+        }
