@@ -198,9 +198,11 @@ def test_sync_score_is_high_on_real_pairs_and_lower_on_shuffled(clips):
     video, audio, _ = clips
     real = batch_sync_score(video, audio, SR, FPS)
     shuffled = batch_sync_score(video.roll(-1, dims=0), audio, SR, FPS)  # video i+1, audio i
-    # Measured: real 1.0, shuffled 0.55.
-    assert real.score >= 0.9
+    # Measured: real 1.0 both ways, shuffled 0.55 both ways.
+    assert real.score >= 0.9 and real.reverse_score >= 0.9
     assert shuffled.score <= real.score - 0.25
+    assert shuffled.reverse_score <= real.reverse_score - 0.25
+    assert real.reverse_score == pooled_sync_score(real.bounce_frames, real.onset_frames)
     assert len(real.onset_frames) == len(real.bounce_frames) == len(video)
     expected = pooled_sync_score(real.onset_frames, real.bounce_frames, tolerance=1)
     assert real.score == expected

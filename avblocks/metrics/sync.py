@@ -20,7 +20,9 @@ indices as a ``LongTensor``.
 - :func:`av_sync_score`: the fraction of audio onsets within ``tolerance`` frames of a
   visual bounce (an onset may share a bounce with another onset). With no onsets the score
   is undefined and is NaN; :func:`pooled_sync_score` pools over clips as
-  ``sum(matched onsets) / sum(onsets)``, so clips without onsets simply add nothing.
+  ``sum(matched onsets) / sum(onsets)``, so clips without onsets simply add nothing. The
+  reverse direction (bounces with an onset nearby) is reported alongside by
+  :func:`batch_sync_score`, since the onset side alone rewards a video that bounces always.
 - :func:`match_events`: one-to-one matching for detector precision/recall.
 """
 
@@ -345,11 +347,18 @@ def match_events(detected: Frames, reference: Frames, tolerance: int = 0) -> Eve
 
 @dataclass(frozen=True)
 class SyncReport:
-    """Per-clip onset and bounce frames, and the pooled onset-to-bounce sync score."""
+    """Per-clip onset and bounce frames, and pooled sync scores.
+
+    ``score`` is the pooled :func:`av_sync_score` (onsets that have a bounce nearby). It
+    cannot see bounces without a sound, and a video that "bounces" in every frame would
+    match every onset; ``reverse_score`` (bounces that have an onset nearby, pooled the same
+    way) covers that side, so report both.
+    """
 
     onset_frames: list[Tensor]
     bounce_frames: list[Tensor]
     score: float
+    reverse_score: float
     tolerance: int
 
 
@@ -365,7 +374,13 @@ def batch_sync_score(
     """Detect onsets and bounces in each clip of a batch; pool :func:`av_sync_score`."""
     onsets = detect_audio_onsets(audio, sample_rate, fps)
     bounces = detect_bounces(video)
-    return SyncReport(onsets, bounces, pooled_sync_score(onsets, bounces, tolerance), tolerance)
+    return SyncReport(
+        onset_frames=onsets,
+        bounce_frames=bounces,
+        score=pooled_sync_score(onsets, bounces, tolerance),
+        reverse_score=pooled_sync_score(bounces, onsets, tolerance),
+        tolerance=tolerance,
+    )
 
 
 @shapecheck
