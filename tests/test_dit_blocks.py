@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from jaxtyping import TypeCheckError
 from torch._dynamo.testing import CompileCounter
 
 from avblocks.attention.dispatch import attention_backend
@@ -24,6 +25,7 @@ from avblocks.dit.patch import (
     unpatchify2d,
     unpatchify3d,
 )
+from avblocks.typing import TYPECHECK
 
 D, HEADS = 32, 4
 
@@ -245,7 +247,12 @@ def test_constructor_and_input_errors_name_values():
     block = STDiTBlock(hidden_size=D, num_heads=HEADS)
     with pytest.raises(ValueError, match="5 frames"):
         block(torch.randn(2, 6, 3, D), torch.randn(2, 5, D))
-    with pytest.raises(Exception, match=r"(?s)'c'.*d=32"):  # jaxtyping names argument and axis
+
+
+@pytest.mark.skipif(not TYPECHECK, reason="AVBLOCKS_TYPECHECK=0 in this run")
+def test_shape_check_names_argument_and_axis():
+    block = STDiTBlock(hidden_size=D, num_heads=HEADS)
+    with pytest.raises(TypeCheckError, match=r"(?s)'c'.*d=32"):
         block(torch.randn(2, 6, 3, D), torch.randn(2, D + 1))
 
 

@@ -1,6 +1,6 @@
 """Diffusion-transformer blocks: embedders, adaLN-Zero, DiT / ST-DiT blocks, patches, plane stack."""
 
-from avblocks.dit.blocks import DiTBlock, FinalLayer, Mlp, SelfAttention, STDiTBlock
+from avblocks.dit.blocks import DiTAttention, DiTBlock, DiTMlp, FinalLayer, STDiTBlock
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder, timestep_embedding
 from avblocks.dit.modulation import AdaLNZero, modulate, to_tokens
 from avblocks.dit.patch import (
@@ -17,8 +17,8 @@ __all__ = [
     "DiTBlock",
     "STDiTBlock",
     "FinalLayer",
-    "SelfAttention",
-    "Mlp",
+    "DiTAttention",
+    "DiTMlp",
     "TimestepEmbedder",
     "LabelEmbedder",
     "timestep_embedding",

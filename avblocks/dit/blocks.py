@@ -20,7 +20,7 @@ from avblocks.attention.masks import Mask
 from avblocks.dit.modulation import AdaLNZero, modulate, to_tokens
 from avblocks.typing import Float, Tensor, shapecheck
 
-__all__ = ["SelfAttention", "Mlp", "DiTBlock", "STDiTBlock", "FinalLayer"]
+__all__ = ["DiTAttention", "DiTMlp", "DiTBlock", "STDiTBlock", "FinalLayer"]
 
 
 def _xavier(linear: nn.Linear) -> None:
@@ -40,7 +40,7 @@ def _check_width(hidden_size: int, num_heads: int, mlp_ratio: float) -> None:
         raise ValueError(f"mlp_ratio ({mlp_ratio}) must be > 0")
 
 
-class SelfAttention(nn.Module):
+class DiTAttention(nn.Module):
     """Multi-head self-attention with a fused ``qkv`` Linear (timm / DiT layout).
 
     ``qkv`` is ``Linear(d, 3d)`` whose output splits as ``(3, heads, head_dim)`` (q, k, v
@@ -68,8 +68,8 @@ class SelfAttention(nn.Module):
         return self.proj(rearrange(out, "b h n e -> b n (h e)"))
 
 
-class Mlp(nn.Module):
-    """``fc2(GELU_tanh(fc1(x)))`` with hidden width ``int(hidden_size * mlp_ratio)`` (DiT's Mlp)."""
+class DiTMlp(nn.Module):
+    """``fc2(GELU_tanh(fc1(x)))`` with hidden width ``int(hidden_size * mlp_ratio)`` (timm's Mlp as DiT uses it)."""
 
     def __init__(self, *, hidden_size: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -111,9 +111,9 @@ class DiTBlock(nn.Module):
         _check_width(hidden_size, num_heads, mlp_ratio)
         self.hidden_size = hidden_size
         self.norm1 = _layer_norm(hidden_size)
-        self.attn = SelfAttention(hidden_size=hidden_size, num_heads=num_heads)
+        self.attn = DiTAttention(hidden_size=hidden_size, num_heads=num_heads)
         self.norm2 = _layer_norm(hidden_size)
-        self.mlp = Mlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
+        self.mlp = DiTMlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
         self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=6)
 
     @shapecheck
@@ -167,11 +167,11 @@ class STDiTBlock(nn.Module):
         _check_width(hidden_size, num_heads, mlp_ratio)
         self.hidden_size = hidden_size
         self.norm1 = _layer_norm(hidden_size)
-        self.attn = SelfAttention(hidden_size=hidden_size, num_heads=num_heads)
+        self.attn = DiTAttention(hidden_size=hidden_size, num_heads=num_heads)
         self.norm2 = _layer_norm(hidden_size)
-        self.mlp = Mlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
+        self.mlp = DiTMlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
         self.norm_temporal = _layer_norm(hidden_size)
-        self.attn_temporal = SelfAttention(hidden_size=hidden_size, num_heads=num_heads)
+        self.attn_temporal = DiTAttention(hidden_size=hidden_size, num_heads=num_heads)
         self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=9)
 
     @shapecheck
