@@ -132,6 +132,13 @@ def as_fraction(value: "int | float | Fraction", what: str = "fps") -> Fraction:
     return Fraction(value)
 
 
+def _why(e: Exception) -> str:
+    """FFmpeg's own words for an error, without the path it repeats."""
+    if isinstance(e, av.error.FFmpegError) and e.strerror:
+        return f"{type(e).__name__}: {e.strerror}"
+    return f"{type(e).__name__}: {e}"
+
+
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise MediaError(path, "no such file")
@@ -247,7 +254,7 @@ def probe(path: "str | os.PathLike[str]") -> MediaInfo:
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, StopIteration, ValueError) as e:
-        raise MediaError(path, f"cannot read ({type(e).__name__}: {e})") from e
+        raise MediaError(path, f"cannot read ({_why(e)})") from e
 
 
 def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
@@ -442,7 +449,7 @@ def read_clip(
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise MediaError(path, f"cannot read ({type(e).__name__}: {e})") from e
+        raise MediaError(path, f"cannot read ({_why(e)})") from e
 
     a_end = a0 + Fraction(x.shape[1], src_sr)
     head, tail = a0 - t0, t0 + duration - a_end
