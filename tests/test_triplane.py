@@ -15,6 +15,7 @@ from avblocks.latent.triplane import (
     triplane_tokens,
     volume_tokens,
 )
+from avblocks.typing import TYPECHECK
 
 sizes = st.integers(1, 6)
 dims = st.tuples(st.integers(1, 2), st.integers(1, 3), sizes, sizes, sizes)
@@ -210,5 +211,9 @@ def test_bad_arguments_and_shapes():
         TriPlaneProjector(channels=6, pooling="attention", heads=4)
     with pytest.raises(ValueError, match="3 channels, projector expects 4"):
         TriPlaneProjector(channels=4, pooling="attention")(torch.randn(1, 3, 2, 2, 2))
+
+
+@pytest.mark.skipif(not TYPECHECK, reason="shape checks are off (AVBLOCKS_TYPECHECK=0)")
+def test_shape_check_names_the_layout():
     with pytest.raises(Exception, match="b c t h w"):
         project(torch.randn(1, 2, 3, 4))
