@@ -532,3 +532,13 @@ def test_misaligned_streams_are_refused_by_the_shape_check():
     block = GCMAttention(video_dim=4, audio_dim=4, groups=1, heads=2)
     with pytest.raises(Exception, match="t=4"):
         block(torch.randn(1, 4, 4, 2), torch.randn(1, 4, 5, 2))  # audio t differs from video t
+
+
+@pytest.mark.slow
+def test_inductor_compile_matches_eager():
+    """The one inductor compile of this file (opt-in): causal MT-SelfAttn, masks included."""
+    torch._dynamo.reset()
+    block = _perturb(MTSelfAttention(dim=8, heads=2, causal=True)).eval()
+    x = torch.randn(2, 8, 8, 3)
+    compiled = torch.compile(block, fullgraph=True)
+    torch.testing.assert_close(compiled(x), block(x), atol=1e-5, rtol=1e-5)

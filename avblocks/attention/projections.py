@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from avblocks.attention.dispatch import attend
+from avblocks.attention.masks import Mask
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = ["MultiHeadAttention", "BidirectionalCrossAttention"]
@@ -103,7 +104,7 @@ class MultiHeadAttention(nn.Module):
         self,
         x: Float[Tensor, "b n c"],
         context: Float[Tensor, "b m cc"] | None = None,
-        mask=None,
+        mask: Mask | None = None,
     ) -> Float[Tensor, "b n co"]:
         """Attention of the tokens ``x`` over ``context`` (default ``x``) under ``mask``."""
         context = x if context is None else context
@@ -154,8 +155,8 @@ class BidirectionalCrossAttention(nn.Module):
         self,
         video: Float[Tensor, "b nv cv"],
         audio: Float[Tensor, "b na ca"],
-        video_mask=None,
-        audio_mask=None,
+        video_mask: Mask | None = None,
+        audio_mask: Mask | None = None,
     ) -> tuple[Float[Tensor, "b nv cv"], Float[Tensor, "b na ca"]]:
         """``video_mask``: which audio tokens each video token sees (``nv x na``);
         ``audio_mask``: which video tokens each audio token sees (``na x nv``)."""

@@ -24,7 +24,7 @@ Visibility (exact, obtained by folding the other axes into the batch; no mask is
 from einops import rearrange
 from torch import nn
 
-from avblocks.attention.masks import FrameCausalMask
+from avblocks.attention.masks import FrameCausalMask, Mask
 from avblocks.attention.projections import MultiHeadAttention
 from avblocks.typing import Float, Tensor, shapecheck
 
@@ -51,7 +51,7 @@ class _ResidualAttention(nn.Module):
         self.attn = MultiHeadAttention(dim=dim, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                                        qk_norm=qk_norm, qkv_bias=qkv_bias)
 
-    def _residual(self, tokens: Tensor, mask=None) -> Tensor:
+    def _residual(self, tokens: Tensor, mask: Mask | None = None) -> Tensor:
         return tokens + self.attn(self.norm(tokens), mask=mask)
 
 
@@ -83,8 +83,20 @@ class TemporalAttention(_ResidualAttention):
     on the folded sequence of ``t`` tokens). Returns ``x + attn(norm(x))``, the identity at init.
     """
 
-    def __init__(self, *, causal: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        dim: int,
+        heads: int = 8,
+        kv_heads: int | None = None,
+        head_dim: int | None = None,
+        causal: bool = False,
+        qk_norm: bool = False,
+        qkv_bias: bool = True,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ) -> None:
+        super().__init__(dim=dim, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                         qk_norm=qk_norm, qkv_bias=qkv_bias, norm_layer=norm_layer)
         self.causal = causal
 
     @shapecheck
