@@ -404,3 +404,34 @@ def test_preview_png_shows_frames_above_an_aligned_spectrogram(tmp_path):
     assert column_peak[: int(0.45 * w)].max() < 0.1
     assert column_peak[int(0.55 * w) :].min() > 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
+
+
+class _CountingContainer:
+    """Proxy of an open PyAV container that counts decoded frames (PyAV's classes are
+    extension types, so the count is taken around them rather than patched in)."""
+
+    def __init__(self, container):
+        self.container, self.decoded = container, 0
+
+    def seek(self, *args, **kwargs):
+        return self.container.seek(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        for frame in self.container.decode(*args, **kwargs):
+            self.decoded += 1
+            yield frame
+
+
+def test_reading_late_in_a_long_file_seeks_instead_of_decoding_from_the_start(tmp_path):
+    from avblocks.data import media
+
+    fps, n = 25, 250  # 10 s, a keyframe every 25 frames
+    path = make_media(tmp_path / "long.mp4", fps=fps, num_frames=n, colors=index_colors(n), gop=25)
+    times = [Fraction(8) + Fraction(k, fps) for k in range(8)]
+    with av.open(str(path)) as c:
+        counting = _CountingContainer(c)
+        frames = media._decode_video(counting, c.streams.video[0], times, None, path)
+        decoded = counting.decoded
+    got = decode_index(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)
+    assert got.tolist() == list(range(200, 208))
+    assert decoded <= 25 + 8 + 1, decoded  # at most one GOP before the clip, not 200 frames

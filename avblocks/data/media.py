@@ -297,10 +297,15 @@ def _decode_video(container, stream, times: list[Fraction], size, path: Path) ->
                     break  # the seek overshot: decode from the start instead
             while k < len(times) and times[k] + half_tick < t:
                 if prev is None:
-                    raise MediaError(
-                        path,
-                        f"no video frame at {float(times[k]):.4f} s (video starts at {float(t):.4f} s)",
-                    )
+                    if t - times[k] > default_dur:
+                        raise MediaError(
+                            path,
+                            f"no video frame at {float(times[k] - stream_start):.4f} s (first"
+                            f" decodable frame at {float(t - stream_start):.4f} s)",
+                        )
+                    # first frame a little after the declared start (e.g. dropped leading
+                    # B-frames): it stands in for the times just before it
+                    prev, prev_rgb = frame, None
                 if prev_rgb is None:
                     prev_rgb = _to_rgb(prev, size)
                 out[k] = prev_rgb

@@ -9,7 +9,7 @@ Choices:
 - Frame ``k`` gets ``pts = k`` in a ``1 / fps`` time base, so fractional rates are exact:
   pass ``Fraction(30000, 1001)`` (or the float ``30000 / 1001``) for 29.97 fps.
 - Audio ``n`` (mono) or ``ch n`` (1 or 2 channels) at ``sample_rate``, written from time 0 as
-  given (no trimming to the video length); ``audio=None`` writes a silent-less video-only file.
+  given (no trimming to the video length); ``audio=None`` writes a video-only file.
   The AAC encoder's 1024-sample priming is recorded in the mp4 edit list, so readers that
   honour it (FFmpeg/PyAV, :func:`avblocks.data.read_clip`) see sample 0 at time 0.
 - The file is written to a temporary name in the destination folder, flushed to disk, then
