@@ -27,7 +27,12 @@ information travels along time within a modality, so that claim holds only witho
 import torch
 from torch import nn
 
-from avblocks.attention import BiBlockCrossAttention, GCMAttention, MTSelfAttention, SpatialAttention
+from avblocks.attention import (
+    BiBlockCrossAttention,
+    GCMAttention,
+    MTSelfAttention,
+    SpatialAttention,
+)
 from avblocks.latent.triplane import TriPlane
 
 __all__ = ["PlaneFusion", "STAGES"]

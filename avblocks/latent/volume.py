@@ -11,20 +11,26 @@ encoder
        ``(2, 4, 4)`` also halves time);
     2. ``depth`` :class:`FactorisedResBlock3d`: ``x + T(act(norm(S(act(norm(x))))))`` with ``S``
        a spatial ``(1, 3, 3)`` conv and ``T`` a temporal ``(3, 1, 1)`` conv (zero padding,
-       "same" size), GroupNorm + SiLU; ``T`` is zero-initialised so each block starts as the
+       "same" size), per-frame GroupNorm + SiLU; ``T`` is zero-initialised so each block starts as the
        identity. Factorising costs ``9 + 3`` taps per channel pair instead of ``27``;
-    3. output: GroupNorm, SiLU, ``Conv3d 1x1x1`` to ``latent_channels``.
+    3. output: per-frame GroupNorm, SiLU, ``Conv3d 1x1x1`` to ``latent_channels``.
 
 decoder (mirror)
     1. ``Conv3d 1x1x1`` from ``latent_channels`` to ``hidden``;
     2. ``depth`` :class:`FactorisedResBlock3d`;
-    3. GroupNorm, SiLU, ``Conv3d 1x1x1`` to ``out * pt * ph * pw`` values per latent voxel,
+    3. per-frame GroupNorm, SiLU, ``Conv3d 1x1x1`` to ``out * pt * ph * pw`` values per latent voxel,
        then a pixel-shuffle un-patch ``b (c pt ph pw) t h w -> b c (t pt) (h ph) (w pw)``
        (the same map as a ``ConvTranspose3d`` with kernel = stride = patch).
 
 So the decoder returns exactly ``(t' pt, h' ph, w' pw)``: the input size for every size the
 encoder accepts. The encoder raises a ``ValueError`` naming the axis, its size and the patch
 when a size is not a multiple of the patch (no silent cropping or padding).
+
+Every layer is time-local: the norms are :class:`FrameGroupNorm` (statistics per frame, never
+across time), so the only temporal mixing is the ``(3, 1, 1)`` convs, one frame each way per
+block. A plain GroupNorm over ``c t h w`` would let every frame's features depend on the whole
+clip: that breaks the MDSA's cross-modal locality (a group's latent would move when audio far
+away changes) and makes chunked decoding of long clips differ from decoding them whole.
 
 For audio, use ``in_channels=1`` and ``axis_names=("t", "f", "w")`` so errors name ``f``.
 """
@@ -41,6 +47,7 @@ from avblocks.typing import shapecheck
 
 __all__ = [
     "FactorisedResBlock3d",
+    "FrameGroupNorm",
     "VolumeEncoder",
     "VolumeEncoderConfig",
     "VolumeDecoder",
@@ -64,6 +71,15 @@ def _check_common(
         raise ValueError(f"groups ({groups}) must divide hidden_channels ({hidden_channels})")
 
 
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm of ``b c t h w`` with statistics taken per frame (over a group's ``c h w``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = rearrange(x, "b c t h w -> (b t) c h w")
+        normed = nn.functional.group_norm(frames, self.num_groups, self.weight, self.bias, self.eps)
+        return rearrange(normed, "(b t) c h w -> b c t h w", t=x.shape[2])
+
+
 class FactorisedResBlock3d(nn.Module):
     """``x + T(SiLU(GN(S(SiLU(GN(x))))))``: spatial ``(1,3,3)`` then temporal ``(3,1,1)`` conv.
 
@@ -74,9 +90,9 @@ class FactorisedResBlock3d(nn.Module):
         super().__init__()
         if groups < 1 or channels % groups:
             raise ValueError(f"groups ({groups}) must divide channels ({channels})")
-        self.norm1 = nn.GroupNorm(groups, channels)
+        self.norm1 = FrameGroupNorm(groups, channels)
         self.spatial = nn.Conv3d(channels, channels, kernel_size=(1, 3, 3), padding=(0, 1, 1))
-        self.norm2 = nn.GroupNorm(groups, channels)
+        self.norm2 = FrameGroupNorm(groups, channels)
         self.temporal = nn.Conv3d(channels, channels, kernel_size=(3, 1, 1), padding=(1, 0, 0))
         self.act = nn.SiLU()
         nn.init.zeros_(self.temporal.weight)
@@ -139,7 +155,7 @@ class VolumeEncoder(SaveLoadMixin, nn.Module):
             *(FactorisedResBlock3d(channels=hidden_channels, groups=groups) for _ in range(depth))
         )
         self.out = nn.Sequential(
-            nn.GroupNorm(groups, hidden_channels),
+            FrameGroupNorm(groups, hidden_channels),
             nn.SiLU(),
             nn.Conv3d(hidden_channels, latent_channels, kernel_size=1),
         )
@@ -206,7 +222,7 @@ class VolumeDecoder(SaveLoadMixin, nn.Module):
             *(FactorisedResBlock3d(channels=hidden_channels, groups=groups) for _ in range(depth))
         )
         self.out = nn.Sequential(
-            nn.GroupNorm(groups, hidden_channels),
+            FrameGroupNorm(groups, hidden_channels),
             nn.SiLU(),
             nn.Conv3d(hidden_channels, out_channels * math.prod(patch), kernel_size=1),
         )
