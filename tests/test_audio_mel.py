@@ -194,3 +194,18 @@ def test_normalizer_round_trip_arbitrary_values():
     torch.testing.assert_close(norm.denormalize(norm.normalize(values)), values,
                                rtol=1e-12, atol=1e-12)
     assert dataclasses.is_dataclass(norm.mel)
+
+
+def test_module_equals_function_and_has_no_state():
+    from avblocks.audio import LogMelSpectrogram, mel_transform
+
+    cfg = MelConfig.speech16k()
+    module = LogMelSpectrogram(mel=cfg)
+    x = torch.randn(2, 3, 4000) * 0.1
+    assert torch.equal(module(x), log_mel_spectrogram(x, cfg))
+    # the torchaudio transform built from the config is the reference, bit for bit
+    assert torch.equal(module(x), torch.log(torch.clamp(mel_transform(cfg)(x), min=1e-7)))
+    assert module.state_dict() == {}  # window and filterbank are functions of the config
+    x64 = x.double()
+    torch.testing.assert_close(module(x64), log_mel_spectrogram(x64, cfg))
+    assert module(x64).dtype == torch.float64

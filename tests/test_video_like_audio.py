@@ -198,3 +198,15 @@ def test_shape_check_rejects_wrong_rank():
     block = VideoLikeAudio(mel=MelConfig.speech16k(), fps=10)
     with pytest.raises(Exception, match="b n|b ch n|Float"):
         block(torch.zeros(1, 1, 1, 3200))
+
+
+def test_no_state_dict_entries():
+    assert VideoLikeAudio(mel=MelConfig.speech16k(), fps=10).state_dict() == {}
+
+
+@pytest.mark.slow
+def test_compiles_fullgraph():
+    block = VideoLikeAudio(mel=MelConfig.speech16k(), fps=10)
+    x = torch.randn(2, 16000) * 0.1
+    compiled = torch.compile(block, fullgraph=True)
+    torch.testing.assert_close(compiled(x), block(x), rtol=1e-5, atol=1e-5)

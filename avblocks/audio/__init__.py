@@ -1,12 +1,13 @@
 """Audio blocks: mel settings, video-like audio, log-mel normalisation, vocoders."""
 
-from avblocks.audio.mel import MelConfig, log_mel_spectrogram, mel_transform
+from avblocks.audio.mel import LogMelSpectrogram, MelConfig, log_mel_spectrogram, mel_transform
 from avblocks.audio.normalize import LogMelNormalizer
 from avblocks.audio.video_like import VideoLikeAudio
 from avblocks.audio.vocoder import GriffinLim, Vocoder, vocos_config
 
 __all__ = [
     "MelConfig",
+    "LogMelSpectrogram",
     "log_mel_spectrogram",
     "mel_transform",
     "LogMelNormalizer",

@@ -2,9 +2,13 @@
 
 One frozen :class:`MelConfig` describes *every* setting that changes the numbers of a log-mel
 spectrogram, so two spectrograms can be compared for compatibility by comparing configs
-(the vocoders refuse a mel whose config differs from theirs). The computation is
-``torchaudio.transforms.MelSpectrogram`` built from the config, followed by
-``log(clamp(mel, min=log_floor))`` (natural log), which is exactly what vocos does.
+(the vocoders refuse a mel whose config differs from theirs). The computation is the one of
+``torchaudio.transforms.MelSpectrogram`` built from the config (the same ``torch.stft`` call,
+magnitude, and torchaudio's filterbank, step for step, so the numbers are bit-identical; see
+:func:`mel_transform` for that transform itself), followed by ``log(clamp(mel, log_floor))``
+(natural log), which is exactly what vocos does. It is written out here rather than calling
+the transform because torchaudio's spectrogram does not trace under
+``torch.compile(fullgraph=True)``; the tests compare it with torchaudio and with vocos.
 
 Column convention: with ``center=True`` the waveform is padded by ``n_fft // 2`` on both sides
 (``pad_mode``), so column ``j`` is centred at sample ``j * hop`` and a waveform of ``n`` samples
@@ -18,10 +22,11 @@ from dataclasses import dataclass
 
 import torch
 import torchaudio
+from torch import nn
 
 from avblocks.typing import Float, Tensor, shapecheck
 
-__all__ = ["MelConfig", "log_mel_spectrogram", "mel_transform"]
+__all__ = ["MelConfig", "LogMelSpectrogram", "log_mel_spectrogram", "mel_transform"]
 
 _WINDOWS = {
     "hann": torch.hann_window,
@@ -186,7 +191,8 @@ class MelConfig:
 
 
 def mel_transform(mel: MelConfig) -> torchaudio.transforms.MelSpectrogram:
-    """A fresh ``torchaudio.transforms.MelSpectrogram`` with the settings of ``mel``."""
+    """A fresh ``torchaudio.transforms.MelSpectrogram`` with the settings of ``mel`` (the
+    reference the log-mel computation here reproduces)."""
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=mel.sample_rate,
         n_fft=mel.n_fft,
@@ -205,10 +211,35 @@ def mel_transform(mel: MelConfig) -> torchaudio.transforms.MelSpectrogram:
     )
 
 
+def _log_mel(waveform: Tensor, window: Tensor, fb: Tensor, mel: MelConfig) -> Tensor:
+    # torchaudio.functional.spectrogram + MelScale, step for step, then the log.
+    shape = waveform.shape
+    spec = torch.stft(
+        waveform.reshape(-1, shape[-1]),
+        n_fft=mel.n_fft,
+        hop_length=mel.hop,
+        win_length=mel.n_fft,
+        window=window,
+        center=mel.center,
+        pad_mode=mel.pad_mode,
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )
+    spec = spec.reshape(shape[:-1] + spec.shape[-2:]).abs()
+    if mel.power != 1.0:
+        spec = spec.pow(mel.power)
+    mel_spec = torch.matmul(spec.transpose(-1, -2), fb).transpose(-1, -2)
+    return torch.log(torch.clamp(mel_spec, min=mel.log_floor))
+
+
 @functools.lru_cache(maxsize=32)
-def _cached_transform(mel: MelConfig, device: str, dtype: torch.dtype):
-    # One transform per (config, device, dtype): its window and filterbank are built once.
-    return mel_transform(mel).to(device=device, dtype=dtype)
+def _cached_tables(mel: MelConfig, device: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    # Window and filterbank built once per (config, device, dtype).
+    return (
+        mel.window_tensor().to(device=device, dtype=dtype),
+        mel.filterbank().to(device=device, dtype=dtype),
+    )
 
 
 @shapecheck
@@ -217,8 +248,30 @@ def log_mel_spectrogram(
 ) -> Float[Tensor, "*batch f cols"]:
     """Natural-log mel spectrogram ``log(clamp(MelSpectrogram(waveform), log_floor))``.
 
-    Any leading axes are kept (``b n -> b f cols``, ``b ch n -> b ch f cols``). The torchaudio
-    transform is built once per (config, device, dtype) and cached.
+    Any leading axes are kept (``b n -> b f cols``, ``b ch n -> b ch f cols``). The window and
+    filterbank are built once per (config, device, dtype) and cached. For use inside a
+    network (``.to(device)``, ``torch.compile``) prefer :class:`LogMelSpectrogram`.
     """
-    transform = _cached_transform(mel, str(waveform.device), waveform.dtype)
-    return torch.log(torch.clamp(transform(waveform), min=mel.log_floor))
+    window, fb = _cached_tables(mel, str(waveform.device), waveform.dtype)
+    return _log_mel(waveform, window, fb, mel)
+
+
+class LogMelSpectrogram(nn.Module):
+    """Module form of :func:`log_mel_spectrogram` for use inside networks.
+
+    The window and filterbank are built at construction (``forward`` builds nothing and
+    compiles with ``torch.compile(fullgraph=True)``) and kept as non-persistent buffers: they
+    follow ``.to(...)`` but stay out of ``state_dict`` (they are functions of the config).
+    An input of another dtype than the buffers uses buffers cast to its dtype.
+    """
+
+    def __init__(self, *, mel: MelConfig):
+        super().__init__()
+        self.mel = mel
+        self.register_buffer("window", mel.window_tensor(), persistent=False)
+        self.register_buffer("fb", mel.filterbank(), persistent=False)
+
+    @shapecheck
+    def forward(self, waveform: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch f cols"]:
+        dtype = waveform.dtype
+        return _log_mel(waveform, self.window.to(dtype), self.fb.to(dtype), self.mel)

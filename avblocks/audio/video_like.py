@@ -33,7 +33,7 @@ import torchaudio
 from einops import rearrange
 from torch import nn
 
-from avblocks.audio.mel import MelConfig, log_mel_spectrogram
+from avblocks.audio.mel import LogMelSpectrogram, MelConfig
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = ["VideoLikeAudio", "as_fraction"]
@@ -128,6 +128,7 @@ class VideoLikeAudio(nn.Module):
                 f"input_sample_rate=<your rate> to resample)"
             )
         self._columns = int(ratio)
+        self.log_mel = LogMelSpectrogram(mel=mel)  # built once; no state_dict entries
 
     @property
     def frame_columns(self) -> int:
@@ -171,7 +172,7 @@ class VideoLikeAudio(nn.Module):
                 f"n_fft // 2 = {self.mel.n_fft // 2} samples; give more than that"
             )
         w = self._columns
-        spec = log_mel_spectrogram(x[..., : t * self.samples_per_frame], self.mel)
+        spec = self.log_mel(x[..., : t * self.samples_per_frame])
         return rearrange(spec[..., : t * w], "b c f (t w) -> b c t f w", w=w)
 
     @shapecheck
