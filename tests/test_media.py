@@ -157,6 +157,26 @@ def test_frames_are_chosen_by_presentation_time(indexed_24fps, fps, start_tick, 
     assert decode_index(clip.video).tolist() == expected
 
 
+@pytest.mark.parametrize("fps", [Fraction(24), Fraction(30000, 1001)], ids=str)
+def test_b_frames_from_write_mp4_are_placed_by_presentation_time(tmp_path, fps):
+    """write_mp4's default preset uses B-frames (decode order != display order, negative
+    dts, an mp4 edit list): frames must still come back in display order, by time."""
+    n = 48
+    colors = torch.tensor(index_colors(n), dtype=torch.uint8)  # n 3
+    video = colors.T[:, :, None, None].expand(3, n, 32, 32).contiguous()
+    path = write_mp4(tmp_path / "b.mp4", video, torch.zeros(round(n * 16000 / fps)), fps, 16000)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.has_b_frames
+    for start, read_fps in [
+        (Fraction(0), fps),
+        (Fraction(1, 2), Fraction(15)),
+        (Fraction(1), Fraction(30)),
+    ]:
+        clip = read_clip(path, start=start, num_frames=8, fps=read_fps, sample_rate=16000)
+        expected = [math.floor((start + Fraction(k) / read_fps) * fps) for k in range(8)]
+        assert decode_index(clip.video).tolist() == expected
+
+
 def test_seeking_late_in_a_file_reads_the_right_frames(indexed_24fps):
     clip = read_clip(indexed_24fps, start=1.5, num_frames=8, fps=24, sample_rate=16000)
     assert decode_index(clip.video).tolist() == list(range(36, 44))

@@ -15,8 +15,9 @@ Choices:
   a changed file is probed again and clip settings can change without re-probing.
   ``cache_dir`` defaults to ``$XDG_CACHE_HOME/avblocks/video_folder`` (``~/.cache/...``): the
   dataset never writes next to the data and never modifies or deletes a user file. The
-  cache is written atomically; an unreadable cache is rebuilt; an unwritable cache folder
-  only costs a warning.
+  cache is written atomically (concurrent constructions, e.g. one per DDP rank, each leave
+  a valid file); an unreadable cache is rebuilt; an unwritable cache folder only costs a
+  warning.
 - **Skipped files**: unreadable, empty, audio-less, too short or not-really-media files are
   left out at indexing, each with a warning, listed in ``dataset.skipped`` (path -> reason),
   plus one summary warning.
@@ -36,6 +37,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import fields
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,6 +49,19 @@ from avblocks.data.media import MediaError, MediaInfo, as_fraction, probe, read_
 __all__ = ["VideoFolder", "default_cache_dir"]
 
 _CACHE_VERSION = 1
+
+
+_INFO_FIELDS = {f.name for f in fields(MediaInfo)}
+
+
+def _valid(entry) -> bool:
+    """A cache entry this version can use (anything else is probed again)."""
+    if not isinstance(entry, dict):
+        return False
+    if isinstance(entry.get("error"), str):
+        return True
+    info = entry.get("info")
+    return isinstance(info, dict) and set(info) == _INFO_FIELDS
 
 
 def default_cache_dir() -> Path:
@@ -174,7 +189,7 @@ class VideoFolder(Dataset):
             st = p.stat()
             entry = cached.get(path)
             if (
-                entry
+                _valid(entry)
                 and entry.get("size") == st.st_size
                 and entry.get("mtime_ns") == st.st_mtime_ns
             ):
@@ -187,8 +202,10 @@ class VideoFolder(Dataset):
             except MediaError as e:
                 entry["error"] = e.reason
             index[path] = entry
-        if self.num_probed or set(cached) != set(index):  # new, changed or removed files
-            self._save_cache(index)
+        # keep entries this listing did not visit (other extensions) while their files exist
+        kept = {k: v for k, v in cached.items() if k not in index and os.path.exists(k)}
+        if self.num_probed or len(kept) + len(index) != len(cached):  # new/changed/removed
+            self._save_cache({**kept, **index})
         return index
 
     def _starts(self, info: MediaInfo) -> list[Fraction]:
