@@ -474,6 +474,15 @@ def test_random_shift_is_training_only_and_seeded():
     eval_out = block(video, audio)
     for got, want in zip(eval_out, block(video, audio, shift=0), strict=True):
         assert torch.equal(got, want)
+    # in training the forward uses the next seeded draw: replay it on a twin with shift=...
+    twin = make().double().train()
+    twin.load_state_dict(block.state_dict())  # same weights, a fresh generator with seed 7
+    block.train()
+    shifts = [twin.draw_shift() for _ in range(3)]
+    assert len(set(shifts)) > 1  # the draws differ, so the comparison below can fail
+    for s in shifts:
+        for got, want in zip(block(video, audio), twin(video, audio, shift=s), strict=True):
+            assert torch.equal(got, want)
 
 
 def test_block_band_mask_rows():
