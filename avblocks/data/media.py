@@ -433,6 +433,8 @@ def read_clip(
         raise ValueError(f"sample_rate ({sample_rate}) must be >= 1")
     if channels < 1:
         raise ValueError(f"channels ({channels}) must be >= 1")
+    if audio_slack < 0:
+        raise ValueError(f"audio_slack ({audio_slack}) must be >= 0 seconds")
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size ({size}) must be None or (h, w) with h, w >= 1")
     path = Path(path)
