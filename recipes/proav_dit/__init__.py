@@ -1,0 +1,1 @@
+"""ProAV-DiT: tri-plane audio-video autoencoder (MDSA) + spatio-temporal diffusion transformer."""
