@@ -212,7 +212,10 @@ class _FlowSampler(_Sampler):
         return v
 
     def _dt(self, t: Tensor, t_next: Tensor, x: Tensor) -> Tensor:
+        """``t_next - t`` broadcast to ``x``; validates both (shape, range)."""
         t, t_next = align_timesteps(t, t_next, x=x, frame_dim=self.frame_dim)
+        check_unit_interval(t)
+        check_unit_interval(t_next, "t_next")
         return broadcast_timesteps(t_next - t, x, self.frame_dim).to(x.dtype)
 
     def _advance(self, model, x, t, t_next, state, model_kwargs, clean_mask, fixed, generator):
@@ -237,8 +240,9 @@ class FlowEulerSampler(_FlowSampler):
         fixed: DiffusionData | None = None,
     ) -> DiffusionData:
         """``x + (t_next - t) v(x, t)``; frames in ``clean_mask`` reset to ``fixed``."""
+        dt = self._dt(t, t_next, x)
         v = self._velocity(model, x, t, model_kwargs, clean_mask)
-        return keep_clean_frames(x + self._dt(t, t_next, x) * v, clean_mask, fixed, self.frame_dim)
+        return keep_clean_frames(x + dt * v, clean_mask, fixed, self.frame_dim)
 
 
 class FlowHeunSampler(_FlowSampler):
@@ -280,6 +284,11 @@ class _DDPMSampler(_Sampler):
     def _check_grid(self, grid: Tensor) -> None:
         self.diffusion.check_timesteps(grid[:-1], name="timesteps (all rows but the last)")
         self.diffusion.check_timesteps(grid[-1], allow_clean=True, name="timesteps (last row)")
+
+    def _check_step(self, t: Tensor, t_next: Tensor, x: Tensor) -> None:
+        self.diffusion.check_timesteps(t, name="t")
+        self.diffusion.check_timesteps(t_next, allow_clean=True, name="t_next")
+        align_timesteps(t, t_next, x=x, frame_dim=self.frame_dim)  # names b / t on mismatch
 
     def _predict(self, model, x, t, model_kwargs, clean_mask) -> tuple[Tensor, Tensor]:
         """Model output at ``x`` converted to ``(x0, eps)``."""
@@ -338,7 +347,7 @@ class DDIMSampler(_DDPMSampler):
         generator: torch.Generator | None = None,
     ) -> DiffusionData:
         """One DDIM step from levels ``t`` to ``t_next`` (``-1``: clean)."""
-        self.diffusion.check_timesteps(t, name="t")
+        self._check_step(t, t_next, x)
         x0, eps = self._predict(model, x, t, model_kwargs, clean_mask)
         alpha_next, sigma_next = self.diffusion.alpha_sigma(t_next, x)
         if self.eta == 0:
@@ -389,7 +398,7 @@ class DPMSolverPP2MSampler(_DDPMSampler):
         fixed: DiffusionData | None = None,
     ) -> tuple[DiffusionData, MultistepState]:
         """One step from ``t`` to ``t_next``; pass the returned state as ``previous`` next time."""
-        self.diffusion.check_timesteps(t, name="t")
+        self._check_step(t, t_next, x)
         x0, _ = self._predict(model, x, t, model_kwargs, clean_mask)
         t_prev = t if previous is None else previous.t
         t_a, t_next_a, t_prev_a = align_timesteps(t, t_next, t_prev, x=x, frame_dim=self.frame_dim)
