@@ -1,2 +1,59 @@
-"""avblocks: typed, shape-checked building blocks for generating sounding video."""
+"""avblocks: typed, shape-checked building blocks for generating sounding video.
+
+The public blocks by name; subpackages hold the rest (``avblocks.attention``,
+``avblocks.audio``, ``avblocks.data``, ``avblocks.diffusion``, ``avblocks.dit``,
+``avblocks.latent``, ``avblocks.metrics``). Optional heavy dependencies (vocos, matplotlib)
+are imported only when used.
+"""
+
+from avblocks.attention import (
+    BiBlockCrossAttention,
+    GCMAttention,
+    MTSelfAttention,
+    SpatialAttention,
+    TemporalAttention,
+    attend,
+    attention_backend,
+)
+from avblocks.audio import GriffinLim, LogMelNormalizer, MelConfig, VideoLikeAudio, Vocoder
+from avblocks.config import SaveLoadMixin
+from avblocks.dit import DiTBlock, LabelEmbedder, PlaneStack, STDiTBlock, TimestepEmbedder
+from avblocks.latent import (
+    MDSA,
+    AVLatent,
+    TriPlane,
+    TriPlaneProjector,
+    TriPlaneUnprojector,
+    VolumeDecoder,
+    VolumeEncoder,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "attend",
+    "attention_backend",
+    "SpatialAttention",
+    "TemporalAttention",
+    "MTSelfAttention",
+    "GCMAttention",
+    "BiBlockCrossAttention",
+    "MelConfig",
+    "VideoLikeAudio",
+    "LogMelNormalizer",
+    "Vocoder",
+    "GriffinLim",
+    "SaveLoadMixin",
+    "TimestepEmbedder",
+    "LabelEmbedder",
+    "DiTBlock",
+    "STDiTBlock",
+    "PlaneStack",
+    "TriPlane",
+    "TriPlaneProjector",
+    "TriPlaneUnprojector",
+    "VolumeEncoder",
+    "VolumeDecoder",
+    "AVLatent",
+    "MDSA",
+]

@@ -1,5 +1,7 @@
-"""Latent spaces: tri-plane projection of volumes, volume encoders/decoders."""
+"""Latent spaces: tri-plane projection, volume encoders/decoders, the MDSA autoencoder."""
 
+from avblocks.latent.fusion import PlaneFusion
+from avblocks.latent.mdsa import MDSA, AVLatent, MDSAConfig, Posterior
 from avblocks.latent.triplane import (
     AttentionPool,
     TriPlane,
@@ -19,6 +21,11 @@ from avblocks.latent.volume import (
 )
 
 __all__ = [
+    "MDSA",
+    "MDSAConfig",
+    "AVLatent",
+    "Posterior",
+    "PlaneFusion",
     "AttentionPool",
     "FactorisedResBlock3d",
     "TriPlane",

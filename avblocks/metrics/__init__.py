@@ -1,5 +1,17 @@
-"""Metrics: audio-visual alignment (onsets, bounces, sync score)."""
+"""Metrics: audio-visual alignment, reconstruction quality, distribution distances."""
 
+from avblocks.metrics.distribution import frechet_distance, gaussian_stats, kernel_distance
+from avblocks.metrics.reconstruction import (
+    log_spectral_distance,
+    mel_l1,
+    power_spectrogram,
+    psnr,
+    ssim,
+    video_psnr,
+    video_ssim,
+    waveform_lsd,
+    waveform_mel_l1,
+)
 from avblocks.metrics.sync import (
     EventMatch,
     SyncReport,
@@ -14,6 +26,18 @@ from avblocks.metrics.sync import (
 )
 
 __all__ = [
+    "frechet_distance",
+    "gaussian_stats",
+    "kernel_distance",
+    "psnr",
+    "ssim",
+    "video_psnr",
+    "video_ssim",
+    "log_spectral_distance",
+    "power_spectrogram",
+    "waveform_lsd",
+    "mel_l1",
+    "waveform_mel_l1",
     "EventMatch",
     "SyncReport",
     "av_sync_score",
