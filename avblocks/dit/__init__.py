@@ -12,6 +12,7 @@ from avblocks.dit.patch import (
     unpatchify3d,
 )
 from avblocks.dit.plane_stack import PLANE_ORDER, PlaneStack
+from avblocks.dit.stdit import STDiT, STDiTConfig
 
 __all__ = [
     "DiTBlock",
@@ -33,4 +34,6 @@ __all__ = [
     "unpatchify3d",
     "PlaneStack",
     "PLANE_ORDER",
+    "STDiT",
+    "STDiTConfig",
 ]
