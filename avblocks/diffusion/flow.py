@@ -163,7 +163,8 @@ class FlowMatching:
         """Flow-matching loss of ``model(x_t, t, **model_kwargs)`` on a batch of data ``x0``.
 
         ``t`` defaults to :meth:`sample_timesteps` (one per sample); pass a ``b t`` tensor for
-        per-frame levels. ``noise`` defaults to standard normal from ``generator``.
+        per-frame levels. ``noise`` defaults to standard normal from ``generator`` (which must
+        live on ``x0``'s device).
         Frames with ``clean_mask`` True are held clean (``t = 0``, ``x_t = x0``) and excluded.
         """
         b = x0.shape[0]

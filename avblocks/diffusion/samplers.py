@@ -24,8 +24,9 @@ Conventions shared by all four (see also :mod:`avblocks.diffusion.flow` / ``.ddp
   :class:`~avblocks.diffusion.guidance.ClassifierFreeGuidance` for guidance.
 - ``progress`` shows a tqdm bar; ``callback(i, x, t)`` is called after step ``i`` with the new
   state and its timesteps. Everything is deterministic given the inputs (and ``generator``
-  for DDIM with ``eta > 0``, the only stochastic sampler). Sampling runs under
-  ``torch.no_grad()``.
+  for DDIM with ``eta > 0``, the only stochastic sampler; it must live on the data's
+  device). Sampling runs under ``torch.no_grad()``. Timestep values are validated in eager
+  mode (one host sync per check).
 - DPM-Solver++(2M) (Lu et al. 2022, data-prediction, multistep): with ``lambda = log(alpha /
   sigma)`` and ``h = lambda_next - lambda``, ``x_next = (sigma_next / sigma) x - alpha_next
   expm1(-h) D`` where ``D = x0 + h / (2 h_prev) (x0 - x0_prev)``. It is first order (= DDIM)
@@ -159,8 +160,8 @@ class _Sampler:
                 raise ValueError(
                     f"steps ({steps}) disagrees with the timesteps grid ({grid.shape[0] - 1} steps)"
                 )
-        self._check_grid(grid)
         rows = self._rows(grid, noise)
+        self._check_grid(grid)
         x = keep_clean_frames(noise, clean_mask, fixed, self.frame_dim)
         state = None
         for i in tqdm(range(len(rows) - 1), disable=not progress, desc=type(self).__name__):

@@ -59,7 +59,8 @@ def broadcast_timesteps(t: Tensor, x: Tensor, frame_dim: int = 2) -> Tensor:
 
     Returns shape ``(b, 1, ..., 1)`` for ``b`` input, and ``(b, 1, .., t, .., 1)`` with ``t``
     at ``frame_dim`` for ``b t`` input. Raises ``ValueError`` naming ``b`` or ``t`` when the
-    sizes disagree with the data. The result is a view (no copy).
+    sizes disagree with the data. The result is a view of ``t`` (moved to ``x``'s device if
+    needed), with ``t``'s dtype.
     """
     frames = num_frames(x, frame_dim)
     dim = frame_dim if frame_dim >= 0 else x.ndim + frame_dim
@@ -79,7 +80,7 @@ def broadcast_timesteps(t: Tensor, x: Tensor, frame_dim: int = 2) -> Tensor:
                 f"frames along dim {frame_dim} (shape {tuple(x.shape)})"
             )
         shape[dim] = frames
-    return t.reshape(shape)
+    return t.reshape(shape).to(x.device)
 
 
 def frame_timesteps(t: Tensor, x: Tensor, frame_dim: int = 2) -> Tensor:
