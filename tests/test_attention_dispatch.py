@@ -308,7 +308,7 @@ class Attn(nn.Module):
         return attend(q, k, v, self.mask)
 
 
-@pytest.mark.parametrize("name", ["none", "frame_causal", "token_causal"])
+@pytest.mark.parametrize("name", list(MASKS))
 def test_sdpa_compiles_fullgraph_and_follows_context(name):
     torch._dynamo.reset()
     mask = MASKS[name]

@@ -23,7 +23,9 @@ Backends (see :data:`BACKENDS`; each records what it can honour and raises
 
 Choice of backend, first that applies: the ``backend`` argument > the innermost
 :func:`attention_backend` context > the ``AVBLOCKS_ATTENTION_BACKEND`` environment variable
-(read at each call) > ``"sdpa"``.
+(read at each eager call) > ``"sdpa"``. Under ``torch.compile`` the context is guarded (a
+switch recompiles) but the environment variable is read once when the graph is traced:
+switch compiled code with the argument or the context manager.
 """
 
 import contextlib

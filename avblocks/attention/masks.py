@@ -381,6 +381,8 @@ class GroupMask(Mask):
         self.q_ids, self.kv_ids = q_ids, kv_ids
         self.q_len, self.kv_len = len(q_ids), len(kv_ids)
         self._uniform: tuple[int, int, int] | None = None
+        # A plain bool (not a tensor op at call time) so attend() compiles without breaks.
+        self._is_full = len(set(q_ids.tolist()) | set(kv_ids.tolist())) == 1
         self._key = ("GroupMask", tuple(q_ids.tolist()), tuple(kv_ids.tolist()))
         self._tables: dict = {}
 
@@ -413,7 +415,7 @@ class GroupMask(Mask):
 
     @property
     def is_full(self) -> bool:
-        return bool((self.q_ids == self.q_ids[0]).all() and (self.kv_ids == self.q_ids[0]).all())
+        return self._is_full
 
     def key(self) -> tuple:
         return self._key
