@@ -14,6 +14,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from avblocks.diffusion import (
     DDPM,
@@ -188,6 +190,16 @@ def test_dpm_solver_pp_2m_steps_match_lu_et_al(noise):
         model, noise, timesteps=torch.tensor([800, 600, 400]), progress=False
     )
     torch.testing.assert_close(out, x2, rtol=1e-10, atol=1e-10)
+
+
+@given(
+    T=st.integers(1, 2000), frac=st.floats(0, 1), spacing=st.sampled_from(["trailing", "linspace"])
+)
+def test_ddpm_grid_properties(T, frac, spacing):
+    steps = max(1, round(frac * T))
+    grid = ddpm_timesteps(T, steps, spacing)
+    assert grid.shape == (steps + 1,) and grid[0] == T - 1 and grid[-1] == -1
+    assert (grid[1:] < grid[:-1]).all() and grid[-2] >= 0  # distinct, decreasing, valid
 
 
 def test_ddpm_grids():

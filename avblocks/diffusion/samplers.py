@@ -94,11 +94,8 @@ def ddpm_timesteps(
     if steps > num_timesteps:
         raise ValueError(f"steps ({steps}) must be <= num_timesteps ({num_timesteps})")
     if spacing == "trailing":
-        levels = (
-            torch.round(torch.arange(num_timesteps, 0, -num_timesteps / steps, dtype=torch.float64))
-            - 1
-        )
-        levels = levels[:steps]
+        i = torch.arange(steps, dtype=torch.float64)
+        levels = torch.round(num_timesteps - i * num_timesteps / steps) - 1
     elif spacing == "linspace":
         levels = torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round()
     else:
