@@ -1,6 +1,17 @@
 """Metrics: audio-visual alignment, reconstruction quality, distribution distances."""
 
 from avblocks.metrics.distribution import frechet_distance, gaussian_stats, kernel_distance
+from avblocks.metrics.features import (
+    FeatureExtractor,
+    SyntheticFeatureNet,
+    SyntheticFeatureNetConfig,
+    TorchScriptFeatures,
+    audio_distances,
+    distribution_distances,
+    extract_audio_features,
+    extract_video_features,
+    video_distances,
+)
 from avblocks.metrics.reconstruction import (
     log_spectral_distance,
     mel_l1,
@@ -29,6 +40,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_stats",
     "kernel_distance",
+    "FeatureExtractor", "SyntheticFeatureNet", "SyntheticFeatureNetConfig", "TorchScriptFeatures", "audio_distances", "distribution_distances", "extract_audio_features", "extract_video_features", "video_distances",
     "psnr",
     "ssim",
     "video_psnr",
