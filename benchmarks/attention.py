@@ -48,6 +48,9 @@ def mask_specs(n: int) -> dict[str, str]:
         "block-window t/8": f"BlockWindowMask({g}, (2, {s}, {s}))",
         "spatial-window 2x2": f"BlockWindowMask({g}, ({FRAMES}, {s // 2}, {s // 2}))",
         "sliding-tile 3x3x3": f"SlidingTileMask({g}, (2, {s // 4}, {s // 4}), (3, 3, 3))",
+        "sliding-tile tiled": (
+            f"SlidingTileMask({g}, (2, {s // 4}, {s // 4}), (3, 3, 3), token_order='tiled')"
+        ),
         "group x4": f"GroupMask.uniform(4, {n // 4}, {n // 4})",
         "random-shift w4": f"RandomShiftMask({FRAMES}, {s * s}, {FRAMES}, {s * s}, 1, 4)",
     }

@@ -37,6 +37,7 @@ MASKS = {
     "group_cross": GroupMask.uniform(num_groups=3, q_group_size=8, kv_group_size=5),
     "group_ids": GroupMask([0, 1, 2, 1] * 6, [2, 1, 0, 0, 1] * 3),
     "sliding_tile": SlidingTileMask(grid=(2, 3, 4), tile=(1, 1, 2), window=(1, 3, 1)),
+    "sliding_tile_tiled": SlidingTileMask((2, 4, 4), (1, 2, 2), (1, 1, 1), token_order="tiled"),
     "random_shift": RandomShiftMask(6, 4, 4, 5, shift=3, window=2),
 }
 EAGER_BACKENDS = ["math", "sdpa", "flex_eager"]
@@ -192,6 +193,15 @@ def test_outputs_ignore_keys_outside_the_mask(mask, backend, data):
     assert torch.equal(out[:, :, ~touched], out2[:, :, ~touched])
     moved = (out - out2).abs().amax(dim=(0, 1, 3)) > 0
     assert torch.equal(moved, touched)  # and the others do move (the test can fail)
+
+
+def test_sta_tiled_order_gives_the_raster_result_permuted():
+    raster = SlidingTileMask(grid=(4, 4, 4), tile=(2, 2, 2), window=(1, 1, 1))
+    tiled = SlidingTileMask(grid=(4, 4, 4), tile=(2, 2, 2), window=(1, 1, 1), token_order="tiled")
+    q, k, v = qkv(raster)
+    perm, inv = tiled.permutation(), tiled.inverse_permutation()
+    out = attend(q[:, :, perm], k[:, :, perm], v[:, :, perm], tiled, backend="flex_eager")
+    torch.testing.assert_close(out[:, :, inv], attend(q, k, v, raster, backend="math"))
 
 
 @pytest.mark.parametrize("backend", EAGER_BACKENDS)

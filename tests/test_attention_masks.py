@@ -264,3 +264,25 @@ def test_block_mask_tiles_match_dense(mask, block_size):
             assert present[i, j] == bool(tile.any())
             assert full[i, j] == bool(tile.all())
     assert mask.density == pytest.approx(dense.float().mean().item())
+
+
+@given(grid_and_divisors(), st.tuples(*(st.integers(1, 6) for _ in range(3))))
+def test_sliding_tile_tiled_order_is_the_raster_rule_permuted(gt, window):
+    grid, tile = gt
+    window = tuple(min(w, g // t) for w, g, t in zip(window, grid, tile, strict=True))
+    raster = SlidingTileMask(grid=grid, tile=tile, window=window)
+    tiled = SlidingTileMask(grid=grid, tile=tile, window=window, token_order="tiled")
+    perm = tiled.permutation()
+    assert sorted(perm.tolist()) == list(range(raster.q_len))
+    assert torch.equal(tiled.dense(), raster.dense()[perm][:, perm])
+    assert torch.equal(perm[tiled.inverse_permutation()], torch.arange(raster.q_len))
+    # tiles are contiguous: the first tile's tokens are exactly those with coords < tile
+    c = coords(grid)
+    first = {c[i] for i in perm[: tile[0] * tile[1] * tile[2]].tolist()}
+    assert first == {x for x in c if all(x[a] < tile[a] for a in range(3))}
+    assert tiled != raster
+
+
+def test_sliding_tile_token_order_validated():
+    with pytest.raises(ValueError, match=r"token_order \('zigzag'\)"):
+        SlidingTileMask((2, 2, 2), (1, 1, 1), (1, 1, 1), token_order="zigzag")

@@ -454,9 +454,14 @@ class SlidingTileMask(Mask):
 
     For odd ``window`` this is the window centred on ``q`` with its centre clamped to
     ``[window // 2, n - 1 - window // 2]``. ``window`` is counted in tiles, ``1 <= window <= n``;
-    ``window == n`` leaves the axis unrestricted. Token order stays the library's raster
-    ``(t h w)``; STA additionally reorders tokens tile by tile so that tiles match GPU
-    blocks, which only changes speed, not the result.
+    ``window == n`` leaves the axis unrestricted.
+
+    Token order (``token_order``): ``"raster"`` (default) is the library's ``(t h w)``.
+    ``"tiled"`` is STA's reordering: tiles one after another (tiles in raster order over the
+    tile grid), the tokens of each tile contiguous (raster order inside the tile). The rule
+    is the same; only which sequence position holds which token changes, so that tiles fill
+    whole attention blocks and the block-sparse kernel skips more. Reorder a raster
+    sequence with ``x[:, :, mask.permutation()]`` and undo with ``inverse_permutation()``.
     """
 
     def __init__(
@@ -464,7 +469,11 @@ class SlidingTileMask(Mask):
         grid: tuple[int, int, int],
         tile: tuple[int, int, int],
         window: tuple[int, int, int],
+        token_order: str = "raster",
     ) -> None:
+        if token_order not in ("raster", "tiled"):
+            raise ValueError(f"token_order ({token_order!r}) must be 'raster' or 'tiled'")
+        self.token_order = token_order
         grid, tile, window = _triple("grid", grid), _triple("tile", tile), _triple("window", window)
         for axis, g, ti, wi in zip("thw", grid, tile, window, strict=True):
             _positive_int(f"grid[{axis}]", g)
@@ -486,18 +495,42 @@ class SlidingTileMask(Mask):
         return self.window == self.num_tiles
 
     def key(self) -> tuple:
-        return ("SlidingTileMask", self.grid, self.tile, self.window)
+        return ("SlidingTileMask", self.grid, self.tile, self.window, self.token_order)
+
+    def __repr__(self) -> str:
+        return (
+            f"SlidingTileMask(grid={self.grid}, tile={self.tile}, window={self.window}, "
+            f"token_order={self.token_order!r})"
+        )
+
+    def _tile_coords(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Tile coordinates of the token at sequence position ``idx``."""
+        if self.token_order == "tiled":
+            per_tile = self.tile[0] * self.tile[1] * self.tile[2]
+            return _grid_coords(idx // per_tile, self.num_tiles)
+        coords = _grid_coords(idx, self.grid)
+        return tuple(c // ti for c, ti in zip(coords, self.tile, strict=True))
 
     def mask_mod(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        qc = _grid_coords(q_idx, self.grid)
-        kc = _grid_coords(kv_idx, self.grid)
+        qt, kt = self._tile_coords(q_idx), self._tile_coords(kv_idx)
         ok = None
-        for qa, ka, ti, wi, n in zip(qc, kc, self.tile, self.window, self.num_tiles, strict=True):
-            start = (qa // ti - (wi - 1) // 2).clamp(0, n - wi)
-            kt = ka // ti
-            inside = (kt >= start) & (kt < start + wi)
+        for qa, ka, wi, n in zip(qt, kt, self.window, self.num_tiles, strict=True):
+            start = (qa - (wi - 1) // 2).clamp(0, n - wi)
+            inside = (ka >= start) & (ka < start + wi)
             ok = inside if ok is None else ok & inside
         return ok
+
+    def permutation(self) -> Tensor:
+        """Raster index of the token at each sequence position of this mask's order."""
+        if self.token_order == "raster":
+            return torch.arange(self.q_len)
+        (t, h, w), (tt, th, tw) = self.grid, self.tile
+        raster = torch.arange(self.q_len).view(t // tt, tt, h // th, th, w // tw, tw)
+        return raster.permute(0, 2, 4, 1, 3, 5).reshape(-1)
+
+    def inverse_permutation(self) -> Tensor:
+        """Sequence position (in this mask's order) of each raster token."""
+        return torch.argsort(self.permutation())
 
 
 class RandomShiftMask(Mask):
