@@ -365,3 +365,37 @@ def test_bad_inputs_name_the_values():
         DDIMSampler(DDPM_LINEAR, eta=-1.0)
     with pytest.raises(ValueError, match=r"steps \(3\) disagrees"):
         DDIMSampler(DDPM_LINEAR).sample(model, x, 3, timesteps=torch.tensor([999, -1]))
+
+
+@pytest.mark.slow
+def test_loss_and_steps_compile_fullgraph():
+    """The shape checks and value checks step aside under torch.compile (no graph break)."""
+    from avblocks.diffusion import FlowMatching
+
+    conv = torch.nn.Conv3d(2, 2, 1)
+
+    def model(x, t):
+        return conv(x) * (1 + t[:, None, :, None, None])
+
+    x0, noise = torch.randn(2, 2, 4, 3, 3), torch.randn(2, 2, 4, 3, 3)
+    t, mask = torch.rand(2, 4), torch.tensor([[True, False, False, False]] * 2)
+    fm, euler, ddim = FlowMatching(), FlowEulerSampler(), DDIMSampler(DDPM_LINEAR)
+
+    def loss(x0, t, noise, mask):
+        return fm.loss(model, x0, t=t, noise=noise, clean_mask=mask)
+
+    def flow_step(x, t, t_next, mask, fixed):
+        return euler.step(model, x, t, t_next, clean_mask=mask, fixed=fixed)
+
+    def ddim_step(x, t, t_next):
+        return ddim.step(model, x, t, t_next)
+
+    steps = torch.randint(0, 1000, (2, 4))
+    cases = [
+        (loss, (x0, t, noise, mask)),
+        (flow_step, (x0, t, t / 2, mask, noise)),
+        (ddim_step, (x0, steps, (steps - 100).clamp(min=-1))),
+    ]
+    with torch.no_grad():
+        for fn, args in cases:
+            torch.testing.assert_close(torch.compile(fn, fullgraph=True)(*args), fn(*args))
