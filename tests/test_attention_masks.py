@@ -229,6 +229,7 @@ def test_mask_without_mask_mod_only_needs_dense():
 
     with pytest.raises(NotImplementedError, match="mask_mod"):
         Mask.dense(Dense())
+    assert Dense().density == 0.5
 
 
 @pytest.mark.parametrize(

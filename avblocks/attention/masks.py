@@ -164,7 +164,7 @@ class Mask:
         device = torch.device(device) if device is not None else torch.device("cpu")
         cache = self._cache()
         if torch.compiler.is_compiling():
-            # Traced: build it in the graph (constant-folded), no Python cache mutation.
+            # Traced: built inside the graph, no Python-side cache mutation while tracing.
             return self._rows(0, self.q_len, device)
         found = cache.get((self.key(), "dense", device))
         if found is None:
@@ -184,6 +184,8 @@ class Mask:
         found = cache.get((self.key(), "density"))
         if found is None:
             dense = cache.get((self.key(), "dense", torch.device("cpu")))
+            if dense is None and type(self).mask_mod is Mask.mask_mod:
+                dense = self.dense()  # a mask given only by its dense matrix
             if dense is not None:
                 count = int(dense.sum())
             else:
