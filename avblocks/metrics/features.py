@@ -27,6 +27,7 @@ Input conventions shared by every extractor here:
 """
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,19 +278,30 @@ def _halve(n: int, times: int) -> int:
     return n
 
 
-def _conv_stack(
+def _conv_stages(
     conv: type[nn.Conv2d] | type[nn.Conv3d], channels: tuple[int, ...], stride: tuple, groups: int
-) -> nn.Sequential:
-    layers: list[nn.Module] = []
+) -> nn.ModuleList:
+    stages = []
     c_in = 1 if conv is nn.Conv2d else 3
     for c in channels:
-        layers += [
+        stages.append(nn.Sequential(
             conv(c_in, c, kernel_size=3, stride=stride, padding=1),
             nn.GroupNorm(math.gcd(groups, c), c),
             nn.SiLU(),
-        ]
+        ))
         c_in = c
-    return nn.Sequential(*layers)
+    return nn.ModuleList(stages)
+
+
+def _stem_statistics(stages: nn.ModuleList, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Run the stages; also return the first stage's per-channel mean and std over the clip,
+    standardised per clip (the low-level half of the features)."""
+    x = stages[0](x)
+    dims = tuple(range(2, x.ndim))
+    stats = torch.cat([x.mean(dim=dims), x.std(dim=dims)], dim=1)
+    for stage in stages[1:]:
+        x = stage(x)
+    return x, F.layer_norm(stats, stats.shape[1:])
 
 
 class _TemporalEmbedding(nn.Module):
@@ -309,9 +321,12 @@ class _TemporalEmbedding(nn.Module):
             nn.SiLU(),
         )
         self.proj = nn.Linear(channels * num_frames, dim)
+        # Standardised per clip: the cubic kernel (x.y / d + 1)^3 then sees unit-scale features
+        # (as KID does with Inception features) instead of whatever scale training drifts to.
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.convs(x).flatten(1))
+        return self.norm(self.proj(self.convs(x).flatten(1)))
 
 
 class SyntheticFeatureNet(SaveLoadMixin, FeatureExtractor):
@@ -321,7 +336,10 @@ class SyntheticFeatureNet(SaveLoadMixin, FeatureExtractor):
     halved, time kept), GroupNorm, SiLU; the final ``c x h' x w'`` grid of each frame is
     flattened (so the object's height above the floor stays visible), two temporal Conv1d
     layers mix neighbouring frames (receptive field 2 * len(channels) + 5 frames), and the
-    ``t x temporal_channels`` map is flattened into a Linear to the ``dim``-wide embedding.
+    ``t x temporal_channels`` map is flattened into a Linear to the ``dim``-wide embedding,
+    standardised per clip by a LayerNorm without affine (zero mean, unit variance over ``dim``:
+    well scaled for the cubic polynomial kernel, and the Fréchet distance is bounded by the
+    scale of the features rather than by where training left them).
 
     Audio encoder: the log-mel spectrogram of the whole clip (``MelConfig(sample_rate, n_fft,
     hop, n_mels)``, cut into per-frame groups of ``w = sample_rate / (fps * hop)`` columns
@@ -336,8 +354,14 @@ class SyntheticFeatureNet(SaveLoadMixin, FeatureExtractor):
     ``event_frames``: motion / timing), both reading the embedding itself so the embedding is
     what must carry both. The two modalities share nothing.
 
-    Features (:meth:`video_features`, :meth:`audio_features`) are the ``dim``-wide
-    embeddings. Choices: clips must have exactly ``num_frames`` frames (like the 16-frame
+    Features (:meth:`video_features`, :meth:`audio_features`, ``feature_dim = dim + 2 *
+    channels[0]`` wide) are the embedding followed by low-level statistics: the mean and
+    standard deviation over the whole clip of each first-stage channel, standardised per clip
+    like the embedding. Why: the trained embedding only keeps what the two tasks need and
+    becomes blind to things the tasks can ignore (after 400 training steps, clips with pixel
+    noise of std 0.3 were at Fréchet distance 1.31 from real clips on the 64-wide embedding
+    alone, two real splits at 1.27); the first-stage statistics see texture, noise
+    and colour directly (the same idea as perceptual metrics that read several layers). Choices: clips must have exactly ``num_frames`` frames (like the 16-frame
     clips of FVD; the embedding is tied to positions in time); frames are resized to
     ``size x size`` (bilinear, antialiased); waveforms are resampled to ``sample_rate`` and
     must hold ``num_frames`` whole frames of ``sample_rate / fps`` samples (extra samples at
@@ -384,13 +408,14 @@ class SyntheticFeatureNet(SaveLoadMixin, FeatureExtractor):
         self.frames = VideoLikeAudio(mel=mel, fps=fps)  # validates sample_rate/(fps*hop)
         self.normalizer = LogMelNormalizer(mel=mel)
         self.samples_per_frame = self.frames.samples_per_frame
+        self.feature_dim = dim + 2 * channels[0]
 
         grid = _halve(size, len(channels))
-        self.video_convs = _conv_stack(nn.Conv3d, channels, (1, 2, 2), groups)
+        self.video_convs = _conv_stages(nn.Conv3d, channels, (1, 2, 2), groups)
         self.video_embed = _TemporalEmbedding(
             channels[-1] * grid * grid, temporal_channels, num_frames, dim, groups
         )
-        self.audio_convs = _conv_stack(nn.Conv2d, channels, (2, 1), groups)
+        self.audio_convs = _conv_stages(nn.Conv2d, channels, (2, 1), groups)
         self.audio_embed = _TemporalEmbedding(
             channels[-1] * _halve(n_mels, len(channels)), temporal_channels, num_frames, dim, groups
         )
@@ -401,16 +426,17 @@ class SyntheticFeatureNet(SaveLoadMixin, FeatureExtractor):
 
     # -- embeddings on prepared inputs -----------------------------------------------------
 
-    def _embed_video(self, video: Tensor) -> Tensor:
+    def _embed_video(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """``(embedding b dim, first-stage statistics b 2*channels[0])``."""
         if video.shape[2] != self.num_frames:
             raise ValueError(
                 f"video has {video.shape[2]} frames; {type(self).__name__} embeds clips of "
                 f"exactly num_frames = {self.num_frames}"
             )
-        x = self.video_convs(_resize_frames(video, (self.size, self.size)))
-        return self.video_embed(rearrange(x, "b c t h w -> b (c h w) t"))
+        x, stats = _stem_statistics(self.video_convs, _resize_frames(video, (self.size, self.size)))
+        return self.video_embed(rearrange(x, "b c t h w -> b (c h w) t")), stats
 
-    def _embed_audio(self, waveform: Tensor) -> Tensor:
+    def _embed_audio(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
         t = waveform.shape[-1] // self.samples_per_frame
         if t < self.num_frames:
             raise ValueError(
@@ -420,26 +446,26 @@ class SyntheticFeatureNet(SaveLoadMixin, FeatureExtractor):
             )
         waveform = waveform[:, : self.num_frames * self.samples_per_frame]
         frames = self.normalizer(self.frames(waveform))  # b 1 t f w
-        x = self.audio_convs(rearrange(frames, "b c t f w -> b c f (t w)"))
+        x, stats = _stem_statistics(self.audio_convs, rearrange(frames, "b c t f w -> b c f (t w)"))
         x = rearrange(x, "b c f (t w) -> b (c f) t w", t=self.num_frames).mean(dim=-1)
-        return self.audio_embed(x)
+        return self.audio_embed(x), stats
 
     # -- the FeatureExtractor interface ----------------------------------------------------
 
     @shapecheck
     def video_features(self, video: Shaped[Tensor, "b c t h w"]) -> Float[Tensor, "b d"]:
-        """``b 3 num_frames h w`` video in [-1, 1] -> ``b dim`` embedding."""
-        return self._embed_video(check_video(video))
+        """``b 3 num_frames h w`` video in [-1, 1] -> ``b feature_dim`` features."""
+        return torch.cat(self._embed_video(check_video(video)), dim=1)
 
     @shapecheck
     def audio_features(
-        self, waveform: Shaped[Tensor, "b n"], sample_rate: int
+        self, waveform: Shaped[Tensor, "*batch n"], sample_rate: int
     ) -> Float[Tensor, "b d"]:
-        """Mono waveform at ``sample_rate`` Hz -> ``b dim`` embedding (resampled first)."""
+        """Mono waveform at ``sample_rate`` Hz -> ``b feature_dim`` features (resampled first)."""
         waveform = check_waveform(waveform, sample_rate)
         if sample_rate != self.sample_rate:
             waveform = torchaudio.functional.resample(waveform, sample_rate, self.sample_rate)
-        return self._embed_audio(waveform)
+        return torch.cat(self._embed_audio(waveform), dim=1)
 
     # -- training ---------------------------------------------------------------------------
 
@@ -449,8 +475,8 @@ class SyntheticFeatureNet(SaveLoadMixin, FeatureExtractor):
     ) -> dict[str, Tensor]:
         """Logits of the four heads: ``video_class``/``audio_class`` ``b num_classes`` and
         ``video_events``/``audio_events`` ``b num_frames`` (``waveform`` at ``sample_rate``)."""
-        v = self._embed_video(check_video(video))
-        a = self._embed_audio(check_waveform(waveform, self.sample_rate))
+        v, _ = self._embed_video(check_video(video))
+        a, _ = self._embed_audio(check_waveform(waveform, self.sample_rate))
         return {
             "video_class": self.video_class(v),
             "video_events": self.video_events(v),
@@ -493,7 +519,8 @@ class TorchScriptFeatures(FeatureExtractor):
     Args:
         path: the ``.pt`` / ``.torchscript`` archive. TorchScript archives carry code: load
             only files you trust. (``torch.jit`` is deprecated in recent PyTorch but still
-            loads; the archive format is what I3D/VGGish ports ship.)
+            loads; the archive format is what I3D/VGGish ports ship. Its deprecation warning
+            is silenced for this one load.)
         modality: ``"video"`` or ``"audio"``: the one method this extractor provides.
         input_size: video only: ``(h, w)`` every frame is resized to before the call
             (bilinear, antialiased); ``None`` keeps the size. I3D ports expect ``(224, 224)``.
@@ -541,7 +568,9 @@ class TorchScriptFeatures(FeatureExtractor):
                 "loaded from a local file only)"
             )
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # the deprecation is stated in the docstring
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
+                self.module = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as error:
             raise ValueError(
                 f"{str(path)!r} is not a TorchScript archive (save one with torch.jit.save; a "
@@ -589,7 +618,7 @@ class TorchScriptFeatures(FeatureExtractor):
 
     @shapecheck
     def audio_features(
-        self, waveform: Shaped[Tensor, "b n"], sample_rate: int
+        self, waveform: Shaped[Tensor, "*batch n"], sample_rate: int
     ) -> Float[Tensor, "b d"]:
         if "audio" not in self.modalities:
             return super().audio_features(waveform, sample_rate)
