@@ -5,13 +5,16 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-thorough lint bench clean-venv
+.PHONY: demo test test-thorough lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m recipes.proav_dit.demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q

@@ -151,7 +151,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
                dynamic_ncols=True)
     began, step = time.monotonic(), start
     model.train()
-    with open(out / "log.jsonl", "a") as log:
+    with open(out / "log.jsonl", "a", buffering=1) as log:  # line-buffered: tail -f works
         for step, batch in enumerate(bar, start=start):
             video, audio, _ = data.model_inputs(batch)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):

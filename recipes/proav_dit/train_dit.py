@@ -149,7 +149,7 @@ def train(cfg: DiTRecipe) -> dict:
                dynamic_ncols=True)
     began, step = time.monotonic(), start
     model.train()
-    with open(out / "log.jsonl", "a") as log:
+    with open(out / "log.jsonl", "a", buffering=1) as log:  # line-buffered: tail -f works
         for step, index in enumerate(bar, start=start):
             x0, y = latents[index], labels[index]
             b = x0.shape[0]
