@@ -25,8 +25,9 @@ import torch
 
 from avblocks.config import atomic_path
 from avblocks.dit.stdit import STDiT
+from avblocks.metrics.features import SyntheticFeatureNet
 from recipes.common import load_config, parse_cli
-from recipes.proav_dit import train_autoencoder, train_dit
+from recipes.proav_dit import train_autoencoder, train_dit, train_features
 from recipes.proav_dit.evaluate import generation_metrics
 from recipes.proav_dit.latents import LatentSpace
 from recipes.proav_dit.sample import generate, render, write_samples
@@ -39,6 +40,7 @@ class DemoConfig:
     output_dir: str = "outputs/demo"
     autoencoder_minutes: float = 4.0
     dit_minutes: float = 3.0
+    feature_steps: int = 300
     per_class: int = 4
     sample_steps: int = 16
     cfg_scale: float = 2.0
@@ -111,14 +113,14 @@ def run(cfg: DemoConfig) -> dict:
     return metrics
 
 
-def _feature_net(folder: Path, cfg: DemoConfig):
-    """The synthetic-set feature network (trained once), or None if it is not available."""
-    try:
-        from recipes.proav_dit.train_features import load_or_train
-    except ImportError:
-        print("feature network not available: skipping Frechet / kernel distances")
-        return None
-    return load_or_train(folder, seed=cfg.seed, progress=cfg.progress)
+def _feature_net(folder: Path, cfg: DemoConfig) -> SyntheticFeatureNet:
+    """The synthetic-set feature network for Fréchet / kernel distances (trained once)."""
+    if (folder / "model" / "config.json").is_file():
+        return SyntheticFeatureNet.from_pretrained(folder / "model").eval()
+    feature_cfg = load_config(train_features.FeatureRecipe, None, [
+        f"run.output_dir={folder}", f"optim.steps={cfg.feature_steps}", "run.threads=0",
+        "run.distances=false", f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}"])
+    return train_features.train(feature_cfg)[0].eval()
 
 
 def main(argv=None) -> dict:
