@@ -18,7 +18,7 @@ delete ``outputs/demo`` to start over):
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,6 +41,10 @@ class DemoConfig:
     autoencoder_minutes: float = 4.0
     dit_minutes: float = 3.0
     feature_steps: int = 300
+    # extra key=value overrides of each stage's config (e.g. to shrink everything in tests)
+    autoencoder_overrides: list[str] = field(default_factory=list)
+    dit_overrides: list[str] = field(default_factory=list)
+    feature_overrides: list[str] = field(default_factory=list)
     per_class: int = 4
     sample_steps: int = 16
     cfg_scale: float = 2.0
@@ -63,7 +67,7 @@ def run(cfg: DemoConfig) -> dict:
     if not (ae_dir / "model" / "config.json").is_file():
         ae_cfg = load_config(train_autoencoder.AutoencoderRecipe, CONFIGS / "autoencoder_tiny.yaml", [
             f"run.output_dir={ae_dir}", f"run.max_minutes={cfg.autoencoder_minutes}",
-            f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}"])
+            f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}", *cfg.autoencoder_overrides])
         summary["autoencoder"] = train_autoencoder.train(ae_cfg)
     else:
         summary["autoencoder"] = json.loads((ae_dir / "eval" / "metrics.json").read_text())
@@ -73,7 +77,7 @@ def run(cfg: DemoConfig) -> dict:
     if not (dit_dir / "model" / "config.json").is_file():
         dit_cfg = load_config(train_dit.DiTRecipe, CONFIGS / "dit_tiny.yaml", [
             f"autoencoder={ae_dir}", f"run.output_dir={dit_dir}", f"run.max_minutes={cfg.dit_minutes}",
-            f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}"])
+            f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}", *cfg.dit_overrides])
         summary["dit"] = train_dit.train(dit_cfg)
 
     _stage("3/5 feature network")
@@ -119,7 +123,8 @@ def _feature_net(folder: Path, cfg: DemoConfig) -> SyntheticFeatureNet:
         return SyntheticFeatureNet.from_pretrained(folder / "model").eval()
     feature_cfg = load_config(train_features.FeatureRecipe, None, [
         f"run.output_dir={folder}", f"optim.steps={cfg.feature_steps}", "run.threads=0",
-        "run.distances=false", f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}"])
+        "run.distances=false", f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}",
+        *cfg.feature_overrides])
     return train_features.train(feature_cfg)[0].eval()
 
 
