@@ -1,0 +1,470 @@
+"""Data-parallel training with PyTorch's own engine: ``torchrun``, DDP, FSDP2 and DCP.
+
+A recipe trainer runs unchanged in one process or under ``torchrun``::
+
+    torchrun --nproc_per_node 2 -m recipes.proav_dit.train_autoencoder --config ... run.parallel=ddp
+
+Choices (the contract the trainers and tests rely on):
+
+- **Process group from the environment.** :func:`init_distributed` reads what ``torchrun`` sets
+  (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). Without those
+  variables (or with ``WORLD_SIZE=1``) it creates no process group and every helper here is
+  the identity, so a single-process run takes exactly the code path it took before.
+  Backend: NCCL when CUDA is available, gloo otherwise (the CPU tests use gloo).
+- **The batch is global.** ``optim.batch_size`` is the number of clips per optimizer step,
+  summed over ranks and micro-batches. The step's indices come from
+  :class:`~recipes.common.schedule.StepBatchSampler` (a pure function of ``(seed, step)``)
+  and rank ``r`` of ``W`` takes the contiguous slice ``[r*B/W, (r+1)*B/W)``
+  (:func:`shard_indices`). Gradient accumulation then cuts the rank's slice into ``k``
+  contiguous micro-batches (:func:`split_micro_batches`) and scales each micro-batch loss by
+  ``1/k``; DDP/FSDP average gradients over ranks. The gradient of an optimizer step is
+  therefore the gradient of the mean loss over the global batch, whatever ``W`` and ``k``
+  are, which is what makes the 2-process run match a single-process run.
+- **Gradient sync only on the last micro-batch** (:func:`gradient_sync`: DDP ``no_sync``,
+  FSDP2 ``set_requires_gradient_sync(False)``), so accumulation costs one all-reduce per step.
+- **Per-rank seeding.** Models are built from the same seed on every rank (DDP also
+  broadcasts rank 0's parameters; FSDP2 shards the local copy, so identical construction
+  matters there). After building, each rank reseeds with :func:`rank_seed`, so random draws
+  inside the step (noise, timesteps, dropout) differ across ranks instead of repeating the
+  same noise ``W`` times. Rank 0's stream in a 1-process run is the unchanged ``seed``.
+- **Rank 0 writes.** Logs, configs, exported models and single-file checkpoints are written by
+  rank 0 only (:attr:`DistContext.is_main`); DDP keeps every rank's replica identical, so
+  rank 0's state is the state. Decisions that must agree across ranks (skip a step with a
+  non-finite loss) go through :func:`any_rank`.
+- **FSDP2 checkpoints are sharded** (:func:`save_sharded`): every rank writes its own shards
+  with ``torch.distributed.checkpoint`` into ``.step_XXXXXXXX.tmp/``; after a barrier rank 0
+  renames the folder to ``step_XXXXXXXX.dcp`` (so a crash mid-save never leaves a
+  half-written checkpoint under the final name) and keeps the last ``keep``. A sharded
+  checkpoint loads on any number of ranks, including one process with no process group
+  (:func:`load_sharded`): DCP reshards on load.
+- **Safe loading of sharded checkpoints.** DCP's stock reader unpickles ``.metadata`` with
+  plain :mod:`pickle`, which would run code from a crafted file. :class:`SafeFileSystemReader`
+  reads it with an unpickler that only admits DCP's own metadata classes and a few torch
+  types; tensor payloads and non-tensor items are read by DCP with
+  ``torch.load(weights_only=True)``.
+"""
+
+import contextlib
+import io
+import os
+import pickle
+import re
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.utils.data import Sampler
+
+__all__ = [
+    "DistContext",
+    "SafeFileSystemReader",
+    "ShardedBatchSampler",
+    "UnsafeCheckpointError",
+    "all_reduce_mean",
+    "any_rank",
+    "barrier",
+    "destroy_distributed",
+    "full_model_state",
+    "gradient_sync",
+    "init_distributed",
+    "latest_sharded",
+    "load_sharded",
+    "rank_seed",
+    "save_sharded",
+    "shard_indices",
+    "split_micro_batches",
+    "unwrap",
+    "wrap_model",
+]
+
+Strategy = Literal["ddp", "fsdp"]
+_SHARDED = re.compile(r"^step_(\d{8})\.dcp$")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank, the number of ranks, its local device index."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when a process group with more than one rank is running."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs and writes single-file outputs."""
+        return self.rank == 0
+
+    def device(self) -> torch.device:
+        if torch.cuda.is_available():
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as e:
+        raise ValueError(f"environment variable {name} ({value!r}) must be an integer") from e
+
+
+def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) -> DistContext:
+    """Join the process group ``torchrun`` describes in the environment, if any.
+
+    Returns the context; with no ``WORLD_SIZE`` (or ``WORLD_SIZE=1``) no group is created.
+    Calling it again when a group already exists returns that group's context.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), _int_env("LOCAL_RANK", 0))
+    world = _int_env("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistContext()
+    rank, local = _int_env("RANK", 0), _int_env("LOCAL_RANK", 0)
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK ({rank}) must lie in [0, WORLD_SIZE={world})")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ:
+            raise ValueError(f"WORLD_SIZE is {world} but {name} is not set (launch with torchrun)")
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this PyTorch build")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+    return DistContext(rank, world, local)
+
+
+def destroy_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random stream: ``seed`` itself on rank 0.
+
+    Other ranks are offset by a large prime so that ``(seed, rank)`` pairs of nearby seeds do
+    not share a stream (``seed=1, rank=0`` vs ``seed=0, rank=1`` would under ``seed + rank``).
+    """
+    if rank < 0:
+        raise ValueError(f"rank ({rank}) must be >= 0")
+    return seed + 1_000_003 * rank
+
+
+# --------------------------------------------------------------------------------------------
+# Batches: global batch -> this rank's slice -> micro-batches
+# --------------------------------------------------------------------------------------------
+
+
+def shard_indices(indices: Sequence[int], rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s contiguous slice of a global batch (its size must divide evenly)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank ({rank}) must lie in [0, world_size={world_size})")
+    if len(indices) % world_size:
+        raise ValueError(
+            f"global batch size ({len(indices)}) must be divisible by the number of ranks "
+            f"({world_size})"
+        )
+    n = len(indices) // world_size
+    return list(indices[rank * n : (rank + 1) * n])
+
+
+def split_micro_batches(indices: Sequence[int], num: int) -> list[list[int]]:
+    """``num`` contiguous equal micro-batches (gradient accumulation)."""
+    if num < 1:
+        raise ValueError(f"number of micro-batches ({num}) must be >= 1")
+    if len(indices) % num:
+        raise ValueError(
+            f"batch of {len(indices)} cannot be cut into {num} equal micro-batches"
+        )
+    n = len(indices) // num
+    return [list(indices[i * n : (i + 1) * n]) for i in range(num)]
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Yields this rank's slice of every batch of a batch sampler (e.g. StepBatchSampler).
+
+    With ``world_size=1`` it yields the batches unchanged.
+    """
+
+    def __init__(self, batches: Sampler[list[int]], *, rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank ({rank}) must lie in [0, world_size={world_size})")
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            yield shard_indices(batch, self.rank, self.world_size)
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Model wrapping and gradient sync
+# --------------------------------------------------------------------------------------------
+
+
+def wrap_model(
+    model: nn.Module,
+    ctx: DistContext,
+    strategy: Strategy = "ddp",
+    *,
+    shard: Sequence[type[nn.Module]] = (),
+    find_unused_parameters: bool = False,
+) -> nn.Module:
+    """Wrap ``model`` for data parallelism; the identity in a single process.
+
+    ``ddp``: :class:`~torch.nn.parallel.DistributedDataParallel` (returns the wrapper; use
+    :func:`unwrap` to reach the model). ``fsdp``: FSDP2 ``fully_shard`` applied to every
+    sub-module whose type is in ``shard`` (e.g. the transformer block class), then to the
+    root; the model is sharded in place and returned (it is its own wrapper).
+    """
+    if not ctx.enabled:
+        return model
+    if strategy == "ddp":
+        device_ids = [ctx.local_rank] if torch.cuda.is_available() else None
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+        )
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        kinds = tuple(shard)
+        if kinds:
+            for module in list(model.modules())[1:]:
+                if isinstance(module, kinds):
+                    fully_shard(module)
+        fully_shard(model)
+        return model
+    raise ValueError(f"strategy ({strategy!r}) must be 'ddp' or 'fsdp'")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside a DDP wrapper (FSDP2 modules are their own wrapper)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Inside: backward passes all-reduce gradients only if ``enabled`` (last micro-batch)."""
+    if enabled:
+        yield
+    elif isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif is_fsdp(model):
+        model.set_requires_gradient_sync(False)  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)  # type: ignore[operator]
+    else:
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Collectives that are no-ops in one process
+# --------------------------------------------------------------------------------------------
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over ranks (a detached copy; ``value`` itself in one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value.detach()
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank if ``flag`` is true on at least one (so all ranks decide alike)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Sharded checkpoints (FSDP2) with torch.distributed.checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file refers to something other than plain weights and metadata."""
+
+
+# What DCP's .metadata pickle may name: its own dataclasses, torch sizes/dtypes, paths.
+_SAFE_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("collections", "OrderedDict"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PurePosixPath"),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+}
+_SAFE_MODULES = {"torch.distributed.checkpoint.metadata"}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _SAFE_MODULES or (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise UnsafeCheckpointError(
+            f"refusing to load checkpoint metadata: it names {module}.{name}, which is not a "
+            "checkpoint metadata type (a crafted file could run code through it)"
+        )
+
+
+def _safe_metadata(data: bytes) -> Any:
+    return _RestrictedUnpickler(io.BytesIO(data)).load()
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """DCP's file reader with ``.metadata`` read by a restricted unpickler."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = self._get_metadata_path(kwargs.get("rank"))
+        with self.fs.create_stream(path, "rb") as f:
+            metadata = _safe_metadata(f.read())
+        if not isinstance(metadata, Metadata):
+            raise UnsafeCheckpointError(
+                f"{path} does not hold checkpoint metadata (got {type(metadata).__name__})"
+            )
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+def _local_non_finite(state: Any, where: str = "") -> str | None:
+    if isinstance(state, torch.Tensor):
+        local = state.to_local() if hasattr(state, "to_local") else state
+        if local.is_floating_point() and not torch.isfinite(local).all():
+            return where or "<tensor>"
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            found = _local_non_finite(value, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            if (found := _local_non_finite(value, f"{where}[{i}]")) is not None:
+                return found
+    return None
+
+
+def sharded_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _SHARDED.match(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(_SHARDED.match(p.name).group(1)))
+
+
+def latest_sharded(directory: str | os.PathLike) -> Path | None:
+    found = sharded_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def save_sharded(
+    directory: str | os.PathLike, step: int, state: dict[str, Any], *, keep: int = 3
+) -> Path:
+    """Write ``state`` (DCP-compatible: tensors, DTensors, numbers) as ``step_XXXXXXXX.dcp``.
+
+    Collective: every rank calls it with its own state (e.g. from
+    ``torch.distributed.checkpoint.state_dict.get_state_dict``). ``state["model"]`` holding a
+    NaN/Inf on any rank refuses the save on every rank (``FloatingPointError``).
+    """
+    if keep < 1:
+        raise ValueError(f"keep ({keep}) must be at least 1")
+    directory = Path(directory)
+    bad = _local_non_finite(state.get("model"), "model")
+    if any_rank(bad is not None):
+        raise FloatingPointError(
+            f"refusing to save step {step}: {bad or 'a tensor on another rank'} holds NaN or Inf"
+        )
+    final = directory / f"step_{step:08d}.dcp"
+    tmp = directory / f".step_{step:08d}.tmp"
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    if main:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
+    barrier()
+    dcp.save({**state, "step": step}, storage_writer=dcp.FileSystemWriter(tmp, sync_files=True))
+    barrier()
+    if main:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        with contextlib.suppress(OSError):
+            fd = os.open(directory, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        for old in sharded_checkpoints(directory)[:-keep]:
+            shutil.rmtree(old)
+    barrier()
+    return final
+
+
+def load_sharded(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``state`` in place from a sharded checkpoint folder and return it.
+
+    ``state`` names what to load and how it is laid out on this process (plain tensors in
+    one process, DTensors under FSDP2); DCP reshards. Works with or without a process group.
+    The folder's metadata is read with :class:`SafeFileSystemReader`.
+    """
+    path = Path(path)
+    if not (path / ".metadata").is_file():
+        raise FileNotFoundError(f"{path} is not a sharded checkpoint (no .metadata file)")
+    with warnings.catch_warnings():  # one process without a group is intended here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not dist.is_initialized())
+    return state
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The full (unsharded) CPU state dict of a possibly FSDP2/DDP-wrapped model.
+
+    Collective under FSDP2 (every rank must call it); every rank gets the full state.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    model = unwrap(model)
+    if not is_fsdp(model):
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # cpu_offload=True would hand the full state to rank 0 only.
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
