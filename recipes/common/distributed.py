@@ -71,6 +71,9 @@ __all__ = [
     "ShardedBatchSampler",
     "UnsafeCheckpointError",
     "all_reduce_mean",
+    "average_gradients",
+    "gather_objects",
+    "split_batch",
     "any_rank",
     "barrier",
     "destroy_distributed",
@@ -198,6 +201,31 @@ def split_micro_batches(indices: Sequence[int], num: int) -> list[list[int]]:
     return [list(indices[i * n : (i + 1) * n]) for i in range(num)]
 
 
+def split_batch(batch: Any, num: int) -> list[Any]:
+    """A collated batch (dict / list / tensor) cut into ``num`` contiguous micro-batches.
+
+    The same cut as :func:`split_micro_batches` on the indices; ``num=1`` returns ``[batch]``
+    unchanged (the single-process path is untouched).
+    """
+    if num < 1:
+        raise ValueError(f"number of micro-batches ({num}) must be >= 1")
+    if num == 1:
+        return [batch]
+    if isinstance(batch, dict):
+        parts = {k: split_batch(v, num) for k, v in batch.items()}
+        return [{k: parts[k][i] for k in batch} for i in range(num)]
+    if isinstance(batch, torch.Tensor):
+        if batch.ndim == 0 or batch.shape[0] % num:
+            raise ValueError(
+                f"batch of {batch.shape[0] if batch.ndim else 0} cannot be cut into {num} "
+                "equal micro-batches"
+            )
+        return list(batch.chunk(num))
+    if isinstance(batch, (list, tuple)):
+        return [list(p) for p in split_micro_batches(batch, num)]
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__}")
+
+
 class ShardedBatchSampler(Sampler[list[int]]):
     """Yields this rank's slice of every batch of a batch sampler (e.g. StepBatchSampler).
 
@@ -312,6 +340,26 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def average_gradients(module: nn.Module) -> None:
+    """All-reduce-mean the gradients of a module that is not wrapped (e.g. a discriminator)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value`` in rank order (``[value]`` in one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,17 +13,31 @@ Losses: L1 on pixels; L1 on normalised log-mel frames; the multi-resolution spec
 the concatenated spectrogram; KL of the Gaussian bottleneck; and, when ``loss.adversarial > 0``,
 hinge losses from a per-frame 2D and a spatio-temporal 3D patch discriminator on the video,
 switched on at step ``loss.adversarial_start``.
+
+Distributed: the same command under ``torchrun --nproc_per_node N -m ...`` trains with DDP
+(:mod:`recipes.common.distributed`): ``optim.batch_size`` is the global batch, each rank takes
+its slice of every step's batch, ``optim.grad_accum`` cuts a rank's slice into micro-batches,
+rank 0 logs and writes. Non-finite losses, gradients or weights follow ``run.on_nonfinite``
+(``stop`` | ``skip`` | ``rollback``, :mod:`recipes.common.faults`). :func:`validate` checks the
+cross-field constraints before anything is built.
 """
 
+import inspect
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from avblocks.config import ConfigError
+from avblocks.data.folder import VideoFolder
 from avblocks.diffusion.ema import EMA
 from avblocks.latent.losses import (
     PatchDiscriminator2d,
@@ -33,8 +47,24 @@ from avblocks.latent.losses import (
     multiscale_spectral_l1,
 )
 from avblocks.latent.mdsa import MDSA, MDSAConfig
-from recipes.common import CheckpointManager, capture_rng, parse_cli, restore_rng, warmup_cosine
+from avblocks.latent.volume import VolumeEncoder
+from recipes.common import (
+    CheckpointManager,
+    StepBatchSampler,
+    capture_rng,
+    parse_cli,
+    restore_rng,
+    warmup_cosine,
+)
+from recipes.common import distributed as dist_utils
 from recipes.common.config import dump_config
+from recipes.common.faults import (
+    FaultInjection,
+    NonFiniteError,
+    NonFiniteGuard,
+    find_non_finite,
+    remove_stale_temporaries,
+)
 from recipes.proav_dit.data import AVData, DataConfig
 from recipes.proav_dit.evaluate_autoencoder import evaluate
 
@@ -60,6 +90,7 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.99
     bf16: bool = False
+    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
 
 
 @dataclass
@@ -72,6 +103,8 @@ class RunConfig:
     max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
     eval_clips: int = 32
     progress: bool = True
+    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
+    max_rollbacks: int = 3
 
 
 @dataclass
@@ -81,6 +114,67 @@ class AutoencoderRecipe:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
+    """Cross-field constraints, checked before anything is built; the error names the fields.
+
+    Types and unknown keys were already checked when the config was read
+    (:func:`avblocks.config.config_from_dict`); this adds what one field alone cannot say.
+    """
+    d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    for name, value in (("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
+                        ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
+                        ("run.checkpoint_every", r.checkpoint_every),
+                        ("run.keep_checkpoints", r.keep_checkpoints), ("data.num_frames", d.num_frames),
+                        ("data.size", d.size), ("data.fps", d.fps), ("data.hop", d.hop),
+                        ("data.n_mels", d.n_mels), ("model.heads", m.heads), ("model.groups", m.groups),
+                        ("model.block_frames", m.block_frames),
+                        ("model.hidden_channels", m.hidden_channels)):
+        need(value >= 1, f"{name} ({value}) must be >= 1")
+    need(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
+    need(o.batch_size % (world_size * o.grad_accum) == 0,
+         f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
+         f"x optim.grad_accum ({o.grad_accum})")
+    if d.folder is None:
+        need(o.batch_size <= d.num_clips,
+             f"optim.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
+    for name, patch in (("model.video_patch", m.video_patch), ("model.audio_patch", m.audio_patch)):
+        need(all(p >= 1 for p in patch), f"{name} {patch} must hold positive sizes")
+    need(m.video_patch[0] == m.audio_patch[0],
+         f"model.video_patch[0] ({m.video_patch[0]}) and model.audio_patch[0] ({m.audio_patch[0]}) "
+         "must be equal (both latents share one t axis)")
+    need(d.num_frames % m.video_patch[0] == 0,
+         f"model.video_patch[0] ({m.video_patch[0]}) must divide data.num_frames ({d.num_frames})")
+    for axis in (1, 2):
+        need(d.size % m.video_patch[axis] == 0,
+             f"model.video_patch[{axis}] ({m.video_patch[axis]}) must divide data.size ({d.size})")
+    columns = Fraction(d.sample_rate) / (d.fps * d.hop)
+    need(columns.denominator == 1,
+         f"data.sample_rate / (data.fps * data.hop) = {d.sample_rate} / ({d.fps} * {d.hop}) must be a "
+         "whole number of spectrogram columns per video frame")
+    need(d.n_mels % m.audio_patch[1] == 0,
+         f"model.audio_patch[1] ({m.audio_patch[1]}) must divide data.n_mels ({d.n_mels})")
+    need(int(columns) % m.audio_patch[2] == 0,
+         f"model.audio_patch[2] ({m.audio_patch[2]}) must divide the {int(columns)} spectrogram columns "
+         f"per frame (data.sample_rate / (data.fps * data.hop))")
+    frames = d.num_frames // m.video_patch[0]
+    latent = f"the {frames} latent frames (data.num_frames / model.video_patch[0])"
+    need(m.hidden_channels % m.heads == 0,
+         f"model.heads ({m.heads}) must divide model.hidden_channels ({m.hidden_channels})")
+    norm_groups = inspect.signature(VolumeEncoder).parameters["groups"].default
+    need(m.hidden_channels % norm_groups == 0,
+         f"model.hidden_channels ({m.hidden_channels}) must be a multiple of the encoder's "
+         f"{norm_groups} normalisation groups")
+    if "gcm" in m.stages:
+        need(frames % m.groups == 0, f"model.groups ({m.groups}) must divide {latent}")
+    if "biblock" in m.stages:
+        need(frames % m.block_frames == 0, f"model.block_frames ({m.block_frames}) must divide {latent}")
 
 
 class VideoDiscriminator(torch.nn.Module):
@@ -108,12 +202,46 @@ def reconstruction_losses(cfg: AutoencoderRecipe, data: AVData, model: MDSA, vid
     return losses | {"_rec_video": rec_video}
 
 
+def step_loader(data: AVData, ctx: dist_utils.DistContext, *, batch_size: int, total_steps: int,
+                start_step: int, seed: int) -> DataLoader:
+    """This rank's slice of every step's global batch (the unchanged loader in one process)."""
+    if not ctx.enabled:
+        return data.loader(batch_size=batch_size, total_steps=total_steps, start_step=start_step, seed=seed)
+    batches = StepBatchSampler(num_items=len(data.dataset), batch_size=batch_size,
+                               total_steps=total_steps, seed=seed, start_step=start_step)
+    return DataLoader(data.dataset, generator=torch.Generator().manual_seed(seed),
+                      batch_sampler=dist_utils.ShardedBatchSampler(batches, rank=ctx.rank,
+                                                                   world_size=ctx.world_size))
+
+
+def report_skipped_files(data: AVData, out: Path) -> None:
+    """Print and write ``skipped_files.json``: every file of data.folder that is not trained on."""
+    dataset = data.dataset
+    if not isinstance(dataset, VideoFolder):
+        return
+    skipped = dict(dataset.skipped)
+    for path in sorted(Path(dataset.root).rglob("*")):
+        if path.is_file() and path.suffix.lower().lstrip(".") not in dataset.extensions:
+            skipped[str(path.resolve())] = f"extension not in {list(dataset.extensions)}"
+    (out / "skipped_files.json").write_text(json.dumps(skipped, indent=1) + "\n")
+    if skipped:
+        print(f"data.folder: skipped {len(skipped)} file(s), kept {len(dataset)} clip(s):")
+        for path, reason in skipped.items():
+            print(f"  {path}: {reason}")
+
+
 def train(cfg: AutoencoderRecipe) -> dict:
+    ctx = dist_utils.init_distributed()
+    validate(cfg, world_size=ctx.world_size)
     out = Path(cfg.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    dist_utils.barrier()
     torch.manual_seed(cfg.run.seed)
     data = AVData(cfg.data)
+    if ctx.is_main:
+        report_skipped_files(data, out)
     model = MDSA.from_config(cfg.model)
     ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
     o = cfg.optim
@@ -124,10 +252,19 @@ def train(cfg: AutoencoderRecipe) -> dict:
     if cfg.loss.adversarial > 0:
         disc = VideoDiscriminator()
         d_opt = torch.optim.AdamW(disc.parameters(), lr=o.lr, betas=(0.5, 0.9))
+    net = dist_utils.wrap_model(model, ctx, "ddp")  # the model itself in one process
+    if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
+        torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
     checkpoints = CheckpointManager(out / "checkpoints", keep=cfg.run.keep_checkpoints)
+    faults = FaultInjection.from_env()
+    guard = NonFiniteGuard(cfg.run.on_nonfinite, cfg.run.max_rollbacks)
+    if ctx.is_main:
+        for leftover in remove_stale_temporaries(out / "checkpoints"):
+            print(f"removed {leftover.name}, left by an interrupted save")
 
-    start = 0
-    if (state := checkpoints.load_latest()) is not None:
+    def restore() -> int | None:
+        if (state := checkpoints.load_latest()) is None:
+            return None
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -135,60 +272,139 @@ def train(cfg: AutoencoderRecipe) -> dict:
         if disc is not None:
             disc.load_state_dict(state["discriminator"])
             d_opt.load_state_dict(state["discriminator_optimizer"])
-        restore_rng(state["rng"])
-        start = state["step"]
-        print(f"resuming from step {start} ({checkpoints.checkpoints()[-1]})")
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == ctx.world_size:
+            restore_rng(ranks[ctx.rank])
+        else:
+            restore_rng(state["rng"])
+            if ctx.rank > 0:  # saved with another number of ranks: a fresh per-rank stream
+                torch.manual_seed(dist_utils.rank_seed(cfg.run.seed + state["step"], ctx.rank))
+        return state["step"]
 
-    def save(step: int) -> None:
+    def save(step: int) -> str | None:
+        """Collective: write the checkpoint on rank 0; the name of a non-finite tensor instead."""
         state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "rng": capture_rng()}
-        if disc is not None:
-            state |= {"discriminator": disc.state_dict(), "discriminator_optimizer": d_opt.state_dict()}
-        checkpoints.save(step, state)
+                 "scheduler": sched.state_dict()}
+        rngs = dist_utils.gather_objects(capture_rng())
+        bad = find_non_finite(state["model"], "model") or find_non_finite(state["ema"], "ema")
+        if dist_utils.any_rank(bad is not None):
+            return bad or "a tensor on another rank"
+        if ctx.is_main:
+            state["rng"] = rngs[0]
+            if ctx.enabled:
+                state["rng_ranks"] = rngs
+            if disc is not None:
+                state |= {"discriminator": disc.state_dict(), "discriminator_optimizer": d_opt.state_dict()}
+            checkpoints.save(step, faults.pad(state))
+        dist_utils.barrier()
+        return None
 
-    loader = data.loader(batch_size=o.batch_size, total_steps=o.steps, start_step=start, seed=cfg.run.seed)
-    bar = tqdm(loader, initial=start, total=o.steps, desc="autoencoder", disable=not cfg.run.progress,
-               dynamic_ncols=True)
+    start = 0
+    dist_utils.barrier()
+    if (resumed := restore()) is not None:
+        start = resumed
+        if ctx.is_main:
+            print(f"resuming from step {start} ({checkpoints.checkpoints()[-1]})")
+
+    k = o.grad_accum
     began, step = time.monotonic(), start
     model.train()
-    with open(out / "log.jsonl", "a", buffering=1) as log:  # line-buffered: tail -f works
-        for step, batch in enumerate(bar, start=start):
-            video, audio, _ = data.model_inputs(batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
-                losses = reconstruction_losses(cfg, data, model, video, audio)
-                rec_video = losses.pop("_rec_video")
+    # line-buffered: tail -f works; other ranks log nowhere
+    with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
+
+        def roll_back(step: int, what: str) -> int:
+            target = restore()
+            if target is None:
+                raise NonFiniteError(f"non-finite {what} at step {step} and no checkpoint to roll back "
+                                     f"to in {checkpoints.directory}; training stopped")
+            log.write(json.dumps({"step": step, "rolled_back_to": target, "reason": what}) + "\n")
+            if ctx.is_main:
+                print(f"non-finite {what} at step {step}: rolled back to step {target}; "
+                      f"step {step} will be skipped")
+            return target
+
+        finished = False
+        while not finished:
+            finished = True
+            loader = step_loader(data, ctx, batch_size=o.batch_size, total_steps=o.steps,
+                                 start_step=start, seed=cfg.run.seed)
+            bar = tqdm(loader, initial=start, total=o.steps, desc="autoencoder",
+                       disable=not (cfg.run.progress and ctx.is_main), dynamic_ncols=True)
+            for step, batch in enumerate(bar, start=start):
                 adversarial = disc is not None and step >= cfg.loss.adversarial_start
-                if adversarial:
-                    losses["generator"] = disc.loss_g(rec_video)
-                    losses["total"] = losses["total"] + cfg.loss.adversarial * losses["generator"]
-            if not torch.isfinite(losses["total"]):
-                raise FloatingPointError(f"non-finite loss at step {step}: {losses['total'].item()}")
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            opt.step()
-            sched.step()
-            ema.update(model)
-            if adversarial:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
-                    losses["discriminator"] = disc.loss_d(video, rec_video.detach())
-                d_opt.zero_grad(set_to_none=True)
-                losses["discriminator"].backward()
-                d_opt.step()
-            elapsed = time.monotonic() - began
-            bar.set_postfix(loss=f"{losses['total'].item():.4f}",
-                            clips_per_s=f"{(step + 1 - start) * o.batch_size / max(elapsed, 1e-9):.1f}")
-            if step % cfg.run.log_every == 0:
-                log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]}
-                                     | {k: round(v.item(), 6) for k, v in losses.items()}) + "\n")
-            done = step + 1
-            out_of_time = cfg.run.max_minutes > 0 and elapsed > 60 * cfg.run.max_minutes
-            if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
-                save(done)
-            if out_of_time:
-                print(f"time budget of {cfg.run.max_minutes} min reached at step {done}")
-                break
-    bar.close()
+                opt.zero_grad(set_to_none=True)
+                totals, held = {}, []
+                for i, part in enumerate(dist_utils.split_batch(batch, k)):
+                    video, audio, _ = data.model_inputs(part)
+                    with dist_utils.gradient_sync(net, enabled=i == k - 1):
+                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
+                            losses = reconstruction_losses(cfg, data, net, video, audio)
+                            rec_video = losses.pop("_rec_video")
+                            if adversarial:
+                                losses["generator"] = disc.loss_g(rec_video)
+                                losses["total"] = losses["total"] + cfg.loss.adversarial * losses["generator"]
+                        losses["total"] = faults.loss(step, losses["total"])
+                        (losses["total"] if k == 1 else losses["total"] / k).backward()
+                    for key, value in losses.items():
+                        totals[key] = totals.get(key, 0.0) + (value.detach() if k == 1 else value.detach() / k)
+                    held.append((video, rec_video.detach()))
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                what = (None if torch.isfinite(totals["total"]) else f"loss ({totals['total'].item()})") or (
+                    None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
+                action = None
+                if guard.forced_skip(step):  # same on every rank: no collective needed
+                    action, what = "skip", "replayed step that went wrong before a rollback"
+                elif dist_utils.any_rank(what is not None):
+                    what = what or "loss or gradients on another rank"
+                    action = guard.decide(step, what)
+                if action == "rollback":
+                    start, finished = roll_back(step, what), False
+                    break
+                if action == "skip":
+                    opt.zero_grad(set_to_none=True)
+                    sched.step()  # the schedule stays a function of the global step
+                    log.write(json.dumps({"step": step, "skipped": what}) + "\n")
+                else:
+                    opt.step()
+                    sched.step()
+                    ema.update(model)
+                    faults.weights(step, model)
+                    if adversarial:
+                        d_opt.zero_grad(set_to_none=True)
+                        for real, fake in held:
+                            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
+                                d_loss = disc.loss_d(real, fake)
+                            (d_loss if k == 1 else d_loss / k).backward()
+                            totals["discriminator"] = totals.get("discriminator", 0.0) + (
+                                d_loss.detach() if k == 1 else d_loss.detach() / k)
+                        dist_utils.average_gradients(disc)
+                        d_opt.step()
+                elapsed = time.monotonic() - began
+                bar.set_postfix(loss=f"{totals['total'].item():.4f}",
+                                clips_per_s=f"{(step + 1 - start) * o.batch_size / max(elapsed, 1e-9):.1f}")
+                if step % cfg.run.log_every == 0 and action is None:
+                    names = list(totals)
+                    values = dist_utils.all_reduce_mean(torch.stack([totals[n].float() for n in names]))
+                    if ctx.enabled:
+                        totals = dict(zip(names, values, strict=True))
+                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]}
+                                         | {n: round(v.item(), 6) for n, v in totals.items()}) + "\n")
+                done = step + 1
+                out_of_time = cfg.run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * cfg.run.max_minutes)
+                if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
+                    if (bad := save(done)) is not None:
+                        what = f"weights ({bad}); checkpoint step {done} not written"
+                        guard.decide(step, what, can_skip=False)  # raises unless rollback
+                        start, finished = roll_back(step, what), False
+                        break
+                if out_of_time:
+                    if ctx.is_main:
+                        print(f"time budget of {cfg.run.max_minutes} min reached at step {done}")
+                    break
+            bar.close()
+    dist_utils.barrier()
+    if not ctx.is_main:
+        return {"steps": step + 1}
     final = model
     ema.copy_to(final)  # the EMA weights are the model that is kept
     calibration = next(iter(data.loader(batch_size=min(32, len(data.dataset)), total_steps=1, seed=1)))
@@ -197,13 +413,19 @@ def train(cfg: AutoencoderRecipe) -> dict:
     metrics = evaluate(final, data, out / "eval", num_clips=cfg.run.eval_clips)
     metrics["steps"] = step + 1
     metrics["train_minutes"] = round((time.monotonic() - began) / 60, 2)
+    if guard.events:
+        metrics["nonfinite_events"] = guard.events
     return metrics
 
 
 def main(argv=None) -> dict:
     cfg = parse_cli(AutoencoderRecipe, argv, description=__doc__.splitlines()[0])
-    metrics = train(cfg)
-    print(json.dumps(metrics, indent=2))
+    try:
+        metrics = train(cfg)
+    finally:
+        dist_utils.destroy_distributed()
+    if dist_utils.DistContext(rank=int(os.environ.get("RANK", 0))).is_main:
+        print(json.dumps(metrics, indent=2))
     return metrics
 
 
