@@ -22,17 +22,24 @@ velocity is 0), so padding never looks like signal. Class labels are dropped wit
 
 Writes to ``run.output_dir``: ``config.yaml``, ``checkpoints/`` (atomic, exact resume),
 ``log.jsonl``, ``model/`` (EMA weights, ``config.json + model.safetensors``).
+
+Distributed / faults: as in :mod:`recipes.proav_dit.train_autoencoder` (``torchrun`` + DDP,
+``optim.batch_size`` global, ``optim.grad_accum`` micro-batches, ``run.on_nonfinite``);
+:func:`validate` checks the cross-field constraints before anything is built.
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
+from avblocks.config import ConfigError
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.stdit import STDiT
@@ -44,7 +51,15 @@ from recipes.common import (
     restore_rng,
     warmup_cosine,
 )
+from recipes.common import distributed as dist_utils
 from recipes.common.config import dump_config
+from recipes.common.faults import (
+    FaultInjection,
+    NonFiniteError,
+    NonFiniteGuard,
+    find_non_finite,
+    remove_stale_temporaries,
+)
 from recipes.proav_dit.latents import AUDIO, VIDEO, LatentSpace, cached_latents
 
 
@@ -77,6 +92,7 @@ class DiTOptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.995
     bf16: bool = False
+    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
 
 
 @dataclass
@@ -88,6 +104,8 @@ class DiTRunConfig:
     keep_checkpoints: int = 3
     max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
     progress: bool = True
+    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
+    max_rollbacks: int = 3
 
 
 @dataclass
@@ -97,6 +115,42 @@ class DiTRecipe:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: DiTOptimConfig = field(default_factory=DiTOptimConfig)
     run: DiTRunConfig = field(default_factory=DiTRunConfig)
+
+
+def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
+    """Cross-field constraints, checked before anything is built; the error names the fields.
+
+    The latent canvas is padded to a multiple of ``model.patch`` (:class:`LatentSpace`), so the
+    patch always divides it; what can be impossible is checked here.
+    """
+    m, d, o, r = cfg.model, cfg.diffusion, cfg.optim, cfg.run
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    for name, value in (("model.patch", m.patch), ("model.depth", m.depth),
+                        ("model.num_heads", m.num_heads), ("model.hidden_size", m.hidden_size),
+                        ("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
+                        ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
+                        ("run.checkpoint_every", r.checkpoint_every),
+                        ("run.keep_checkpoints", r.keep_checkpoints)):
+        need(value >= 1, f"{name} ({value}) must be >= 1")
+    need(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
+    need(m.hidden_size % m.num_heads == 0,
+         f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
+    need(m.hidden_size % 4 == 0,
+         f"model.hidden_size ({m.hidden_size}) must be divisible by 4 (2D sin-cos position table)")
+    need(0.0 <= m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in [0, 1)")
+    for name, p in (("diffusion.p_audio_to_video", d.p_audio_to_video),
+                    ("diffusion.p_video_to_audio", d.p_video_to_audio)):
+        need(0.0 <= p <= 1.0, f"{name} ({p}) must lie in [0, 1]")
+    need(d.p_audio_to_video + d.p_video_to_audio <= 1.0,
+         f"diffusion.p_audio_to_video + diffusion.p_video_to_audio "
+         f"({d.p_audio_to_video} + {d.p_video_to_audio}) must be <= 1")
+    need(o.batch_size % (world_size * o.grad_accum) == 0,
+         f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
+         f"x optim.grad_accum ({o.grad_accum})")
 
 
 def build_denoiser(cfg: DiTRecipe, space: LatentSpace) -> STDiT:
@@ -116,12 +170,19 @@ def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generat
 
 
 def train(cfg: DiTRecipe) -> dict:
+    ctx = dist_utils.init_distributed()
+    validate(cfg, world_size=ctx.world_size)
     out = Path(cfg.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
     torch.manual_seed(cfg.run.seed)
     space = LatentSpace.from_run(cfg.autoencoder, multiple=cfg.model.patch)
-    cache = cached_latents(space, cfg.autoencoder, progress=cfg.run.progress)
+    if ctx.is_main:  # rank 0 encodes and writes the cache; the others read it
+        cache = cached_latents(space, cfg.autoencoder, progress=cfg.run.progress)
+    dist_utils.barrier()
+    if not ctx.is_main:
+        cache = cached_latents(space, cfg.autoencoder, progress=False)
     latents, labels = cache["latents"], cache["labels"]
     valid = space.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s
 
@@ -132,65 +193,157 @@ def train(cfg: DiTRecipe) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, partial(warmup_cosine, warmup=o.warmup, total=o.steps, min_ratio=o.min_lr_ratio))
+    net = dist_utils.wrap_model(model, ctx, "ddp")  # the model itself in one process
+    if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
+        torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
     checkpoints = CheckpointManager(out / "checkpoints", keep=cfg.run.keep_checkpoints)
-    start = 0
-    if (state := checkpoints.load_latest()) is not None:
+    faults = FaultInjection.from_env()
+    guard = NonFiniteGuard(cfg.run.on_nonfinite, cfg.run.max_rollbacks)
+    if ctx.is_main:
+        for leftover in remove_stale_temporaries(out / "checkpoints"):
+            print(f"removed {leftover.name}, left by an interrupted save")
+
+    def restore() -> int | None:
+        if (state := checkpoints.load_latest()) is None:
+            return None
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"])
-        start = state["step"]
-        print(f"resuming from step {start} ({checkpoints.checkpoints()[-1]})")
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == ctx.world_size:
+            restore_rng(ranks[ctx.rank])
+        else:
+            restore_rng(state["rng"])
+            if ctx.rank > 0:  # saved with another number of ranks: a fresh per-rank stream
+                torch.manual_seed(dist_utils.rank_seed(cfg.run.seed + state["step"], ctx.rank))
+        return state["step"]
 
-    batches = StepBatchSampler(num_items=len(latents), batch_size=o.batch_size, total_steps=o.steps,
-                               seed=cfg.run.seed, start_step=start)
-    bar = tqdm(batches, initial=start, total=o.steps, desc="denoiser", disable=not cfg.run.progress,
-               dynamic_ncols=True)
+    def save(step: int) -> str | None:
+        """Collective: write the checkpoint on rank 0; the name of a non-finite tensor instead."""
+        state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict()}
+        rngs = dist_utils.gather_objects(capture_rng())
+        bad = find_non_finite(state["model"], "model") or find_non_finite(state["ema"], "ema")
+        if dist_utils.any_rank(bad is not None):
+            return bad or "a tensor on another rank"
+        if ctx.is_main:
+            state["rng"] = rngs[0]
+            if ctx.enabled:
+                state["rng_ranks"] = rngs
+            checkpoints.save(step, faults.pad(state))
+        dist_utils.barrier()
+        return None
+
+    start = 0
+    dist_utils.barrier()
+    if (resumed := restore()) is not None:
+        start = resumed
+        if ctx.is_main:
+            print(f"resuming from step {start} ({checkpoints.checkpoints()[-1]})")
+
+    k = o.grad_accum
     began, step = time.monotonic(), start
     model.train()
-    with open(out / "log.jsonl", "a", buffering=1) as log:  # line-buffered: tail -f works
-        for step, index in enumerate(bar, start=start):
-            x0, y = latents[index], labels[index]
-            b = x0.shape[0]
-            t = flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous()
-            noise = torch.randn_like(x0) * valid
-            mask = clean_masks(b, d.p_audio_to_video, d.p_video_to_audio)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
-                loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step}: {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            opt.step()
-            sched.step()
-            ema.update(model)
-            elapsed = time.monotonic() - began
-            bar.set_postfix(loss=f"{loss.item():.4f}",
-                            clips_per_s=f"{(step + 1 - start) * b / max(elapsed, 1e-9):.0f}")
-            if step % cfg.run.log_every == 0:
-                log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0], "loss": round(loss.item(), 6)}) + "\n")
-            done = step + 1
-            out_of_time = cfg.run.max_minutes > 0 and elapsed > 60 * cfg.run.max_minutes
-            if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
-                checkpoints.save(done, {"model": model.state_dict(), "ema": ema.state_dict(),
-                                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                        "rng": capture_rng()})
-            if out_of_time:
-                print(f"time budget of {cfg.run.max_minutes} min reached at step {done}")
-                break
-    bar.close()
-    ema.copy_to(model)
-    model.save_pretrained(out / "model")
-    return {"steps": step + 1, "train_minutes": round((time.monotonic() - began) / 60, 2),
-            "final_loss": loss.item()}
+    # line-buffered: tail -f works; other ranks log nowhere
+    with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
+
+        def roll_back(step: int, what: str) -> int:
+            target = restore()
+            if target is None:
+                raise NonFiniteError(f"non-finite {what} at step {step} and no checkpoint to roll back "
+                                     f"to in {checkpoints.directory}; training stopped")
+            log.write(json.dumps({"step": step, "rolled_back_to": target, "reason": what}) + "\n")
+            if ctx.is_main:
+                print(f"non-finite {what} at step {step}: rolled back to step {target}; "
+                      f"step {step} will be skipped")
+            return target
+
+        finished = False
+        while not finished:
+            finished = True
+            batches = dist_utils.ShardedBatchSampler(
+                StepBatchSampler(num_items=len(latents), batch_size=o.batch_size, total_steps=o.steps,
+                                 seed=cfg.run.seed, start_step=start),
+                rank=ctx.rank, world_size=ctx.world_size)
+            bar = tqdm(batches, initial=start, total=o.steps, desc="denoiser",
+                       disable=not (cfg.run.progress and ctx.is_main), dynamic_ncols=True)
+            for step, rank_index in enumerate(bar, start=start):
+                opt.zero_grad(set_to_none=True)
+                loss = 0.0
+                for i, index in enumerate(dist_utils.split_micro_batches(rank_index, k)):
+                    x0, y = latents[index], labels[index]
+                    b = x0.shape[0]
+                    t = flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous()
+                    noise = torch.randn_like(x0) * valid
+                    mask = clean_masks(b, d.p_audio_to_video, d.p_video_to_audio)
+                    with dist_utils.gradient_sync(net, enabled=i == k - 1):
+                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
+                            part = flow.loss(net, x0, t=t, noise=noise, clean_mask=mask,
+                                             model_kwargs={"y": y})
+                        part = faults.loss(step, part)
+                        (part if k == 1 else part / k).backward()
+                    loss = loss + (part.detach() if k == 1 else part.detach() / k)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                what = (None if torch.isfinite(loss) else f"loss ({loss.item()})") or (
+                    None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
+                action = None
+                if guard.forced_skip(step):  # same on every rank: no collective needed
+                    action, what = "skip", "replayed step that went wrong before a rollback"
+                elif dist_utils.any_rank(what is not None):
+                    what = what or "loss or gradients on another rank"
+                    action = guard.decide(step, what)
+                if action == "rollback":
+                    start, finished = roll_back(step, what), False
+                    break
+                if action == "skip":
+                    opt.zero_grad(set_to_none=True)
+                    sched.step()  # the schedule stays a function of the global step
+                    log.write(json.dumps({"step": step, "skipped": what}) + "\n")
+                else:
+                    opt.step()
+                    sched.step()
+                    ema.update(model)
+                    faults.weights(step, model)
+                elapsed = time.monotonic() - began
+                bar.set_postfix(loss=f"{loss.item():.4f}",
+                                clips_per_s=f"{(step + 1 - start) * o.batch_size / max(elapsed, 1e-9):.0f}")
+                if step % cfg.run.log_every == 0 and action is None:
+                    logged = dist_utils.all_reduce_mean(loss) if ctx.enabled else loss
+                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0],
+                                          "loss": round(logged.item(), 6)}) + "\n")
+                done = step + 1
+                out_of_time = cfg.run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * cfg.run.max_minutes)
+                if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
+                    if (bad := save(done)) is not None:
+                        what = f"weights ({bad}); checkpoint step {done} not written"
+                        guard.decide(step, what, can_skip=False)  # raises unless rollback
+                        start, finished = roll_back(step, what), False
+                        break
+                if out_of_time:
+                    if ctx.is_main:
+                        print(f"time budget of {cfg.run.max_minutes} min reached at step {done}")
+                    break
+            bar.close()
+    dist_utils.barrier()
+    result = {"steps": step + 1, "train_minutes": round((time.monotonic() - began) / 60, 2),
+              "final_loss": loss.item()}
+    if guard.events:
+        result["nonfinite_events"] = guard.events
+    if ctx.is_main:
+        ema.copy_to(model)
+        model.save_pretrained(out / "model")
+    return result
 
 
 def main(argv=None) -> dict:
     cfg = parse_cli(DiTRecipe, argv, description=__doc__.splitlines()[0])
-    result = train(cfg)
-    print(json.dumps(result, indent=2))
+    try:
+        result = train(cfg)
+    finally:
+        dist_utils.destroy_distributed()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps(result, indent=2))
     return result
 
 
