@@ -471,7 +471,10 @@ def save_sharded(
         directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
     barrier()
-    dcp.save({**state, "step": step}, storage_writer=dcp.FileSystemWriter(tmp, sync_files=True))
+    with warnings.catch_warnings():  # one process without a group is intended here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({**state, "step": step}, storage_writer=dcp.FileSystemWriter(tmp, sync_files=True),
+                 no_dist=not dist.is_initialized())
     barrier()
     if main:
         if final.exists():
@@ -497,9 +500,11 @@ def load_sharded(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, An
     path = Path(path)
     if not (path / ".metadata").is_file():
         raise FileNotFoundError(f"{path} is not a sharded checkpoint (no .metadata file)")
+    reader = SafeFileSystemReader(path)
+    reader.read_metadata()  # refuse a crafted file here: inside dcp.load the error is wrapped
     with warnings.catch_warnings():  # one process without a group is intended here
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, storage_reader=SafeFileSystemReader(path), no_dist=not dist.is_initialized())
+        dcp.load(state, storage_reader=reader, no_dist=not dist.is_initialized())
     return state
 
 
