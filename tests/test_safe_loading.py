@@ -109,6 +109,7 @@ def test_vocoder_from_dir_refuses_a_code_carrying_pytorch_model_bin(tmp_path, ma
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 def test_sharded_checkpoint_reader_refuses_crafted_metadata(tmp_path, marker):
     import torch.distributed.checkpoint as dcp
 
