@@ -50,7 +50,10 @@ Measurements (every model in its **own subprocess**, ``AVBLOCKS_TYPECHECK=0``,
   column;
 - achieved FLOP/s = formula FLOPs / median time, as a fraction of the fp32 matmul rate of
   this machine measured in the same run (best of square ``--matmul-size`` matmuls, same
-  threads);
+  threads, measured at the start and at the end of the run; the higher is used);
+- threads: on a machine shared with other jobs, use ``--threads 1``: with more OpenMP
+  threads than free cores every parallel region waits for a descheduled thread at its
+  barrier (we saw 15 ms per tiny elementwise op, 3-6x slower forwards at 2 threads);
 - ``--attention math`` runs the reference backend that materialises the ``n x n`` score
   matrix (skipped where it would exceed ``--math-limit-gb``); the default ``sdpa`` backend
   is PyTorch's fused CPU kernel whose memory is linear in ``n``.
@@ -252,8 +255,10 @@ def worker(cfg: dict) -> dict:
             torch.arange(b) % NUM_CLASSES,
         )
     model.eval()
+    if cfg.get("compile"):
+        model = torch.compile(model)  # inductor; the first (warm-up) call includes compiling
     params = sum(p.numel() for p in model.parameters())
-    block_params = sum(p.numel() for p in model.blocks[0].parameters())
+    block_params = sum(p.numel() for p in getattr(model, "_orig_mod", model).blocks[0].parameters())
     with torch.inference_mode(), attention_backend(cfg["attention"]):
         t0 = time.perf_counter()
         out = model(*inputs)
@@ -389,6 +394,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 32 and 64 presets, tiny width, batch 1, one repeat")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile (inductor) both models; warm-up includes compiling")
     p.add_argument("--profile", action="store_true",
                    help="also print the ST-DiT forward's top operators (share of CPU time)")
     p.add_argument("--out", type=Path, help="also write the markdown table here")
@@ -400,13 +407,16 @@ def main() -> None:
         args.presets, args.widths, args.batch, args.repeats = ["32", "64"], ["tiny"], 1, 1
         args.matmul_size = [1024]
 
+    def matmul_rate() -> float:
+        return max(
+            run_one({"model": "matmul", "size": n, "threads": args.threads}, args.timeout)
+            .get("gflops", 0.0)
+            for n in args.matmul_size
+        )
+
     load_start = os.getloadavg()
-    matmul = max(
-        run_one({"model": "matmul", "size": n, "threads": args.threads}, args.timeout)
-        .get("gflops", 0.0)
-        for n in args.matmul_size
-    )
-    print(f"fp32 matmul rate: {matmul:.1f} GFLOP/s ({args.threads} threads)", flush=True)
+    matmul_start = matmul_rate()
+    print(f"fp32 matmul rate: {matmul_start:.1f} GFLOP/s ({args.threads} threads)", flush=True)
     pairs = []
     for width_name in args.widths:
         width = WIDTHS[width_name]
@@ -419,7 +429,7 @@ def main() -> None:
                         "model": model, "preset": preset, "width": width,
                         "width_name": width_name, "attention": attention,
                         "batch": args.batch, "repeats": args.repeats, "threads": args.threads,
-                        "profile": args.profile and model == "stdit",
+                        "profile": args.profile and model == "stdit", "compile": args.compile,
                     }
                     scores = score_bytes(model, geo, width, args.batch)
                     gflop = args.batch * flops(model, geo, width) / 1e9
@@ -438,8 +448,12 @@ def main() -> None:
                     pair.append(r)
                 pairs.append(tuple(pair))
     load_end = os.getloadavg()
+    matmul_end = matmul_rate()
+    matmul = max(matmul_start, matmul_end)  # the machine's rate: the less disturbed reading
     text = (
-        f"fp32 matmul rate {matmul:.1f} GFLOP/s, {args.threads} threads, batch {args.batch}, "
+        f"fp32 matmul rate {matmul:.1f} GFLOP/s (best of start {matmul_start:.1f} / end "
+        f"{matmul_end:.1f}), {args.threads} threads, batch {args.batch}, "
+        f"{'inductor-compiled, ' if args.compile else 'eager, '}"
         f"median of {args.repeats}; load average (1/5/15 min) at start "
         f"{'/'.join(f'{v:.1f}' for v in load_start)}, at end "
         f"{'/'.join(f'{v:.1f}' for v in load_end)}\n\n" + table(pairs, matmul)
