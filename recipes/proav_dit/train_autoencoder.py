@@ -36,6 +36,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from avblocks.attention import (
+    BiBlockCrossAttention,
+    GCMAttention,
+    MTSelfAttention,
+    SpatialAttention,
+)
 from avblocks.config import ConfigError
 from avblocks.data.folder import VideoFolder
 from avblocks.diffusion.ema import EMA
@@ -47,13 +53,10 @@ from avblocks.latent.losses import (
     multiscale_spectral_l1,
 )
 from avblocks.latent.mdsa import MDSA, MDSAConfig
-from avblocks.latent.volume import VolumeEncoder
+from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
 from recipes.common import (
-    CheckpointManager,
     StepBatchSampler,
-    capture_rng,
     parse_cli,
-    restore_rng,
     warmup_cosine,
 )
 from recipes.common import distributed as dist_utils
@@ -62,7 +65,6 @@ from recipes.common.faults import (
     FaultInjection,
     NonFiniteError,
     NonFiniteGuard,
-    find_non_finite,
     remove_stale_temporaries,
 )
 from recipes.proav_dit.data import AVData, DataConfig
@@ -105,6 +107,7 @@ class RunConfig:
     progress: bool = True
     on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
     max_rollbacks: int = 3
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
 
 
 @dataclass
@@ -177,6 +180,14 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
         need(frames % m.block_frames == 0, f"model.block_frames ({m.block_frames}) must divide {latent}")
 
 
+# FSDP2 shards these sub-modules one by one (each all-gathered only while it runs), then the
+# rest. Only modules whose outputs are tensors (or tuples of them) can be units: FSDP2 finds
+# the outputs to hook the backward all-gather through pytrees, and TriPlane (a dataclass) is
+# not one, so PlaneFusion itself is not a unit but its attention blocks are.
+SHARDED_MODULES = (VolumeEncoder, VolumeDecoder, MTSelfAttention, SpatialAttention, GCMAttention,
+                   BiBlockCrossAttention)
+
+
 class VideoDiscriminator(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -243,68 +254,36 @@ def train(cfg: AutoencoderRecipe) -> dict:
     if ctx.is_main:
         report_skipped_files(data, out)
     model = MDSA.from_config(cfg.model)
-    ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
     o = cfg.optim
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, partial(warmup_cosine, warmup=o.warmup, total=o.steps, min_ratio=o.min_lr_ratio))
     disc = d_opt = None
     if cfg.loss.adversarial > 0:
         disc = VideoDiscriminator()
         d_opt = torch.optim.AdamW(disc.parameters(), lr=o.lr, betas=(0.5, 0.9))
-    net = dist_utils.wrap_model(model, ctx, "ddp")  # the model itself in one process
+    net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=SHARDED_MODULES)
     if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
         torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
-    checkpoints = CheckpointManager(out / "checkpoints", keep=cfg.run.keep_checkpoints)
+    ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(warmup_cosine, warmup=o.warmup, total=o.steps, min_ratio=o.min_lr_ratio))
+    parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
+    if disc is not None:
+        parts |= {"discriminator": disc, "discriminator_optimizer": d_opt}
     faults = FaultInjection.from_env()
+    checkpoints = dist_utils.TrainCheckpoints(
+        out / "checkpoints", keep=cfg.run.keep_checkpoints, ctx=ctx, seed=cfg.run.seed,
+        sharded=ctx.enabled and cfg.run.parallel == "fsdp", pad=faults.pad,
+        pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")))
     guard = NonFiniteGuard(cfg.run.on_nonfinite, cfg.run.max_rollbacks)
     if ctx.is_main:
         for leftover in remove_stale_temporaries(out / "checkpoints"):
             print(f"removed {leftover.name}, left by an interrupted save")
 
-    def restore() -> int | None:
-        if (state := checkpoints.load_latest()) is None:
-            return None
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if disc is not None:
-            disc.load_state_dict(state["discriminator"])
-            d_opt.load_state_dict(state["discriminator_optimizer"])
-        ranks = state.get("rng_ranks")
-        if ranks is not None and len(ranks) == ctx.world_size:
-            restore_rng(ranks[ctx.rank])
-        else:
-            restore_rng(state["rng"])
-            if ctx.rank > 0:  # saved with another number of ranks: a fresh per-rank stream
-                torch.manual_seed(dist_utils.rank_seed(cfg.run.seed + state["step"], ctx.rank))
-        return state["step"]
-
-    def save(step: int) -> str | None:
-        """Collective: write the checkpoint on rank 0; the name of a non-finite tensor instead."""
-        state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict()}
-        rngs = dist_utils.gather_objects(capture_rng())
-        bad = find_non_finite(state["model"], "model") or find_non_finite(state["ema"], "ema")
-        if dist_utils.any_rank(bad is not None):
-            return bad or "a tensor on another rank"
-        if ctx.is_main:
-            state["rng"] = rngs[0]
-            if ctx.enabled:
-                state["rng_ranks"] = rngs
-            if disc is not None:
-                state |= {"discriminator": disc.state_dict(), "discriminator_optimizer": d_opt.state_dict()}
-            checkpoints.save(step, faults.pad(state))
-        dist_utils.barrier()
-        return None
-
     start = 0
-    dist_utils.barrier()
-    if (resumed := restore()) is not None:
+    if (resumed := checkpoints.restore(parts)) is not None:
         start = resumed
         if ctx.is_main:
-            print(f"resuming from step {start} ({checkpoints.checkpoints()[-1]})")
+            print(f"resuming from step {start} ({checkpoints.latest()})")
 
     k = o.grad_accum
     began, step = time.monotonic(), start
@@ -313,7 +292,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
     with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
 
         def roll_back(step: int, what: str) -> int:
-            target = restore()
+            target = checkpoints.restore(parts)
             if target is None:
                 raise NonFiniteError(f"non-finite {what} at step {step} and no checkpoint to roll back "
                                      f"to in {checkpoints.directory}; training stopped")
@@ -348,7 +327,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
                     for key, value in losses.items():
                         totals[key] = totals.get(key, 0.0) + (value.detach() if k == 1 else value.detach() / k)
                     held.append((video, rec_video.detach()))
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
                 what = (None if torch.isfinite(totals["total"]) else f"loss ({totals['total'].item()})") or (
                     None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
                 action = None
@@ -392,7 +371,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
                 done = step + 1
                 out_of_time = cfg.run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * cfg.run.max_minutes)
                 if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
-                    if (bad := save(done)) is not None:
+                    if (bad := checkpoints.save(done, parts)) is not None:
                         what = f"weights ({bad}); checkpoint step {done} not written"
                         guard.decide(step, what, can_skip=False)  # raises unless rollback
                         start, finished = roll_back(step, what), False
@@ -402,11 +381,16 @@ def train(cfg: AutoencoderRecipe) -> dict:
                         print(f"time budget of {cfg.run.max_minutes} min reached at step {done}")
                     break
             bar.close()
+    ema.copy_to(model)  # the EMA weights are the model that is kept
+    final = model
+    if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
+        full = dist_utils.full_model_state(model)
+        if ctx.is_main:
+            final = MDSA.from_config(cfg.model)
+            final.load_state_dict(full)
     dist_utils.barrier()
     if not ctx.is_main:
         return {"steps": step + 1}
-    final = model
-    ema.copy_to(final)  # the EMA weights are the model that is kept
     calibration = next(iter(data.loader(batch_size=min(32, len(data.dataset)), total_steps=1, seed=1)))
     final.calibrate_scale(*data.model_inputs(calibration)[:2])
     final.save_pretrained(out / "model")

@@ -42,13 +42,11 @@ from tqdm import tqdm
 from avblocks.config import ConfigError
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
+from avblocks.dit.blocks import STDiTBlock
 from avblocks.dit.stdit import STDiT
 from recipes.common import (
-    CheckpointManager,
     StepBatchSampler,
-    capture_rng,
     parse_cli,
-    restore_rng,
     warmup_cosine,
 )
 from recipes.common import distributed as dist_utils
@@ -57,7 +55,6 @@ from recipes.common.faults import (
     FaultInjection,
     NonFiniteError,
     NonFiniteGuard,
-    find_non_finite,
     remove_stale_temporaries,
 )
 from recipes.proav_dit.latents import AUDIO, VIDEO, LatentSpace, cached_latents
@@ -106,6 +103,7 @@ class DiTRunConfig:
     progress: bool = True
     on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
     max_rollbacks: int = 3
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
 
 
 @dataclass
@@ -187,60 +185,30 @@ def train(cfg: DiTRecipe) -> dict:
     valid = space.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s
 
     model = build_denoiser(cfg, space)
-    ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
     o, d = cfg.optim, cfg.diffusion
     flow = FlowMatching(time_distribution=d.time_distribution, shift=d.shift)
+    net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=(STDiTBlock,))
+    if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
+        torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
+    ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, partial(warmup_cosine, warmup=o.warmup, total=o.steps, min_ratio=o.min_lr_ratio))
-    net = dist_utils.wrap_model(model, ctx, "ddp")  # the model itself in one process
-    if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
-        torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
-    checkpoints = CheckpointManager(out / "checkpoints", keep=cfg.run.keep_checkpoints)
+    parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
     faults = FaultInjection.from_env()
+    checkpoints = dist_utils.TrainCheckpoints(
+        out / "checkpoints", keep=cfg.run.keep_checkpoints, ctx=ctx, seed=cfg.run.seed,
+        sharded=ctx.enabled and cfg.run.parallel == "fsdp", pad=faults.pad)
     guard = NonFiniteGuard(cfg.run.on_nonfinite, cfg.run.max_rollbacks)
     if ctx.is_main:
         for leftover in remove_stale_temporaries(out / "checkpoints"):
             print(f"removed {leftover.name}, left by an interrupted save")
 
-    def restore() -> int | None:
-        if (state := checkpoints.load_latest()) is None:
-            return None
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        ranks = state.get("rng_ranks")
-        if ranks is not None and len(ranks) == ctx.world_size:
-            restore_rng(ranks[ctx.rank])
-        else:
-            restore_rng(state["rng"])
-            if ctx.rank > 0:  # saved with another number of ranks: a fresh per-rank stream
-                torch.manual_seed(dist_utils.rank_seed(cfg.run.seed + state["step"], ctx.rank))
-        return state["step"]
-
-    def save(step: int) -> str | None:
-        """Collective: write the checkpoint on rank 0; the name of a non-finite tensor instead."""
-        state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict()}
-        rngs = dist_utils.gather_objects(capture_rng())
-        bad = find_non_finite(state["model"], "model") or find_non_finite(state["ema"], "ema")
-        if dist_utils.any_rank(bad is not None):
-            return bad or "a tensor on another rank"
-        if ctx.is_main:
-            state["rng"] = rngs[0]
-            if ctx.enabled:
-                state["rng_ranks"] = rngs
-            checkpoints.save(step, faults.pad(state))
-        dist_utils.barrier()
-        return None
-
     start = 0
-    dist_utils.barrier()
-    if (resumed := restore()) is not None:
+    if (resumed := checkpoints.restore(parts)) is not None:
         start = resumed
         if ctx.is_main:
-            print(f"resuming from step {start} ({checkpoints.checkpoints()[-1]})")
+            print(f"resuming from step {start} ({checkpoints.latest()})")
 
     k = o.grad_accum
     began, step = time.monotonic(), start
@@ -249,7 +217,7 @@ def train(cfg: DiTRecipe) -> dict:
     with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
 
         def roll_back(step: int, what: str) -> int:
-            target = restore()
+            target = checkpoints.restore(parts)
             if target is None:
                 raise NonFiniteError(f"non-finite {what} at step {step} and no checkpoint to roll back "
                                      f"to in {checkpoints.directory}; training stopped")
@@ -284,7 +252,7 @@ def train(cfg: DiTRecipe) -> dict:
                         part = faults.loss(step, part)
                         (part if k == 1 else part / k).backward()
                     loss = loss + (part.detach() if k == 1 else part.detach() / k)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
                 what = (None if torch.isfinite(loss) else f"loss ({loss.item()})") or (
                     None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
                 action = None
@@ -315,7 +283,7 @@ def train(cfg: DiTRecipe) -> dict:
                 done = step + 1
                 out_of_time = cfg.run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * cfg.run.max_minutes)
                 if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
-                    if (bad := save(done)) is not None:
+                    if (bad := checkpoints.save(done, parts)) is not None:
                         what = f"weights ({bad}); checkpoint step {done} not written"
                         guard.decide(step, what, can_skip=False)  # raises unless rollback
                         start, finished = roll_back(step, what), False
@@ -330,9 +298,15 @@ def train(cfg: DiTRecipe) -> dict:
               "final_loss": loss.item()}
     if guard.events:
         result["nonfinite_events"] = guard.events
+    ema.copy_to(model)
+    if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
+        full = dist_utils.full_model_state(model)
+        if ctx.is_main:
+            model = build_denoiser(cfg, space)
+            model.load_state_dict(full)
     if ctx.is_main:
-        ema.copy_to(model)
         model.save_pretrained(out / "model")
+    dist_utils.barrier()
     return result
 
 
