@@ -123,6 +123,7 @@ def worker(cfg: dict) -> dict:
         **cfg,
         "density": density,
         "time_s": statistics.median(times),
+        "time_min_s": min(times),
         "first_call_s": first_s,
         "setup_s": setup_s,
         "peak_bytes": max(peak, 0),
@@ -169,9 +170,9 @@ def run_one(cfg: dict, timeout: float) -> dict:
 
 def table(results: list[dict], peak_gflops: float) -> str:
     head = (
-        "| N | mask | density | backend | time ms | x dense SDPA | peak MB | x dense SDPA "
+        "| N | mask | density | backend | time ms | min ms | x dense SDPA | peak MB | x dense SDPA "
         "| mask MB | GFLOP | GFLOP/s | % matmul | first call s |\n"
-        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     base = {
         r["seq"]: r
@@ -183,7 +184,7 @@ def table(results: list[dict], peak_gflops: float) -> str:
         name = f"{r['mask_name']}"
         if "error" in r:
             rows.append(
-                f"| {r['seq']} | {name} | | {r['backend']} | {r['error']} | | | | | | | | |"
+                f"| {r['seq']} | {name} | | {r['backend']} | {r['error']} | | | | | | | | | |"
             )
             continue
         ref = base.get(r["seq"])
@@ -193,11 +194,64 @@ def table(results: list[dict], peak_gflops: float) -> str:
         m_ratio = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}" if ref and ref["peak_bytes"] else "-"
         rows.append(
             f"| {r['seq']} | {name} | {r['density']:.3f} | {r['backend']} "
-            f"| {r['time_s'] * 1e3:.1f} | {t_ratio} | {r['peak_bytes'] / 2**20:.0f} | {m_ratio} "
+            f"| {r['time_s'] * 1e3:.1f} | {r.get('time_min_s', r['time_s']) * 1e3:.1f} | {t_ratio} | {r['peak_bytes'] / 2**20:.0f} | {m_ratio} "
             f"| {r['mask_bytes'] / 2**20:.1f} | {flop / 1e9:.1f} | {rate:.1f} "
             f"| {100 * rate / peak_gflops:.0f} | {r['first_call_s']:.1f} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def summary(results: list[dict]) -> str:
+    """One row per (N, mask), backends side by side: time and peak memory / dense SDPA."""
+    backends = list(dict.fromkeys(r["backend"] for r in results))
+    base = {
+        r["seq"]: r
+        for r in results
+        if r["mask"] == "None" and r["backend"] == "sdpa" and "error" not in r
+    }
+    head = (
+        "| N | mask | density | "
+        + " | ".join(f"{b} time x" for b in backends)
+        + " | "
+        + " | ".join(f"{b} mem x" for b in backends)
+        + " |\n|---:|---|---:|"
+        + "---:|" * (2 * len(backends))
+        + "\n"
+    )
+    rows = {}
+    for r in results:
+        row = rows.setdefault((r["seq"], r["mask_name"]), {"density": None})
+        ref = base.get(r["seq"])
+        if "error" in r or ref is None:
+            row[r["backend"]] = ("-", "-")
+            continue
+        row["density"] = r["density"]
+        mem = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}" if ref["peak_bytes"] else "-"
+        row[r["backend"]] = (f"{r['time_s'] / ref['time_s']:.2f}", mem)
+    lines = []
+    for (n, name), row in rows.items():
+        cells = [row.get(b, ("-", "-")) for b in backends]
+        density = "-" if row["density"] is None else f"{row['density']:.3f}"
+        lines.append(
+            f"| {n} | {name} | {density} | "
+            + " | ".join(c[0] for c in cells)
+            + " | "
+            + " | ".join(c[1] for c in cells)
+            + " |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def render(results: list[dict], peak: float, args: argparse.Namespace) -> str:
+    return (
+        f"fp32 matmul rate (measured, {args.matmul_size}^3, {args.threads} threads): "
+        f"{peak:.1f} GFLOP/s; batch {args.batch}, heads {args.heads}, head dim {args.head_dim}, "
+        f"fp32, forward only (inference mode), median of {args.repeats}.\n\n"
+        "Ratios to dense SDPA (no mask) at the same N (time x, mem x: lower is better):\n\n"
+        + summary(results)
+        + "\nDetails:\n\n"
+        + table(results, peak)
+    )
 
 
 def main() -> None:
@@ -214,10 +268,18 @@ def main() -> None:
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    p.add_argument("--from-json", type=Path, default=None, help="re-render a saved run")
+    p.add_argument("--matmul-gflops", type=float, default=None, help="with an old --from-json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
+        return
+    if args.from_json:  # re-render a saved run without re-running it
+        saved = json.loads(args.from_json.read_text())
+        if isinstance(saved, list):  # older format: --matmul-gflops must be given
+            saved = {"results": saved, "matmul_gflops": args.matmul_gflops}
+        print(render(saved["results"], saved["matmul_gflops"], args))
         return
 
     peak = matmul_gflops(args.matmul_size, args.threads)
@@ -249,15 +311,13 @@ def main() -> None:
                 print(f"N={n:>6} {name:<20} {backend:<6} {shown}", flush=True)
     # Shared machine: take the better of the rates measured before and after the runs.
     peak = max(peak, matmul_gflops(args.matmul_size, args.threads))
-    md = (
-        f"fp32 matmul rate (measured, {args.matmul_size}^3, {args.threads} threads): "
-        f"{peak:.1f} GFLOP/s; batch {args.batch}, heads {args.heads}, head dim {args.head_dim}, "
-        f"fp32, forward only (inference mode), median of {args.repeats}.\n\n" + table(results, peak)
-    )
+    md = render(results, peak, args)
     print(md)
     if args.out:
         args.out.write_text(md)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        args.out.with_suffix(".json").write_text(
+            json.dumps({"matmul_gflops": peak, "results": results}, indent=1)
+        )
 
 
 if __name__ == "__main__":
