@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
 from avblocks.dit.stdit import STDiT
 from recipes.common import StepBatchSampler
@@ -103,6 +104,19 @@ def _worker(rank: int, port: int, out: str) -> None:
         torch.save(full, out_dir / "fsdp_full.pt")
     model_state, optim_state = get_state_dict(fsdp, opt)
     D.save_sharded(out_dir / "sharded", STEPS, {"model": model_state, "optim": optim_state}, keep=1)
+    # the trainers' path: EMA (DTensor shadows), scheduler and per-rank RNG in one DCP folder
+    ema = EMA(fsdp, decay=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    sched.step()
+    parts = {"model": fsdp, "optimizer": opt, "ema": ema, "scheduler": sched}
+    store = D.TrainCheckpoints(out_dir / "train", keep=2, ctx=ctx, sharded=True)
+    torch.save(torch.get_rng_state(), out_dir / f"rng_at_save_rank{rank}.pt")
+    assert store.save(STEPS, parts) is None
+    if rank == 1:  # one bad shard on one rank: both ranks refuse, nothing is written
+        with torch.no_grad():
+            next(fsdp.parameters()).to_local().view(-1)[0] = float("nan")
+    refused = store.save(STEPS + 1, parts)
+    torch.save({"refused": refused}, out_dir / f"refused_rank{rank}.pt")
     D.barrier()
     D.destroy_distributed()
 
@@ -179,6 +193,29 @@ def test_fsdp2_sharded_checkpoint_saved_on_two_ranks_loads_on_one(two_ranks, sin
         for key in ("exp_avg", "exp_avg_sq"):
             scale = reference[i][key].abs().max().clamp(min=1e-12)
             assert ((loaded[i][key] - reference[i][key]).abs().max() / scale).item() < 1e-4
+
+
+def test_trainer_checkpoints_sharded_on_two_ranks_restore_on_one(two_ranks):
+    full = torch.load(two_ranks / "fsdp_full.pt", weights_only=True)
+    assert [p.name for p in D.sharded_checkpoints(two_ranks / "train")] == [f"step_{STEPS:08d}.dcp"]
+    for r in range(WORLD):  # the non-finite shard on rank 1 was refused on both ranks
+        refused = torch.load(two_ranks / f"refused_rank{r}.pt", weights_only=True)["refused"]
+        assert refused == ("a tensor on another rank" if r == 0 else "model.plane_embed")
+    model = tiny_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    opt = optimizer(model)
+    ema = EMA(model, decay=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    parts = {"model": model, "optimizer": opt, "ema": ema, "scheduler": sched}
+    store = D.TrainCheckpoints(two_ranks / "train", keep=2, ctx=D.DistContext(), sharded=True)
+    assert store.restore(parts) == STEPS
+    assert all(torch.equal(model.state_dict()[k], full[k]) for k in full)
+    assert all(torch.equal(ema.shadow[k], full[k]) for k in ema.shadow)  # gathered shards
+    assert sched.last_epoch == 1 and opt.param_groups[0]["lr"] == pytest.approx(1e-2 / 2)
+    assert torch.equal(torch.get_rng_state(),
+                       torch.load(two_ranks / "rng_at_save_rank0.pt", weights_only=True))
 
 
 def test_rank0_only_writes_and_collectives(two_ranks):
