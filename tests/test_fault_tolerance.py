@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes.common.faults import FaultInjection, NonFiniteError, NonFiniteGuard, find_non_finite
+from recipes.common.faults import (
+    FaultInjection,
+    NonFiniteError,
+    NonFiniteGuard,
+    find_non_finite,
+    remove_stale_temporaries,
+)
 from recipes.proav_dit import train_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +200,18 @@ def test_bad_weights_roll_back_to_the_last_good_checkpoint(tmp_path, monkeypatch
         assert find_non_finite(torch.load(path, weights_only=True)["model"]) is None
     # rolled back to step 2, replayed, and step 3's (poisoned) update was skipped
     assert same_weights(final_model(tmp_path), final_model(skipped_step3))
+
+
+def test_stale_temporaries_are_the_only_files_removed(tmp_path):
+    keep = [tmp_path / "step_00000002.pt", tmp_path / ".hidden_user_file", tmp_path / "notes.tmp.pt"]
+    for path in keep:
+        path.write_text("x")
+    torn = [tmp_path / ".step_00000004.0123456789ab.tmp.pt", tmp_path / ".step_00000006.tmp"]
+    torn[0].write_text("half")
+    torn[1].mkdir()
+    (torn[1] / "__0_0.distcp").write_text("half")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(torn)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in torn)
 
 
 def test_fault_spec_and_guard_validation():

@@ -32,6 +32,7 @@ Without the variable every hook is the identity.
 """
 
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,10 +174,11 @@ class FaultInjection:
 
 
 def remove_stale_temporaries(directory: str | os.PathLike, names: Iterable[str] = ("step_",)) -> list[Path]:
-    """Delete temporary files a killed save left in a checkpoint folder; return them.
+    """Delete temporaries a killed save left in a checkpoint folder; return them.
 
-    Only names that :func:`avblocks.config.atomic_path` makes for checkpoints
-    (``.step_XXXXXXXX.<hex>.tmp.pt``) are touched, and only in ``directory``.
+    Only the names the checkpoint writers make are touched, and only in ``directory``:
+    ``.step_XXXXXXXX.<hex>.tmp.pt`` files (:func:`avblocks.config.atomic_path`) and
+    ``.step_XXXXXXXX.tmp`` folders (:func:`recipes.common.distributed.save_sharded`).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -184,8 +186,12 @@ def remove_stale_temporaries(directory: str | os.PathLike, names: Iterable[str] 
     removed = []
     for path in directory.iterdir():
         name = path.name
-        if (path.is_file() and name.startswith(".") and ".tmp." in name
-                and any(name[1:].startswith(n) for n in names)):
+        if not (name.startswith(".") and any(name[1:].startswith(n) for n in names)):
+            continue
+        if path.is_file() and ".tmp." in name:
             path.unlink(missing_ok=True)
+            removed.append(path)
+        elif path.is_dir() and name.endswith(".tmp"):
+            shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
