@@ -191,10 +191,12 @@ def table(results: list[dict], peak_gflops: float) -> str:
         flop = 4 * r["batch"] * r["heads"] * r["seq"] ** 2 * r["head_dim"] * r["density"]
         rate = flop / r["time_s"] / 1e9
         t_ratio = f"{r['time_s'] / ref['time_s']:.2f}" if ref else "-"
+        t_min = f"{r['time_min_s'] * 1e3:.1f}" if "time_min_s" in r else "-"
         m_ratio = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}" if ref and ref["peak_bytes"] else "-"
         rows.append(
             f"| {r['seq']} | {name} | {r['density']:.3f} | {r['backend']} "
-            f"| {r['time_s'] * 1e3:.1f} | {f'{r['time_min_s'] * 1e3:.1f}' if 'time_min_s' in r else '-'} | {t_ratio} | {r['peak_bytes'] / 2**20:.0f} | {m_ratio} "
+            f"| {r['time_s'] * 1e3:.1f} | {t_min} | {t_ratio} | {r['peak_bytes'] / 2**20:.0f} "
+            f"| {m_ratio} "
             f"| {r['mask_bytes'] / 2**20:.1f} | {flop / 1e9:.1f} | {rate:.1f} "
             f"| {100 * rate / peak_gflops:.0f} | {r['first_call_s']:.1f} |"
         )
