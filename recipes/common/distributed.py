@@ -517,18 +517,20 @@ def load_sharded(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, An
     return state
 
 
-def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def full_model_state(model: nn.Module, *, rank0_only: bool = False) -> dict[str, torch.Tensor]:
     """The full (unsharded) CPU state dict of a possibly FSDP2/DDP-wrapped model.
 
-    Collective under FSDP2 (every rank must call it); every rank gets the full state.
+    Collective under FSDP2 (every rank must call it). ``rank0_only``: gather into rank 0's CPU
+    memory only (tensor by tensor; the other ranks get ``{}``), which is what an export of a
+    model too big for one device needs; otherwise every rank gets the full state.
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     model = unwrap(model)
     if not is_fsdp(model):
         return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    # cpu_offload=True would hand the full state to rank 0 only.
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    options = StateDictOptions(full_state_dict=True, cpu_offload=rank0_only)
+    state = get_model_state_dict(model, options=options)
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 

@@ -384,7 +384,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
     ema.copy_to(model)  # the EMA weights are the model that is kept
     final = model
     if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
-        full = dist_utils.full_model_state(model)
+        full = dist_utils.full_model_state(model, rank0_only=True)
         if ctx.is_main:
             final = MDSA.from_config(cfg.model)
             final.load_state_dict(full)

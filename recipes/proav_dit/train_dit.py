@@ -300,7 +300,7 @@ def train(cfg: DiTRecipe) -> dict:
         result["nonfinite_events"] = guard.events
     ema.copy_to(model)
     if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
-        full = dist_utils.full_model_state(model)
+        full = dist_utils.full_model_state(model, rank0_only=True)
         if ctx.is_main:
             model = build_denoiser(cfg, space)
             model.load_state_dict(full)
