@@ -66,6 +66,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.utils.data import Sampler
 
 from recipes.common.checkpoint import CheckpointManager, capture_rng, restore_rng
+from recipes.common.faults import find_non_finite
 
 __all__ = [
     "DistContext",
@@ -426,23 +427,6 @@ class SafeFileSystemReader(FileSystemReader):
         return metadata
 
 
-def _local_non_finite(state: Any, where: str = "") -> str | None:
-    if isinstance(state, torch.Tensor):
-        local = state.to_local() if hasattr(state, "to_local") else state
-        if local.is_floating_point() and not torch.isfinite(local).all():
-            return where or "<tensor>"
-    elif isinstance(state, dict):
-        for key, value in state.items():
-            found = _local_non_finite(value, f"{where}.{key}" if where else str(key))
-            if found is not None:
-                return found
-    elif isinstance(state, (list, tuple)):
-        for i, value in enumerate(state):
-            if (found := _local_non_finite(value, f"{where}[{i}]")) is not None:
-                return found
-    return None
-
-
 def sharded_checkpoints(directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
@@ -468,7 +452,7 @@ def save_sharded(
     if keep < 1:
         raise ValueError(f"keep ({keep}) must be at least 1")
     directory = Path(directory)
-    bad = _local_non_finite(state.get("model"), "model")
+    bad = find_non_finite(state.get("model"), "model")
     if any_rank(bad is not None):
         raise FloatingPointError(
             f"refusing to save step {step}: {bad or 'a tensor on another rank'} holds NaN or Inf"
@@ -592,8 +576,6 @@ class TrainCheckpoints:
         return state
 
     def save(self, step: int, parts: dict[str, Any]) -> str | None:
-        from recipes.common.faults import find_non_finite
-
         ctx = self.ctx
         if self.sharded:
             state = self._sharded_state(parts)
