@@ -26,7 +26,8 @@ Choices (the contract the trainers and tests rely on):
   broadcasts rank 0's parameters; FSDP2 shards the local copy, so identical construction
   matters there). After building, each rank reseeds with :func:`rank_seed`, so random draws
   inside the step (noise, timesteps, dropout) differ across ranks instead of repeating the
-  same noise ``W`` times. Rank 0's stream in a 1-process run is the unchanged ``seed``.
+  same noise ``W`` times (rank 0 reseeds with ``seed`` itself). A one-process run never
+  reseeds, so its numbers are those of the trainers before distributed support.
 - **Rank 0 writes.** Logs, configs, exported models and single-file checkpoints are written by
   rank 0 only (:attr:`DistContext.is_main`); DDP keeps every rank's replica identical, so
   rank 0's state is the state. Decisions that must agree across ranks (skip a step with a
@@ -42,6 +43,13 @@ Choices (the contract the trainers and tests rely on):
   reads it with an unpickler that only admits DCP's own metadata classes and a few torch
   types; tensor payloads and non-tensor items are read by DCP with
   ``torch.load(weights_only=True)``.
+- **FSDP2 units** (:func:`wrap_model` ``shard=``) must be modules whose outputs are tensors or
+  tuples of them: FSDP2 finds outputs through pytrees to hook the backward all-gather, and a
+  dataclass output (e.g. ``TriPlane``) hides them, which fails in backward with
+  ``setStorage ... out of bounds for storage of size 0``.
+- :class:`TrainCheckpoints` is what the trainers save and resume through: one
+  ``step_XXXXXXXX.pt`` file (one process, DDP) or a sharded ``step_XXXXXXXX.dcp`` folder
+  (FSDP2), with every rank's RNG state.
 """
 
 import contextlib
