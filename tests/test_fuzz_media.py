@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from media_factory import make_media
 
 from avblocks.audio import MelConfig, VideoLikeAudio
+from avblocks.config import ConfigError
 from avblocks.data.media import MediaError, probe, read_clip
 from recipes.proav_dit import train_autoencoder
 
@@ -164,3 +165,19 @@ def test_training_on_a_folder_of_broken_files(tmp_path, monkeypatch, capsys, rea
     printed = capsys.readouterr().out
     assert "skipped 7 file(s), kept 4 clip(s)" in printed
     assert all(name in printed for name in names)
+
+
+def test_a_folder_with_nothing_usable_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = tmp_path / "videos"
+    data.mkdir()
+    (data / "empty.mp4").write_bytes(b"")
+    (data / "notes.txt").write_text("not a video")
+    before = digest(data)
+    with pytest.raises(ConfigError, match=r"data.folder .* holds 0 usable clip\(s\)"):
+        train_autoencoder.main([f"data.folder={data}", "data.num_frames=8", "data.size=16",
+                                "optim.batch_size=2", "run.progress=false",
+                                f"run.output_dir={tmp_path / 'run'}"])
+    assert digest(data) == before
+    assert set(json.loads((tmp_path / "run" / "skipped_files.json").read_text())) == {
+        str((data / "empty.mp4").resolve()), str((data / "notes.txt").resolve())}

@@ -253,6 +253,9 @@ def train(cfg: AutoencoderRecipe) -> dict:
     data = AVData(cfg.data)
     if ctx.is_main:
         report_skipped_files(data, out)
+    if len(data.dataset) < cfg.optim.batch_size:
+        raise ConfigError(f"data.folder ({cfg.data.folder}) holds {len(data.dataset)} usable clip(s), fewer "
+                          f"than optim.batch_size ({cfg.optim.batch_size}); see {out / 'skipped_files.json'}")
     model = MDSA.from_config(cfg.model)
     o = cfg.optim
     disc = d_opt = None
