@@ -224,3 +224,23 @@ def test_fault_spec_and_guard_validation():
         NonFiniteGuard("ignore")  # type: ignore[arg-type]
     with pytest.raises(SystemExit):
         train_autoencoder.main([*TINY, "run.on_nonfinite=ignore"])
+
+
+def test_dit_trainer_rollback_equals_skip_and_stop_names_the_step(tmp_path, monkeypatch):
+    from recipes.proav_dit import train_dit
+
+    ae = tmp_path / "ae"
+    train_autoencoder.main([*TINY, "optim.steps=2", f"run.output_dir={ae}"])  # later keys win
+    dit = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "optim.steps=6",
+           "optim.batch_size=4", "optim.warmup=1", "run.checkpoint_every=2", "run.log_every=1",
+           "run.progress=false", f"autoencoder={ae}"]
+    monkeypatch.setenv("AVBLOCKS_FAULTS", "nan_loss@3")
+    with pytest.raises(NonFiniteError, match=r"non-finite loss \(nan\) at step 3"):
+        train_dit.main([*dit, f"run.output_dir={tmp_path / 'stop'}"])
+    skip = train_dit.main([*dit, "run.on_nonfinite=skip", f"run.output_dir={tmp_path / 'skip'}"])
+    roll = train_dit.main([*dit, "run.on_nonfinite=rollback", f"run.output_dir={tmp_path / 'roll'}"])
+    assert skip["nonfinite_events"] == [{"step": 3, "skipped": "loss (nan)"}]
+    assert roll["nonfinite_events"] == [{"step": 3, "rolled_back": "loss (nan)"}]
+    a = torch.load(tmp_path / "skip" / "checkpoints" / "step_00000006.pt", weights_only=True)
+    b = torch.load(tmp_path / "roll" / "checkpoints" / "step_00000006.pt", weights_only=True)
+    assert same_weights(a["model"], b["model"]) and same_weights(a["ema"]["shadow"], b["ema"]["shadow"])
