@@ -29,6 +29,7 @@ per frame). Choices made here (the paper does not say):
 import math
 from fractions import Fraction
 
+import torch
 import torchaudio
 from einops import rearrange
 from torch import nn
@@ -172,6 +173,10 @@ class VideoLikeAudio(nn.Module):
                 f"n_fft // 2 = {self.mel.n_fft // 2} samples; give more than that"
             )
         w = self._columns
+        if x.shape[0] == 0 or x.shape[1] == 0:  # an empty batch gives empty frames, as in torch
+            return x.new_zeros(x.shape[0], x.shape[1], t, self.mel.n_mels, w)
+        if x.dtype in (torch.float16, torch.bfloat16):  # FFTs need float32; so does a log-mel's range
+            x = x.float()
         spec = self.log_mel(x[..., : t * self.samples_per_frame])
         return rearrange(spec[..., : t * w], "b c f (t w) -> b c t f w", w=w)
 
