@@ -123,8 +123,9 @@ def test_video_like_audio_gives_frames_or_a_documented_error(shape, samples, dty
 
 # Found by this fuzz test (thorough profile), then fixed.
 def test_video_like_audio_half_precision_is_computed_in_float32():
-    half = VideoLikeAudio(mel=MEL, fps=FPS)(torch.randn(1, 4000).half())
-    full = VideoLikeAudio(mel=MEL, fps=FPS)(torch.randn(1, 4000).half().float())
+    waveform = torch.randn(1, 4000).half()
+    half = VideoLikeAudio(mel=MEL, fps=FPS)(waveform)
+    full = VideoLikeAudio(mel=MEL, fps=FPS)(waveform.float())
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, full)
 
