@@ -9,10 +9,17 @@ newest), ``log.jsonl`` (losses per logged step), ``model/`` (the EMA weights wit
 scale calibrated, as ``config.json + model.safetensors``) and ``eval/`` (metrics.json,
 side-by-side mp4 files and PNGs).
 
-Losses: L1 on pixels; L1 on normalised log-mel frames; the multi-resolution spectral term on
+Losses: L1 and squared error on pixels; L1 on normalised log-mel frames; the multi-resolution spectral term on
 the concatenated spectrogram; KL of the Gaussian bottleneck; and, when ``loss.adversarial > 0``,
 hinge losses from a per-frame 2D and a spatio-temporal 3D patch discriminator on the video,
 switched on at step ``loss.adversarial_start``.
+
+Why squared error next to L1 on pixels: for a small moving object that covers a pixel in a few
+frames only, L1's best uninformed guess is the background (the median), so a blurry, partly
+right object earns nothing and training sits on a plateau that reconstructs the background
+alone (measured on the synthetic set: object-pixel L1 rose from 0.60 to 0.68 over 300 steps
+with L1 only; with ``pixel_mse = 4`` it fell to 0.28). Squared error rewards the partial
+prediction and breaks the plateau; L1 keeps edges sharp once the object is there.
 
 Distributed: the same command under ``torchrun --nproc_per_node N -m ...`` trains with DDP
 (:mod:`recipes.common.distributed`): ``optim.batch_size`` is the global batch, each rank takes
@@ -74,6 +81,7 @@ from recipes.proav_dit.evaluate_autoencoder import evaluate
 @dataclass
 class LossConfig:
     pixel: float = 1.0
+    pixel_mse: float = 4.0
     mel: float = 1.0
     spectral: float = 1.0
     kl: float = 1e-6
@@ -205,11 +213,12 @@ def reconstruction_losses(cfg: AutoencoderRecipe, data: AVData, model: MDSA, vid
     spectrogram = data.frames.to_spectrogram
     losses = {
         "pixel": (rec_video - video).abs().mean(),
+        "pixel_mse": (rec_video - video).square().mean(),
         "mel": (rec_audio - audio).abs().mean(),
         "spectral": multiscale_spectral_l1(spectrogram(rec_audio), spectrogram(audio)),
         "kl": posterior.kl(),
     }
-    losses["total"] = sum(getattr(cfg.loss, k) * losses[k] for k in ("pixel", "mel", "spectral", "kl"))
+    losses["total"] = sum(getattr(cfg.loss, k) * losses[k] for k in ("pixel", "pixel_mse", "mel", "spectral", "kl"))
     return losses | {"_rec_video": rec_video}
 
 
