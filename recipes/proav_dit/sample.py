@@ -67,8 +67,8 @@ def contact_sheet(path: Path, video: torch.Tensor, waveform: torch.Tensor, sampl
 
     n, t = video.shape[0], video.shape[2]
     picks = torch.linspace(0, t - 1, min(frames, t)).round().long()
-    fig = Figure(figsize=(0.9 * len(picks) + 2.5, 0.95 * n + 0.3))
-    grid = fig.add_gridspec(n, 2, width_ratios=[len(picks), 3], wspace=0.05)
+    fig = Figure(figsize=(0.9 * len(picks) + 2.5, 1.1 * n + 0.3), layout="constrained")
+    grid = fig.add_gridspec(n, 2, width_ratios=[len(picks), 3])
     for i in range(n):
         strip = ((video[i][:, picks] + 1) / 2).clamp(0, 1).permute(2, 1, 3, 0).flatten(1, 2)  # h (t w) c
         ax = fig.add_subplot(grid[i, 0])
