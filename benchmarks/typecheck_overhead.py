@@ -5,7 +5,10 @@ the shape of the ST-DiT and autoencoder token streams. The same module is timed 
 forward wrapped by `shapecheck` and unwrapped, interleaved in one run, at the sizes of the
 tiny demo preset and larger.
 
-    .venv/bin/python benchmarks/typecheck_overhead.py [--repeats 200]
+    .venv/bin/python benchmarks/typecheck_overhead.py [--repeats 200] [--threads 1]
+
+One thread by default: on a 2-core machine with anything else running, two OpenMP threads
+stall at every barrier and swamp a difference of microseconds.
 """
 
 import argparse
@@ -49,7 +52,9 @@ def time_call(fn, x, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
     # (batch, tokens, width): tiny demo ST-DiT plane, a 64x64 plane, a 16-frame 16x16 volume
