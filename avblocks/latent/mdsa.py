@@ -33,6 +33,7 @@ from torch import nn
 
 from avblocks.config import SaveLoadMixin
 from avblocks.latent.fusion import STAGES, PlaneFusion
+from avblocks.latent.losses import kl_divergence
 from avblocks.latent.triplane import TriPlane, TriPlaneProjector, TriPlaneUnprojector
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
 from avblocks.typing import Float, Tensor, shapecheck
@@ -83,10 +84,7 @@ class Posterior:
 
     def kl(self) -> Tensor:
         """KL to N(0, I), summed over every latent value, averaged over the batch."""
-        total = 0.0
-        for m, lv in zip(self.mean.planes(), self.logvar.planes(), strict=True):
-            total = total + 0.5 * (m.square() + lv.exp() - 1.0 - lv).flatten(1).sum(1)
-        return total.mean()
+        return sum(kl_divergence(m, lv) for m, lv in zip(self.mean.planes(), self.logvar.planes(), strict=True))
 
 
 @dataclass
