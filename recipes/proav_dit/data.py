@@ -45,9 +45,7 @@ class AVData:
         self.config = config
         c = config
         if c.folder is None:
-            self.dataset: Dataset = SyntheticSoundingVideo(
-                num_clips=c.num_clips, num_frames=c.num_frames, size=c.size, fps=c.fps,
-                sample_rate=c.sample_rate, num_classes=c.num_classes, seed=c.seed)
+            self.dataset: Dataset = self._synthetic(c.num_clips, c.seed)
             self.num_classes = c.num_classes
         else:
             self.dataset = VideoFolder(c.folder, num_frames=c.num_frames, fps=c.fps, size=(c.size, c.size),
@@ -65,14 +63,21 @@ class AVData:
         # would shift the stream that a resumed run restores, and resume would not be exact.
         return DataLoader(self.dataset, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
 
+    def _synthetic(self, num_clips: int, seed: int) -> SyntheticSoundingVideo:
+        c = self.config
+        return SyntheticSoundingVideo(num_clips=num_clips, num_frames=c.num_frames, size=c.size, fps=c.fps,
+                                      sample_rate=c.sample_rate, num_classes=c.num_classes, seed=seed)
+
     def held_out(self, num_clips: int) -> Dataset:
         """Evaluation clips: a synthetic set drawn with another seed, or the folder itself."""
-        c = self.config
-        if c.folder is not None:
+        if self.config.folder is not None:
             return self.dataset
-        return SyntheticSoundingVideo(
-            num_clips=num_clips, num_frames=c.num_frames, size=c.size, fps=c.fps,
-            sample_rate=c.sample_rate, num_classes=c.num_classes, seed=c.seed + 10_000)
+        return self._synthetic(num_clips, self.config.seed + 10_000)
+
+    def held_out_batch(self, num_clips: int) -> dict[str, torch.Tensor]:
+        """The first ``num_clips`` evaluation clips, collated into one batch."""
+        clips = self.held_out(num_clips)
+        return torch.utils.data.default_collate([clips[i] for i in range(num_clips)])
 
     def model_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(video b 3 t h w, audio frames b 1 t f w, label b)`` from a collated batch."""

@@ -93,8 +93,7 @@ def run(cfg: DemoConfig) -> dict:
     video, waveform = render(space, latent)
     write_samples(out / "samples", space, video, waveform, labels, prefix="joint")
 
-    real = space.data.held_out(len(labels))
-    batch = torch.utils.data.default_collate([real[i] for i in range(len(labels))])
+    batch = space.data.held_out_batch(len(labels))
     real_video, real_audio, real_labels = space.data.model_inputs(batch)
     condition = space.encode(real_video, real_audio)
     a2v_latent = generate(space, denoiser, real_labels, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,

@@ -117,8 +117,7 @@ def main(argv=None) -> dict:
     labels = torch.arange(space.data.num_classes).repeat_interleave(args.per_class)
     condition = None
     if args.mode != "joint":
-        clips = space.data.held_out(len(labels))
-        batch = torch.utils.data.default_collate([clips[i] for i in range(len(labels))])
+        batch = space.data.held_out_batch(len(labels))
         video, audio, labels = space.data.model_inputs(batch)
         condition = space.encode(video, audio)
     latent = generate(space, denoiser, labels, steps=args.steps, sampler=args.sampler,
