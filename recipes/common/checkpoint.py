@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from avblocks.config import atomic_path
+from recipes.common.faults import find_non_finite
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -35,21 +36,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _non_finite(tree: Any, where: str = "") -> str | None:
-    if isinstance(tree, torch.Tensor):
-        if tree.is_floating_point() and not torch.isfinite(tree).all():
-            return where or "<tensor>"
-    elif isinstance(tree, dict):
-        for key, value in tree.items():
-            if (found := _non_finite(value, f"{where}.{key}" if where else str(key))) is not None:
-                return found
-    elif isinstance(tree, (list, tuple)):
-        for i, value in enumerate(tree):
-            if (found := _non_finite(value, f"{where}[{i}]")) is not None:
-                return found
-    return None
-
-
 class CheckpointManager:
     """Saves ``step_XXXXXXXX.pt`` files in ``directory`` and finds the newest one."""
 
@@ -66,7 +52,7 @@ class CheckpointManager:
         return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
-        bad = _non_finite(state.get("model"), "model") or _non_finite(state.get("ema"), "ema")
+        bad = find_non_finite(state.get("model"), "model") or find_non_finite(state.get("ema"), "ema")
         if bad is not None:
             raise FloatingPointError(f"refusing to save step {step}: {bad} holds NaN or Inf")
         self.directory.mkdir(parents=True, exist_ok=True)
