@@ -220,6 +220,17 @@ class STDiT(SaveLoadMixin, nn.Module):
         y_emb = self.y_embedder(y, train=self.training)
         return t_emb + y_emb[:, None, :]
 
+    def forward_blocks(
+        self, tokens: Float[Tensor, "b f n d"], c: Float[Tensor, "b f d"]
+    ) -> Float[Tensor, "b f n d"]:
+        """The block stack alone: the one place step caches (``avblocks.dit.cache``) hook into."""
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, c, use_reentrant=False)
+            else:
+                tokens = block(tokens, c)
+        return tokens
+
     @shapecheck
     def forward(
         self, x: Float[Tensor, "b c f s s"], t: PlaneTimesteps, y: Labels
@@ -235,11 +246,7 @@ class STDiT(SaveLoadMixin, nn.Module):
         tokens = rearrange(tokens, "(b f) n d -> b f n d", b=b)
         tokens = tokens + self.pos_embed.to(tokens.dtype) + self.plane_embed[None, :, None, :]
         c = self.condition(t, y).to(tokens.dtype)
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, c, use_reentrant=False)
-            else:
-                tokens = block(tokens, c)
+        tokens = self.forward_blocks(tokens, c)
         out = self.final_layer(tokens, c)  # b f n (p q c)
         return rearrange(
             out,
