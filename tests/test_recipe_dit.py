@@ -36,7 +36,7 @@ def run_dit(out: Path, autoencoder: Path, *extra: str) -> dict:
 
 
 def losses(out: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    return [json.loads(line)["total"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 def test_tiny_run_matches_reference_and_resumes_exactly(tmp_path, autoencoder_run):

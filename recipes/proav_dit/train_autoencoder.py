@@ -32,7 +32,6 @@ cross-field constraints before anything is built.
 import inspect
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
@@ -41,7 +40,6 @@ from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from avblocks.attention import (
     BiBlockCrossAttention,
@@ -68,12 +66,7 @@ from recipes.common import (
 )
 from recipes.common import distributed as dist_utils
 from recipes.common.config import dump_config
-from recipes.common.faults import (
-    FaultInjection,
-    NonFiniteError,
-    NonFiniteGuard,
-    remove_stale_temporaries,
-)
+from recipes.common.loop import fit
 from recipes.proav_dit.data import AVData, DataConfig
 from recipes.proav_dit.evaluate_autoencoder import evaluate
 
@@ -281,118 +274,39 @@ def train(cfg: AutoencoderRecipe) -> dict:
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
     if disc is not None:
         parts |= {"discriminator": disc, "discriminator_optimizer": d_opt}
-    faults = FaultInjection.from_env()
-    checkpoints = dist_utils.TrainCheckpoints(
-        out / "checkpoints", keep=cfg.run.keep_checkpoints, ctx=ctx, seed=cfg.run.seed,
-        sharded=ctx.enabled and cfg.run.parallel == "fsdp", pad=faults.pad,
-        pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")))
-    guard = NonFiniteGuard(cfg.run.on_nonfinite, cfg.run.max_rollbacks)
-    if ctx.is_main:
-        for leftover in remove_stale_temporaries(out / "checkpoints"):
-            print(f"removed {leftover.name}, left by an interrupted save")
+    held = []  # this step's (video, reconstruction) pairs, for the discriminator update
 
-    start = 0
-    if (resumed := checkpoints.restore(parts)) is not None:
-        start = resumed
-        if ctx.is_main:
-            print(f"resuming from step {start} ({checkpoints.latest()})")
+    def micro_step(batch, step: int) -> dict[str, torch.Tensor]:
+        video, audio, _ = data.model_inputs(batch)
+        losses = reconstruction_losses(cfg, data, net, video, audio)
+        rec_video = losses.pop("_rec_video")
+        if disc is not None and step >= cfg.loss.adversarial_start:
+            losses["generator"] = disc.loss_g(rec_video)
+            losses["total"] = losses["total"] + cfg.loss.adversarial * losses["generator"]
+            held.append((step, video, rec_video.detach()))
+        return losses
 
-    k = o.grad_accum
-    began, step = time.monotonic(), start
-    model.train()
-    # line-buffered: tail -f works; other ranks log nowhere
-    with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
+    def discriminator_step(step: int) -> dict[str, torch.Tensor]:
+        pairs = [(real, fake) for s, real, fake in held if s == step]  # not a skipped step's
+        held.clear()
+        if not pairs:
+            return {}
+        d_opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for real, fake in pairs:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
+                d_loss = disc.loss_d(real, fake) / len(pairs)
+            d_loss.backward()
+            total = total + d_loss.detach()
+        dist_utils.average_gradients(disc)
+        d_opt.step()
+        return {"discriminator": total}
 
-        def roll_back(step: int, what: str) -> int:
-            target = checkpoints.restore(parts)
-            if target is None:
-                raise NonFiniteError(f"non-finite {what} at step {step} and no checkpoint to roll back "
-                                     f"to in {checkpoints.directory}; training stopped")
-            log.write(json.dumps({"step": step, "rolled_back_to": target, "reason": what}) + "\n")
-            if ctx.is_main:
-                print(f"non-finite {what} at step {step}: rolled back to step {target}; "
-                      f"step {step} will be skipped")
-            return target
-
-        finished = False
-        while not finished:
-            finished = True
-            loader = step_loader(data, ctx, batch_size=o.batch_size, total_steps=o.steps,
-                                 start_step=start, seed=cfg.run.seed)
-            bar = tqdm(loader, initial=start, total=o.steps, desc="autoencoder",
-                       disable=not (cfg.run.progress and ctx.is_main), dynamic_ncols=True)
-            for step, batch in enumerate(bar, start=start):
-                adversarial = disc is not None and step >= cfg.loss.adversarial_start
-                opt.zero_grad(set_to_none=True)
-                totals, held = {}, []
-                for i, part in enumerate(dist_utils.split_batch(batch, k)):
-                    video, audio, _ = data.model_inputs(part)
-                    with dist_utils.gradient_sync(net, enabled=i == k - 1):
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
-                            losses = reconstruction_losses(cfg, data, net, video, audio)
-                            rec_video = losses.pop("_rec_video")
-                            if adversarial:
-                                losses["generator"] = disc.loss_g(rec_video)
-                                losses["total"] = losses["total"] + cfg.loss.adversarial * losses["generator"]
-                        losses["total"] = faults.loss(step, losses["total"])
-                        (losses["total"] if k == 1 else losses["total"] / k).backward()
-                    for key, value in losses.items():
-                        totals[key] = totals.get(key, 0.0) + (value.detach() if k == 1 else value.detach() / k)
-                    held.append((video, rec_video.detach()))
-                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
-                what = (None if torch.isfinite(totals["total"]) else f"loss ({totals['total'].item()})") or (
-                    None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
-                action = None
-                if guard.forced_skip(step):  # same on every rank: no collective needed
-                    action, what = "skip", "replayed step that went wrong before a rollback"
-                elif dist_utils.any_rank(what is not None):
-                    what = what or "loss or gradients on another rank"
-                    action = guard.decide(step, what)
-                if action == "rollback":
-                    start, finished = roll_back(step, what), False
-                    break
-                if action == "skip":
-                    opt.zero_grad(set_to_none=True)
-                    sched.step()  # the schedule stays a function of the global step
-                    log.write(json.dumps({"step": step, "skipped": what}) + "\n")
-                else:
-                    opt.step()
-                    sched.step()
-                    ema.update(model)
-                    faults.weights(step, model)
-                    if adversarial:
-                        d_opt.zero_grad(set_to_none=True)
-                        for real, fake in held:
-                            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
-                                d_loss = disc.loss_d(real, fake)
-                            (d_loss if k == 1 else d_loss / k).backward()
-                            totals["discriminator"] = totals.get("discriminator", 0.0) + (
-                                d_loss.detach() if k == 1 else d_loss.detach() / k)
-                        dist_utils.average_gradients(disc)
-                        d_opt.step()
-                elapsed = time.monotonic() - began
-                bar.set_postfix(loss=f"{totals['total'].item():.4f}",
-                                clips_per_s=f"{(step + 1 - start) * o.batch_size / max(elapsed, 1e-9):.1f}")
-                if step % cfg.run.log_every == 0 and action is None:
-                    names = list(totals)
-                    values = dist_utils.all_reduce_mean(torch.stack([totals[n].float() for n in names]))
-                    if ctx.enabled:
-                        totals = dict(zip(names, values, strict=True))
-                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]}
-                                         | {n: round(v.item(), 6) for n, v in totals.items()}) + "\n")
-                done = step + 1
-                out_of_time = cfg.run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * cfg.run.max_minutes)
-                if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
-                    if (bad := checkpoints.save(done, parts)) is not None:
-                        what = f"weights ({bad}); checkpoint step {done} not written"
-                        guard.decide(step, what, can_skip=False)  # raises unless rollback
-                        start, finished = roll_back(step, what), False
-                        break
-                if out_of_time:
-                    if ctx.is_main:
-                        print(f"time budget of {cfg.run.max_minutes} min reached at step {done}")
-                    break
-            bar.close()
+    fitted = fit(desc="autoencoder", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
+                 batches=lambda start: step_loader(data, ctx, batch_size=o.batch_size, total_steps=o.steps,
+                                                   start_step=start, seed=cfg.run.seed),
+                 micro_step=micro_step, after_step=discriminator_step if disc is not None else None,
+                 pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")))
     ema.copy_to(model)  # the EMA weights are the model that is kept
     final = model
     if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
@@ -402,15 +316,15 @@ def train(cfg: AutoencoderRecipe) -> dict:
             final.load_state_dict(full)
     dist_utils.barrier()
     if not ctx.is_main:
-        return {"steps": step + 1}
+        return {"steps": fitted.steps}
     calibration = next(iter(data.loader(batch_size=min(32, len(data.dataset)), total_steps=1, seed=1)))
     final.calibrate_scale(*data.model_inputs(calibration)[:2])
     final.save_pretrained(out / "model")
     metrics = evaluate(final, data, out / "eval", num_clips=cfg.run.eval_clips)
-    metrics["steps"] = step + 1
-    metrics["train_minutes"] = round((time.monotonic() - began) / 60, 2)
-    if guard.events:
-        metrics["nonfinite_events"] = guard.events
+    metrics["steps"] = fitted.steps
+    metrics["train_minutes"] = fitted.minutes
+    if fitted.nonfinite_events:
+        metrics["nonfinite_events"] = fitted.nonfinite_events
     return metrics
 
 

@@ -30,14 +30,12 @@ Distributed / faults: as in :mod:`recipes.proav_dit.train_autoencoder` (``torchr
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import torch
-from tqdm import tqdm
 
 from avblocks.config import ConfigError
 from avblocks.diffusion import FlowMatching
@@ -51,12 +49,7 @@ from recipes.common import (
 )
 from recipes.common import distributed as dist_utils
 from recipes.common.config import dump_config
-from recipes.common.faults import (
-    FaultInjection,
-    NonFiniteError,
-    NonFiniteGuard,
-    remove_stale_temporaries,
-)
+from recipes.common.loop import fit
 from recipes.proav_dit.latents import AUDIO, VIDEO, LatentSpace, cached_latents
 
 
@@ -195,109 +188,27 @@ def train(cfg: DiTRecipe) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, partial(warmup_cosine, warmup=o.warmup, total=o.steps, min_ratio=o.min_lr_ratio))
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
-    faults = FaultInjection.from_env()
-    checkpoints = dist_utils.TrainCheckpoints(
-        out / "checkpoints", keep=cfg.run.keep_checkpoints, ctx=ctx, seed=cfg.run.seed,
-        sharded=ctx.enabled and cfg.run.parallel == "fsdp", pad=faults.pad)
-    guard = NonFiniteGuard(cfg.run.on_nonfinite, cfg.run.max_rollbacks)
-    if ctx.is_main:
-        for leftover in remove_stale_temporaries(out / "checkpoints"):
-            print(f"removed {leftover.name}, left by an interrupted save")
 
-    start = 0
-    if (resumed := checkpoints.restore(parts)) is not None:
-        start = resumed
-        if ctx.is_main:
-            print(f"resuming from step {start} ({checkpoints.latest()})")
+    def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
+        x0, y = latents[index], labels[index]
+        b = x0.shape[0]
+        t = flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous()
+        noise = torch.randn_like(x0) * valid
+        mask = clean_masks(b, d.p_audio_to_video, d.p_video_to_audio)
+        return {"total": flow.loss(net, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})}
 
-    k = o.grad_accum
-    began, step = time.monotonic(), start
-    model.train()
-    # line-buffered: tail -f works; other ranks log nowhere
-    with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
+    def batches(start: int) -> dist_utils.ShardedBatchSampler:
+        return dist_utils.ShardedBatchSampler(
+            StepBatchSampler(num_items=len(latents), batch_size=o.batch_size, total_steps=o.steps,
+                             seed=cfg.run.seed, start_step=start),
+            rank=ctx.rank, world_size=ctx.world_size)
 
-        def roll_back(step: int, what: str) -> int:
-            target = checkpoints.restore(parts)
-            if target is None:
-                raise NonFiniteError(f"non-finite {what} at step {step} and no checkpoint to roll back "
-                                     f"to in {checkpoints.directory}; training stopped")
-            log.write(json.dumps({"step": step, "rolled_back_to": target, "reason": what}) + "\n")
-            if ctx.is_main:
-                print(f"non-finite {what} at step {step}: rolled back to step {target}; "
-                      f"step {step} will be skipped")
-            return target
-
-        finished = False
-        while not finished:
-            finished = True
-            batches = dist_utils.ShardedBatchSampler(
-                StepBatchSampler(num_items=len(latents), batch_size=o.batch_size, total_steps=o.steps,
-                                 seed=cfg.run.seed, start_step=start),
-                rank=ctx.rank, world_size=ctx.world_size)
-            bar = tqdm(batches, initial=start, total=o.steps, desc="denoiser",
-                       disable=not (cfg.run.progress and ctx.is_main), dynamic_ncols=True)
-            for step, rank_index in enumerate(bar, start=start):
-                opt.zero_grad(set_to_none=True)
-                loss = 0.0
-                for i, index in enumerate(dist_utils.split_micro_batches(rank_index, k)):
-                    x0, y = latents[index], labels[index]
-                    b = x0.shape[0]
-                    t = flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous()
-                    noise = torch.randn_like(x0) * valid
-                    mask = clean_masks(b, d.p_audio_to_video, d.p_video_to_audio)
-                    with dist_utils.gradient_sync(net, enabled=i == k - 1):
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
-                            part = flow.loss(net, x0, t=t, noise=noise, clean_mask=mask,
-                                             model_kwargs={"y": y})
-                        part = faults.loss(step, part)
-                        (part if k == 1 else part / k).backward()
-                    loss = loss + (part.detach() if k == 1 else part.detach() / k)
-                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
-                what = (None if torch.isfinite(loss) else f"loss ({loss.item()})") or (
-                    None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
-                action = None
-                if guard.forced_skip(step):  # same on every rank: no collective needed
-                    action, what = "skip", "replayed step that went wrong before a rollback"
-                elif dist_utils.any_rank(what is not None):
-                    what = what or "loss or gradients on another rank"
-                    action = guard.decide(step, what)
-                if action == "rollback":
-                    start, finished = roll_back(step, what), False
-                    break
-                if action == "skip":
-                    opt.zero_grad(set_to_none=True)
-                    sched.step()  # the schedule stays a function of the global step
-                    log.write(json.dumps({"step": step, "skipped": what}) + "\n")
-                else:
-                    opt.step()
-                    sched.step()
-                    ema.update(model)
-                    faults.weights(step, model)
-                elapsed = time.monotonic() - began
-                bar.set_postfix(loss=f"{loss.item():.4f}",
-                                clips_per_s=f"{(step + 1 - start) * o.batch_size / max(elapsed, 1e-9):.0f}")
-                if step % cfg.run.log_every == 0 and action is None:
-                    logged = dist_utils.all_reduce_mean(loss) if ctx.enabled else loss
-                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0],
-                                          "loss": round(logged.item(), 6)}) + "\n")
-                done = step + 1
-                out_of_time = cfg.run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * cfg.run.max_minutes)
-                if done % cfg.run.checkpoint_every == 0 or done == o.steps or out_of_time:
-                    if (bad := checkpoints.save(done, parts)) is not None:
-                        what = f"weights ({bad}); checkpoint step {done} not written"
-                        guard.decide(step, what, can_skip=False)  # raises unless rollback
-                        start, finished = roll_back(step, what), False
-                        break
-                if out_of_time:
-                    if ctx.is_main:
-                        print(f"time budget of {cfg.run.max_minutes} min reached at step {done}")
-                    break
-            bar.close()
+    fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
+                 batches=batches, micro_step=micro_step)
     dist_utils.barrier()
-    result = {"steps": step + 1, "train_minutes": round((time.monotonic() - began) / 60, 2),
-              "final_loss": loss.item()}
-    if guard.events:
-        result["nonfinite_events"] = guard.events
+    result = {"steps": fitted.steps, "train_minutes": fitted.minutes, "final_loss": fitted.losses["total"]}
+    if fitted.nonfinite_events:
+        result["nonfinite_events"] = fitted.nonfinite_events
     ema.copy_to(model)
     if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
         full = dist_utils.full_model_state(model, rank0_only=True)
