@@ -1,0 +1,116 @@
+"""What the three AV-DiT trainers share: the optimisation and run config sections, the
+optimizer / schedule / EMA set-up, and the call into :func:`recipes.common.loop.fit`.
+
+Each trainer (autoencoder, image-DiT pretraining, adapters) supplies its model, a
+``micro_step(indices, step) -> {"total": loss, ...}`` and the number of training items;
+:func:`train_module` does the rest exactly as ProAV-DiT's trainers do (the same loop): resume
+from the newest atomic checkpoint, progress bar, EMA, gradient clipping and accumulation,
+non-finite guard, ``log.jsonl``, ``run.max_minutes`` budget.
+
+Choices:
+
+- Only parameters with ``requires_grad`` go to the optimizer, and the EMA averages only
+  those (``EMA(trainable_only=True)``): the frozen DiT is never touched by either, so it stays
+  bit-identical. Checkpoints still hold the whole model state (the loop saves the model's
+  ``state_dict``); for DiT-XL prefer :func:`avblocks.dit.adapters.save_adapters` on the
+  exported model, which keeps the adapters alone.
+- Distributed: ``torchrun`` + DDP only (``run.parallel = "ddp"``); FSDP is not wired for
+  partly frozen models here.
+"""
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from avblocks.config import ConfigError
+from avblocks.diffusion.ema import EMA
+from recipes.common import StepBatchSampler, warmup_cosine
+from recipes.common import distributed as dist_utils
+from recipes.common.loop import FitResult, fit
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    bf16: bool = False
+    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs/av_dit"
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
+    progress: bool = True
+    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
+    max_rollbacks: int = 3
+    parallel: Literal["ddp"] = "ddp"
+
+
+def need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate_common(optim: OptimConfig, run: RunConfig, *, world_size: int = 1) -> None:
+    """The constraints every trainer shares; the error names the fields."""
+    for name, value in (("optim.steps", optim.steps), ("optim.batch_size", optim.batch_size),
+                        ("optim.grad_accum", optim.grad_accum), ("run.log_every", run.log_every),
+                        ("run.checkpoint_every", run.checkpoint_every),
+                        ("run.keep_checkpoints", run.keep_checkpoints)):
+        need(value >= 1, f"{name} ({value}) must be >= 1")
+    need(optim.lr > 0, f"optim.lr ({optim.lr}) must be > 0")
+    need(0.0 <= optim.ema_decay <= 1.0, f"optim.ema_decay ({optim.ema_decay}) must lie in [0, 1]")
+    need(optim.batch_size % (world_size * optim.grad_accum) == 0,
+         f"optim.batch_size ({optim.batch_size}) must be divisible by the number of ranks ({world_size}) "
+         f"x optim.grad_accum ({optim.grad_accum})")
+
+
+def train_module(model: torch.nn.Module, *, desc: str, out: Path, ctx: dist_utils.DistContext,
+                 optim: OptimConfig, run: RunConfig, num_items: int, micro_step) -> tuple[FitResult, EMA]:
+    """Optimise the trainable parameters of ``model`` with :func:`recipes.common.loop.fit`.
+
+    ``micro_step(indices, step)`` gets this rank's item indices of one micro-batch. Returns the
+    fit result and the EMA (copy it into the model before exporting).
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError(f"{desc}: the model has no trainable parameters")
+    net = dist_utils.wrap_model(model, ctx, run.parallel)
+    if ctx.enabled:  # same init everywhere; from here each rank draws its own noise
+        torch.manual_seed(dist_utils.rank_seed(run.seed, ctx.rank))
+    ema = EMA(model, decay=optim.ema_decay, warmup=True, trainable_only=True)
+    opt = torch.optim.AdamW(trainable, lr=optim.lr, betas=(0.9, 0.99), weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(warmup_cosine, warmup=optim.warmup, total=optim.steps, min_ratio=optim.min_lr_ratio))
+    parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
+
+    def batches(start: int) -> dist_utils.ShardedBatchSampler:
+        return dist_utils.ShardedBatchSampler(
+            StepBatchSampler(num_items=num_items, batch_size=optim.batch_size, total_steps=optim.steps,
+                             seed=run.seed, start_step=start),
+            rank=ctx.rank, world_size=ctx.world_size)
+
+    fitted = fit(desc=desc, out=out, ctx=ctx, run=run, optim=optim, parts=parts, net=net,
+                 batches=batches, micro_step=lambda index, step: micro_step(index, step, net))
+    return fitted, ema
+
+
+def result_of(fitted: FitResult) -> dict:
+    result = {"steps": fitted.steps, "train_minutes": fitted.minutes, "final_loss": fitted.losses["total"]}
+    if fitted.nonfinite_events:
+        result["nonfinite_events"] = fitted.nonfinite_events
+    return result
