@@ -8,6 +8,7 @@ from einops import rearrange
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
+from torch._dynamo.testing import CompileCounter
 
 from avblocks.attention.masks import FrameCausalMask
 from avblocks.attention.positional import sincos_1d
@@ -377,3 +378,21 @@ def test_adapter_loading_is_strict_and_names_keys(tmp_path):
         load_adapters(other_rank, path)
     with pytest.raises(ValueError, match="no trainable parameters"):
         save_adapters(freeze(DiT(**TINY)), tmp_path / "none.safetensors")
+
+
+def test_adapted_block_and_lora_compile_fullgraph():
+    torch._dynamo.reset()
+    block = _block()
+    add_lora(block, ["attn.qkv"], rank=2, alpha=2.0)
+    _perturb(nn.ParameterList(p for p in block.parameters() if p.requires_grad))
+    adapted = AdaptedDiTBlock(block, temporal=_perturb(TemporalAdapter(hidden_size=D,
+                                                                       num_heads=H)))
+    counter = CompileCounter()
+    compiled = torch.compile(adapted, backend=counter, fullgraph=True)
+    x, c = torch.randn(2, 3, 5, D), torch.randn(2, 3, D)
+    with torch.no_grad():
+        first = compiled(x, c)
+        compiled(torch.randn_like(x), c)
+        eager = adapted(x, c)
+    assert counter.frame_count == 1
+    torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)

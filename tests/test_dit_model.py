@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import Attention, Mlp, PatchEmbed
 from torch import nn
+from torch._dynamo.testing import CompileCounter
 
 from avblocks.config import CheckpointError
 from avblocks.dit.dit import DIT_PRESETS, DiT, DiTConfig, load_dit_checkpoint
@@ -351,3 +352,21 @@ def test_invalid_arguments_are_named():
         DiT(**{**TINY, "input_size": 9})
     with pytest.raises(ValueError, match=r"hidden_size \(30\)"):
         DiT(**{**TINY, "hidden_size": 30})
+
+
+def test_compile_fullgraph_one_graph_no_recompile():
+    torch._dynamo.reset()
+    model = DiT(**TINY).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    x, t, y = _inputs()
+    with torch.no_grad():
+        first = compiled(x, t, y)
+        second = compiled(torch.randn_like(x), t, y)
+        eager = model(x, t, y)
+    assert counter.frame_count == 1
+    torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)
+    assert second.shape == first.shape
