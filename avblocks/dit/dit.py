@@ -334,6 +334,8 @@ def read_dit_state_dict(path: str | os.PathLike, *, key: str | None = None) -> d
         if key not in payload:
             raise CheckpointError(f"{path} has no entry {key!r}; entries: {sorted(payload)}")
         payload = payload[key]
+        if not isinstance(payload, dict):
+            raise CheckpointError(f"{path}: entry {key!r} is a {type(payload).__name__}, not a state dict")
     elif not all(isinstance(v, Tensor) for v in payload.values()):
         for candidate in ("ema", "model"):
             if isinstance(payload.get(candidate), dict):
