@@ -1,0 +1,275 @@
+"""Training-free acceleration of the ProAV-DiT sampler: speed-up, peak memory, quality cost.
+
+For a trained demo model (an autoencoder run and an ST-DiT run, e.g. ``outputs/demo`` from
+``python -m recipes.proav_dit.demo``), generates the same clips (same labels, same seed,
+same noise) with ``recipes.proav_dit.sample.generate`` under each acceleration setting,
+side by side in one process, and reports per setting:
+
+- ``ms/run`` (median over ``--repeats`` runs; the settings are interleaved repeat by repeat
+  so that a change in the machine's load hits all of them alike) and the speed-up against
+  the baseline measured in the same run. Sampling only (denoiser calls and solver), not
+  decoding. Compiled settings are warmed up first (compile time is reported apart);
+- peak memory: extra resident memory during one run (``VmHWM - VmRSS`` after resetting the
+  high-water mark via ``/proc/self/clear_refs``, as ``benchmarks/stdit_vs_3d.py``);
+- quality against the baseline output with the same seed: PSNR of the decoded video
+  (``[-1, 1]``, peak-to-peak 2, MSE over all clips at once; ``exact`` when identical) and of
+  the decoded normalised audio frames, and the AV-sync score of the decoded clips
+  (``recipes.proav_dit.evaluate.sync_scores``: fraction of audio onsets with a visual bounce
+  within one frame; the baseline's own score is the reference, not 1.0);
+- the cache's skipped / total denoiser calls (Heun: two calls per step, the last step's
+  second call included).
+
+Settings: ``baseline``; ``fbcache@T`` (:class:`avblocks.dit.cache.FirstBlockCache`);
+``teacache@T`` (:class:`avblocks.dit.cache.TeaCache`, no rescale polynomial); ``sta``
+(:class:`avblocks.attention.sparse_video.SlidingTileAttention` on the spatial attention:
+tile 2, window 2 tiles per side, dense for the first 2 calls and the first block);
+``compile`` (:func:`avblocks.dit.compile.compile_blocks`, inductor); ``bf16``
+(:func:`avblocks.dit.compile.bf16_autocast`); and combinations joined by ``+``.
+
+Then a decode section: MDSA decoding of a long clip (``--decode-frames`` latent frames,
+random latents of the trained autoencoder's shapes) whole vs in time chunks
+(:func:`avblocks.latent.chunked.decode_chunked`): time, peak memory, max difference.
+
+Threads: ``--threads`` (default 1: the machine is shared; see benchmarks/stdit_vs_3d.py).
+
+Usage:
+  python benchmarks/acceleration.py --run outputs/demo              # default settings
+  python benchmarks/acceleration.py --run outputs/demo --settings baseline fbcache@0.1
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("AVBLOCKS_TYPECHECK", "0")
+
+import torch  # noqa: E402
+
+from avblocks.attention.sparse_video import SlidingTileAttention  # noqa: E402
+from avblocks.dit.cache import FirstBlockCache, TeaCache  # noqa: E402
+from avblocks.dit.compile import bf16_autocast, compile_blocks  # noqa: E402
+from avblocks.dit.stdit import STDiT  # noqa: E402
+from avblocks.latent.chunked import decode_chunked  # noqa: E402
+from avblocks.latent.mdsa import AVLatent  # noqa: E402
+
+DEFAULT_SETTINGS = [
+    "baseline", "fbcache@0.05", "fbcache@0.1", "fbcache@0.2", "teacache@0.1", "teacache@0.2",
+    "teacache@0.4", "sta", "bf16", "compile", "compile+fbcache@0.1", "compile+teacache@0.2",
+    "compile+teacache@0.4", "sta+teacache@0.2",
+]
+
+
+def _status() -> dict[str, int]:
+    text = Path("/proc/self/status").read_text()
+    return {k: int(re.search(rf"{k}:\s+(\d+)", text).group(1)) * 1024 for k in ("VmRSS", "VmHWM")}
+
+
+@contextlib.contextmanager
+def peak_memory(result: dict):
+    """Extra resident bytes during the block (VmHWM reset just before)."""
+    before = _status()["VmRSS"]
+    Path("/proc/self/clear_refs").write_text("5")
+    yield
+    result["peak_bytes"] = max(_status()["VmHWM"] - before, 0)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, data_range: float) -> float:
+    mse = float((a.double() - b.double()).pow(2).mean())
+    return float("inf") if mse == 0 else 10 * float(torch.log10(torch.tensor(data_range**2 / mse)))
+
+
+def load(run: Path):
+    from recipes.common.config import load_config
+    from recipes.proav_dit.latents import LatentSpace
+    from recipes.proav_dit.train_dit import DiTRecipe
+
+    ae_dir, dit_dir = run / "autoencoder", run / "dit"
+    cfg = load_config(DiTRecipe, dit_dir / "config.yaml")
+    space = LatentSpace.from_run(ae_dir, multiple=cfg.model.patch)
+    return space, STDiT.from_pretrained(dit_dir / "model").eval()
+
+
+class Setting:
+    """One acceleration setting applied to its own copy of the denoiser."""
+
+    def __init__(self, name: str, base: STDiT):
+        self.name = name
+        import copy
+
+        self.model = copy.deepcopy(base).eval()
+        self.parts = name.split("+")
+        self.compiled = "compile" in self.parts
+        if self.compiled:
+            compile_blocks(self.model)
+        self.compile_s = None
+        self.cache = None
+        self.sparse = None
+
+    @contextlib.contextmanager
+    def applied(self):
+        with contextlib.ExitStack() as stack:
+            for part in self.parts:
+                if part.startswith("fbcache@"):
+                    self.cache = stack.enter_context(
+                        FirstBlockCache(self.model, threshold=float(part.split("@")[1])))
+                elif part.startswith("teacache@"):
+                    self.cache = stack.enter_context(
+                        TeaCache(self.model, threshold=float(part.split("@")[1])))
+                elif part == "sta":
+                    self.sparse = stack.enter_context(
+                        SlidingTileAttention(self.model, tile=2, window=2, dense_layers=1,
+                                             dense_steps=2))
+                elif part == "bf16":
+                    stack.enter_context(bf16_autocast("cpu"))
+                elif part not in ("baseline", "compile"):
+                    raise ValueError(f"unknown setting part {part!r}")
+            yield self
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--run", type=Path, default=None,
+                   help="folder with autoencoder/ and dit/ (default: outputs/demo, else outputs/accel)")
+    p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS)
+    p.add_argument("--steps", type=int, default=16, help="sampler steps (the demo's 16)")
+    p.add_argument("--sampler", choices=("heun", "euler"), default="heun")
+    p.add_argument("--per-class", type=int, default=2)
+    p.add_argument("--cfg-scale", type=float, default=2.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--decode-frames", type=int, default=64,
+                   help="latent frames of the long clip of the decode section (0: skip)")
+    p.add_argument("--chunk-frames", type=int, default=8)
+    p.add_argument("--out", type=Path, help="also write the markdown tables here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from recipes.proav_dit.evaluate import sync_scores
+    from recipes.proav_dit.sample import generate, render
+
+    run = args.run or next(
+        (Path(d) for d in ("outputs/demo", "outputs/accel") if (Path(d) / "dit" / "model").is_dir()),
+        None,
+    )
+    if run is None:
+        raise SystemExit("no trained run found: pass --run (a folder with autoencoder/ and dit/)")
+    space, base = load(run)
+    labels = torch.arange(space.data.num_classes).repeat_interleave(args.per_class)
+    settings = [Setting(name, base) for name in args.settings]
+    if settings[0].name != "baseline":
+        raise SystemExit("the first setting must be 'baseline' (the reference)")
+
+    def sample(setting: Setting) -> torch.Tensor:
+        return generate(space, setting.model, labels, steps=args.steps, sampler=args.sampler,
+                        cfg_scale=args.cfg_scale, seed=args.seed, progress=False)
+
+    for s in settings:  # warm-up (compiles the compiled settings)
+        t0 = time.perf_counter()
+        with s.applied():
+            sample(s)
+        s.compile_s = time.perf_counter() - t0 if s.compiled else None
+    times = {s.name: [] for s in settings}
+    load_start = os.getloadavg()
+    for _ in range(args.repeats):
+        for s in settings:
+            with torch.no_grad(), s.applied():
+                t0 = time.perf_counter()
+                sample(s)
+                times[s.name].append(time.perf_counter() - t0)
+    load_end = os.getloadavg()
+    rows = []
+    c = space.data.config
+    reference = None
+    for s in settings:
+        mem: dict = {}
+        with s.applied():
+            with peak_memory(mem):
+                latent = sample(s)
+            stats = s.cache.stats if s.cache is not None else None
+        video, waveform = render(space, latent)
+        _, audio = space.decode(latent)
+        sync = sync_scores(video, waveform, c.sample_rate, c.fps)["score"]
+        if reference is None:
+            reference = (video, audio)
+        rows.append({
+            "setting": s.name, "ms": 1e3 * statistics.median(times[s.name]),
+            "peak_mb": mem["peak_bytes"] / 2**20,
+            "psnr_video": _psnr(video, reference[0], 2.0),
+            "psnr_audio": _psnr(audio, reference[1], float(reference[1].max() - reference[1].min())),
+            "sync": sync,
+            "skipped": f"{stats.skipped}/{stats.calls}" if stats else "-",
+            "compile_s": s.compile_s,
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    base_ms = rows[0]["ms"]
+    head = (
+        f"run `{run}`, {len(labels)} clips, {args.sampler} {args.steps} steps, CFG {args.cfg_scale}, "
+        f"{args.threads} thread(s), median of {args.repeats} interleaved runs; load average "
+        f"{'/'.join(f'{v:.1f}' for v in load_start)} -> {'/'.join(f'{v:.1f}' for v in load_end)}\n\n"
+        "| setting | ms / run | speed-up | peak MB | PSNR video dB | PSNR audio dB | AV-sync | "
+        "calls skipped | compile s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+
+    def fmt(v: float) -> str:
+        return "exact" if v == float("inf") else f"{v:.1f}"
+
+    table = head + "\n".join(
+        f"| {r['setting']} | {r['ms']:.0f} | {base_ms / r['ms']:.2f} | {r['peak_mb']:.0f} "
+        f"| {fmt(r['psnr_video'])} | {fmt(r['psnr_audio'])} | {r['sync']:.2f} | {r['skipped']} "
+        f"| {'-' if r['compile_s'] is None else round(r['compile_s'])} |"
+        for r in rows
+    ) + "\n"
+    print(table)
+    text = table
+    if args.decode_frames:
+        text += "\n" + decode_section(space, args)
+    if args.out:
+        args.out.write_text(text)
+
+
+def decode_section(space, args) -> str:
+    """Whole vs chunked decode of a long random latent of the autoencoder's plane shapes."""
+    ae = space.autoencoder
+    shapes = [tuple(p) for p in space.stack.shapes]  # (h, w), (t, h), (t, w) per modality
+    t = args.decode_frames
+    g = torch.Generator().manual_seed(0)
+    planes = []
+    for i, (a, b) in enumerate(shapes):
+        size = (a, b) if i % 3 == 0 else (t, b)
+        planes.append(torch.randn(1, space.stack.channels, *size, generator=g))
+    latent = AVLatent.from_planes(planes)
+    rows = []
+    for name, fn in (
+        ("whole", lambda: ae.decode(latent)),
+        (f"chunks of {args.chunk_frames}", lambda: decode_chunked(ae, latent, chunk_frames=args.chunk_frames)),
+    ):
+        mem: dict = {}
+        with torch.no_grad():
+            fn()  # warm-up
+            t0 = time.perf_counter()
+            with peak_memory(mem):
+                out = fn()
+            elapsed = time.perf_counter() - t0
+        rows.append((name, elapsed, mem["peak_bytes"], out))
+    diff = max(float((a - b).abs().max()) for a, b in zip(rows[0][3], rows[1][3], strict=True))
+    text = (
+        f"MDSA decode of a {t}-frame clip (video {rows[0][3][0].shape[-2]}x{rows[0][3][0].shape[-1]}), "
+        f"{args.threads} thread(s); max |chunked - whole| = {diff:.1e}\n\n"
+        "| decode | ms | peak MB |\n|---|---:|---:|\n"
+        + "\n".join(f"| {n} | {1e3 * e:.0f} | {m / 2**20:.0f} |" for n, e, m, _ in rows) + "\n"
+    )
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
