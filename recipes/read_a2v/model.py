@@ -1,0 +1,168 @@
+"""The READ-style audio-to-video denoiser and the per-frame video embedder of the codec stage.
+
+:class:`ReadDenoiser` predicts the flow velocity of a clip ``b c t h w`` of pixel frames
+``[reference, motion_1 .. motion_m]`` at per-frame times ``b t``, conditioned on one audio
+code per motion frame (``b m da``, :class:`avblocks.audio.frame_codes.FrameAudioCodec`).
+
+Choices (READ publishes no code):
+
+- **pixel frames, no video codec.** On the 32 x 32 synthetic set a frame is 3 x 32 x 32 =
+  3072 values; patches of ``patch x patch`` pixels (default 4: 64 tokens per frame) are the
+  tokens. A per-frame latent (``avblocks.latent.VolumeEncoder`` with ``patch=(1, 4, 4)``)
+  would cut the tokens but adds a codec stage to train and its errors; at this size pixels
+  are cheaper and everything below works unchanged on latents (``in_channels``, ``size``);
+- **tokens**: :class:`~avblocks.dit.patch.PatchEmbed2d` per frame, DiT's 2D sin-cos table for
+  positions inside a frame, and a learned per-frame table ``frame_embed`` (``t x d``, std
+  0.02): the reference frame is a different *kind* of frame from the motion frames, and the
+  clip positions are the same in every clip of a long generation (clip-relative time);
+- **conditioning**: ``c = TimestepEmbedder(t * timestep_scale)`` per frame (``b t d``); no
+  class label (the reference frame carries the identity);
+- **audio**: the ``m`` motion codes are preceded by a learned ``null_audio`` code for the
+  reference frame (which has no time of its own), then every block is an
+  :class:`~avblocks.dit.audio_cross.AudioSTDiTBlock`: frame ``t`` attends to the codes of
+  frames ``t - window .. t + window``. The codes are bound for the forward call
+  (:class:`~avblocks.dit.audio_cross.AudioBinding`), so :meth:`forward_blocks` keeps the
+  ``(tokens, c)`` signature that step caches (:mod:`avblocks.dit.cache`) wrap;
+- temporal attention is bidirectional within a clip (a clip is denoised jointly);
+- DiT initialisation: zero adaLN (each block the identity), zero final layer.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from jaxtyping import Real
+from torch import nn
+
+from avblocks.attention.positional import dit_sincos_2d
+from avblocks.config import SaveLoadMixin
+from avblocks.dit.audio_cross import AudioBinding, AudioSTDiTBlock
+from avblocks.dit.blocks import FinalLayer
+from avblocks.dit.embedders import TimestepEmbedder
+from avblocks.dit.patch import PatchEmbed2d
+from avblocks.latent.volume import VolumeEncoder
+from avblocks.typing import Float, Tensor, shapecheck
+
+__all__ = ["ReadDenoiser", "ReadDenoiserConfig", "FrameVideoEmbedder"]
+
+FrameTimes = Real[Tensor, "b *frames"]
+
+
+@dataclass
+class ReadDenoiserConfig:
+    in_channels: int = 3
+    size: int = 32
+    frames: int = 9
+    patch: int = 4
+    hidden_size: int = 64
+    depth: int = 3
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    audio_dim: int = 32
+    window: int = 1
+    timestep_scale: float = 1000.0
+
+
+class ReadDenoiser(SaveLoadMixin, nn.Module):
+    """``(x b c t h w, t b | b t, audio b (t-1) da) -> velocity b c t h w``; see the module doc.
+
+    Args:
+        in_channels: channels of a frame.
+        size: frame side (divisible by ``patch``).
+        frames: frames per clip ``t`` (reference + motion frames).
+        patch: patch side.
+        hidden_size: token width (divisible by ``num_heads`` and by 4).
+        depth: number of :class:`AudioSTDiTBlock`.
+        num_heads: attention heads.
+        mlp_ratio: MLP width / ``hidden_size``.
+        audio_dim: width of the audio codes.
+        window: audio frames each side a video frame attends to.
+        timestep_scale: flow time is multiplied by this before the sinusoid.
+    """
+
+    config_class = ReadDenoiserConfig
+
+    def __init__(self, *, in_channels: int = 3, size: int = 32, frames: int = 9, patch: int = 4,
+                 hidden_size: int = 64, depth: int = 3, num_heads: int = 4,
+                 mlp_ratio: float = 2.0, audio_dim: int = 32, window: int = 1,
+                 timestep_scale: float = 1000.0) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("size", size), ("patch", patch),
+                            ("depth", depth), ("audio_dim", audio_dim)):
+            if value < 1:
+                raise ValueError(f"{name} ({value}) must be >= 1")
+        if frames < 2:
+            raise ValueError(f"frames ({frames}) must be >= 2 (a reference and a motion frame)")
+        if size % patch:
+            raise ValueError(f"size ({size}) must be divisible by patch ({patch})")
+        if hidden_size % 4 or hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by 4 and by num_heads ({num_heads})"
+            )
+        self.in_channels, self.size, self.frames, self.patch = in_channels, size, frames, patch
+        self.timestep_scale = timestep_scale
+        self.grid = size // patch
+        self.x_embedder = PatchEmbed2d(in_channels=in_channels, hidden_size=hidden_size,
+                                       patch_size=patch)
+        self.register_buffer("pos_embed", dit_sincos_2d(hidden_size, self.grid), persistent=False)
+        self.frame_embed = nn.Parameter(torch.randn(frames, hidden_size) * 0.02)
+        self.null_audio = nn.Parameter(torch.zeros(audio_dim))
+        self.t_embedder = TimestepEmbedder(hidden_size=hidden_size)
+        self.binding = AudioBinding()
+        self.blocks = nn.ModuleList(
+            AudioSTDiTBlock(hidden_size=hidden_size, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                            audio_dim=audio_dim, window=window, binding=self.binding)
+            for _ in range(depth)
+        )
+        self.final_layer = FinalLayer(hidden_size=hidden_size,
+                                      patch_dim=patch * patch * in_channels)
+
+    def forward_blocks(
+        self, tokens: Float[Tensor, "b t n d"], c: Float[Tensor, "b t d"]
+    ) -> Float[Tensor, "b t n d"]:
+        """The block stack (audio from :attr:`binding`): the method step caches wrap."""
+        for block in self.blocks:
+            tokens = block(tokens, c)
+        return tokens
+
+    @shapecheck
+    def forward(
+        self, x: Float[Tensor, "b c t h w"], t: FrameTimes, audio: Float[Tensor, "b m da"]
+    ) -> Float[Tensor, "b c t h w"]:
+        b, _, frames = x.shape[:3]
+        if frames != self.frames or audio.shape[1] != frames - 1:
+            raise ValueError(
+                f"x has {frames} frames and audio {audio.shape[1]} codes; the model takes "
+                f"frames={self.frames} and frames - 1 = {self.frames - 1} codes (one per motion frame)"
+            )
+        if t.ndim == 1:
+            t = t[:, None].expand(b, frames)
+        tokens = rearrange(self.x_embedder(rearrange(x, "b c t h w -> (b t) c h w")),
+                           "(b t) n d -> b t n d", b=b)
+        tokens = tokens + self.pos_embed.to(tokens.dtype) + self.frame_embed[None, :, None, :]
+        c = self.t_embedder(t.to(torch.float32) * self.timestep_scale).to(tokens.dtype)
+        codes = torch.cat([self.null_audio.expand(b, 1, -1).to(audio.dtype), audio], dim=1)
+        with self.binding.bind(codes):
+            tokens = self.forward_blocks(tokens, c)
+        out = self.final_layer(tokens, c)
+        return rearrange(out, "b t (h w) (p q c) -> b c t (h p) (w q)", h=self.grid,
+                         p=self.patch, q=self.patch)
+
+
+class FrameVideoEmbedder(nn.Module):
+    """Per-frame video embedding ``b c t h w -> b t d`` for the codec's contrastive loss.
+
+    A :class:`~avblocks.latent.volume.VolumeEncoder` (patch ``(1, p, p)``, its temporal
+    convs see one frame each way per block, so motion is visible) averaged over space.
+    Trained with the codec and thrown away afterwards (it only shapes the audio codes).
+    """
+
+    def __init__(self, *, in_channels: int = 3, dim: int = 32, hidden_channels: int = 32,
+                 patch: int = 8) -> None:
+        super().__init__()
+        self.encoder = VolumeEncoder(in_channels=in_channels, latent_channels=dim,
+                                     hidden_channels=hidden_channels, patch=(1, patch, patch),
+                                     depth=1, groups=8)
+
+    def forward(self, video: Tensor) -> Tensor:
+        return rearrange(self.encoder(video).mean(dim=(3, 4)), "b d t -> b t d")

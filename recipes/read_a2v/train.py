@@ -1,0 +1,304 @@
+"""Train the READ-style audio-to-video system on the synthetic sounding-video set.
+
+    python -m recipes.read_a2v.train --config recipes/read_a2v/configs/tiny.yaml [key=value ...]
+
+Two stages, one entry point (each stage resumes exactly on its own):
+
+1. **audio codec** (``codec_optim``): :class:`avblocks.audio.frame_codes.FrameAudioCodec` on the
+   normalised video-like log-mel of each clip, loss ``MSE(reconstruction) + contrastive_weight
+   * frame_infonce(codes, video embeddings)``; the video embeddings come from a small
+   :class:`~recipes.read_a2v.model.FrameVideoEmbedder` trained alongside and then dropped.
+   Writes ``codec/`` (``log.jsonl``, ``checkpoints/``, ``model/`` = EMA weights).
+2. **denoiser** (``optim``): :class:`~recipes.read_a2v.model.ReadDenoiser` with the codec frozen.
+   A training example is cut from a clip of ``data.num_frames`` frames: a *reference* frame
+   at a random index and a window of ``schedule.motion_frames`` consecutive frames at a random
+   start; the audio codes of the window (the codec runs causally over the whole clip, so a
+   code also sees the audio before the window, as in long generation). Per-frame times come
+   from :class:`avblocks.diffusion.schedules.ReadSchedule` (reference clean, first motion
+   frame one level below the rest), and the loss is :meth:`FlowMatching.loss` with that
+   clean mask. Writes ``denoiser/`` likewise.
+
+Randomness: the choice of windows, timesteps and noise of step ``s`` comes from a generator
+seeded with ``(run.seed, s)``, so a resumed run repeats an uninterrupted one exactly. The loop
+itself (resume, EMA, checkpoints, progress bar, ``run.max_minutes``) is
+:func:`recipes.common.loop.fit`. The synthetic clips are rendered once into memory.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from avblocks.audio.frame_codes import FrameAudioCodec, frame_infonce
+from avblocks.config import ConfigError
+from avblocks.diffusion import FlowMatching
+from avblocks.diffusion.ema import EMA
+from avblocks.diffusion.schedules import ReadSchedule
+from recipes.common import StepBatchSampler, parse_cli, warmup_cosine
+from recipes.common import distributed as dist_utils
+from recipes.common.config import dump_config
+from recipes.common.loop import fit
+from recipes.proav_dit.data import AVData, DataConfig
+from recipes.read_a2v.model import FrameVideoEmbedder, ReadDenoiser
+
+
+@dataclass
+class CodecConfig:
+    strides: tuple[int, ...] = (2, 5)  # product = spectrogram columns per video frame
+    hidden_channels: int = 64
+    code_dim: int = 32
+    video_hidden: int = 32
+    temperature: float = 0.1
+    contrastive_weight: float = 1.0
+
+
+@dataclass
+class DenoiserConfig:
+    patch: int = 4
+    hidden_size: int = 64
+    depth: int = 3
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    window: int = 1
+
+
+@dataclass
+class ScheduleConfig:
+    motion_frames: int = 8  # frames generated per clip (the reference comes on top)
+    lag: int = 1  # levels the first motion frame is ahead of the rest
+    sample_steps: int = 10  # sampling steps; one level = 1 / sample_steps in training too
+    time_distribution: str = "uniform"
+    shift: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    bf16: bool = False
+    grad_accum: int = 1
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs/read_a2v"
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    max_minutes: float = 0.0  # per stage; > 0: stop (and save) after this much wall time
+    progress: bool = True
+    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"
+    max_rollbacks: int = 3
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+
+
+@dataclass
+class ReadRecipe:
+    data: DataConfig = field(default_factory=lambda: DataConfig(num_clips=256))
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    codec_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=300))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def validate(cfg: ReadRecipe) -> None:
+    """Cross-field constraints, checked before anything is built; the error names the fields."""
+    d, s, m = cfg.data, cfg.schedule, cfg.model
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(d.folder is None, "data.folder: this recipe trains on the synthetic set only")
+    need(1 <= s.motion_frames <= d.num_frames,
+         f"schedule.motion_frames ({s.motion_frames}) must lie in [1, data.num_frames={d.num_frames}]")
+    need(s.motion_frames >= 2, f"schedule.motion_frames ({s.motion_frames}) must be >= 2 "
+         "(one frame overlaps the previous clip in long generation)")
+    need(1 <= s.lag <= s.sample_steps,
+         f"schedule.lag ({s.lag}) must lie in [1, schedule.sample_steps={s.sample_steps}]")
+    need(d.size % m.patch == 0, f"model.patch ({m.patch}) must divide data.size ({d.size})")
+    spf = d.sample_rate // d.fps
+    need(spf % d.hop == 0, f"data.hop ({d.hop}) must divide the samples per frame ({spf})")
+    columns = spf // d.hop
+    prod = 1
+    for stride in cfg.codec.strides:
+        prod *= stride
+    need(prod == columns, f"the product of codec.strides {tuple(cfg.codec.strides)} ({prod}) must "
+         f"equal the spectrogram columns per frame ({columns} = sample_rate / fps / hop)")
+    for name, o in (("codec_optim", cfg.codec_optim), ("optim", cfg.optim)):
+        need(o.steps >= 0, f"{name}.steps ({o.steps}) must be >= 0")
+        need(o.batch_size <= d.num_clips,
+             f"{name}.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
+
+
+def build_codec(cfg: ReadRecipe) -> FrameAudioCodec:
+    d, c = cfg.data, cfg.codec
+    return FrameAudioCodec(mel_bins=d.n_mels, columns_per_frame=d.sample_rate // d.fps // d.hop,
+                           strides=tuple(c.strides), hidden_channels=c.hidden_channels,
+                           code_dim=c.code_dim)
+
+
+def build_denoiser(cfg: ReadRecipe) -> ReadDenoiser:
+    m, d = cfg.model, cfg.data
+    return ReadDenoiser(in_channels=3, size=d.size, frames=1 + cfg.schedule.motion_frames,
+                        patch=m.patch, hidden_size=m.hidden_size, depth=m.depth,
+                        num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
+                        audio_dim=cfg.codec.code_dim, window=m.window)
+
+
+def build_schedule(cfg: ReadRecipe) -> ReadSchedule:
+    s = cfg.schedule
+    return ReadSchedule(frames=1 + s.motion_frames, motion_frames=1, lag=s.lag,
+                        steps=s.sample_steps, time_distribution=s.time_distribution, shift=s.shift)
+
+
+def render_clips(data: AVData) -> dict[str, torch.Tensor]:
+    """Every training clip as model inputs: video ``N 3 T h w``, audio frames ``N 1 T f w``."""
+    items = [data.dataset[i] for i in range(len(data.dataset))]
+    video, audio, _ = data.model_inputs(torch.utils.data.default_collate(items))
+    return {"video": video, "audio": audio}
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def _optimizer(params, o: OptimConfig):
+    opt = torch.optim.AdamW(params, lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(warmup_cosine, warmup=o.warmup, total=max(o.steps, 1), min_ratio=o.min_lr_ratio))
+    return opt, sched
+
+
+def _batches(num_items: int, o: OptimConfig, seed: int, ctx):
+    def batches(start: int):
+        return dist_utils.ShardedBatchSampler(
+            StepBatchSampler(num_items=num_items, batch_size=o.batch_size, total_steps=o.steps,
+                             seed=seed, start_step=start),
+            rank=ctx.rank, world_size=ctx.world_size)
+    return batches
+
+
+def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
+    """Stage 1 (see the module doc); returns the fit summary and saves ``out/model``."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.run.seed)
+    codec = build_codec(cfg)
+    video_head = FrameVideoEmbedder(dim=cfg.codec.code_dim, hidden_channels=cfg.codec.video_hidden)
+    model = torch.nn.ModuleDict({"codec": codec, "video": video_head})
+    o, c = cfg.codec_optim, cfg.codec
+    opt, sched = _optimizer(model.parameters(), o)
+    ema = EMA(model, decay=o.ema_decay, warmup=True)
+    parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
+
+    def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
+        audio, video = clips["audio"][index], clips["video"][index]
+        codes, recon = codec(audio)
+        reconstruction = F.mse_loss(recon, audio)
+        contrastive = frame_infonce(codes, video_head(video), c.temperature)
+        return {"total": reconstruction + c.contrastive_weight * contrastive,
+                "reconstruction": reconstruction, "contrastive": contrastive}
+
+    fitted = fit(desc="audio codec", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts,
+                 net=model, batches=_batches(len(clips["audio"]), o, cfg.run.seed, ctx),
+                 micro_step=micro_step)
+    ema.copy_to(model)
+    if ctx.is_main:
+        codec.save_pretrained(out / "model")
+    return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
+
+
+def training_example(clips: dict, index: list[int], codes: torch.Tensor, motion: int,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x0 b 3 (1+motion) h w, audio codes b motion d)``: reference frame + a motion window."""
+    video = clips["video"][index]
+    b, total = video.shape[0], video.shape[2]
+    ref = torch.randint(0, total, (b,), generator=generator)
+    start = torch.randint(0, total - motion + 1, (b,), generator=generator)
+    rows = torch.arange(b)
+    window = start[:, None] + torch.arange(motion)[None, :]  # b motion
+    frames = video.permute(0, 2, 1, 3, 4)  # b T 3 h w
+    x0 = torch.cat([frames[rows, ref][:, None], frames[rows[:, None], window]], dim=1)
+    return x0.permute(0, 2, 1, 3, 4).contiguous(), codes[index][rows[:, None], window]
+
+
+@torch.no_grad()
+def encode_codes(codec: FrameAudioCodec, audio: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    codec.eval()
+    return torch.cat([codec.encode(audio[i : i + chunk]) for i in range(0, len(audio), chunk)])
+
+
+def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Path, ctx) -> dict:
+    """Stage 2 (see the module doc); returns the fit summary and saves ``out/model``."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.run.seed)
+    model = build_denoiser(cfg)
+    codes = encode_codes(codec, clips["audio"])
+    schedule = build_schedule(cfg)
+    flow = FlowMatching()
+    o = cfg.optim
+    opt, sched = _optimizer(model.parameters(), o)
+    ema = EMA(model, decay=o.ema_decay, warmup=True)
+    parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
+    motion = cfg.schedule.motion_frames
+
+    def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
+        g = step_generator(cfg.run.seed, step)
+        x0, audio = training_example(clips, index, codes, motion, g)
+        t, mask = schedule.training_timesteps(x0.shape[0], generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask,
+                         model_kwargs={"audio": audio})
+        return {"total": loss}
+
+    fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=model,
+                 batches=_batches(len(codes), o, cfg.run.seed, ctx), micro_step=micro_step)
+    ema.copy_to(model)
+    if ctx.is_main:
+        model.save_pretrained(out / "model")
+    return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
+
+
+def train(cfg: ReadRecipe) -> dict:
+    ctx = dist_utils.init_distributed()
+    if ctx.enabled:
+        raise ConfigError("recipes.read_a2v.train runs on one process (no torchrun)")
+    validate(cfg)
+    out = Path(cfg.run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    data = AVData(cfg.data)
+    clips = render_clips(data)
+    result = {"codec": train_codec(cfg, clips, out / "codec", ctx)}
+    codec = FrameAudioCodec.from_pretrained(out / "codec" / "model")
+    result["denoiser"] = train_denoiser(cfg, clips, codec, out / "denoiser", ctx)
+    return result
+
+
+def main(argv=None) -> dict:
+    cfg = parse_cli(ReadRecipe, argv, description=__doc__.splitlines()[0])
+    try:
+        result = train(cfg)
+    finally:
+        dist_utils.destroy_distributed()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
