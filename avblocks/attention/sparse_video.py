@@ -244,10 +244,13 @@ class SparseStats:
     choices: list[list[str]] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.steps} steps: {self.sparse_calls} sparse / {self.dense_calls} dense attention "
-            f"calls; heads spatial {self.spatial_heads}, temporal {self.temporal_heads}"
+            "calls"
         )
+        if self.spatial_heads or self.temporal_heads:
+            text += f"; heads spatial {self.spatial_heads}, temporal {self.temporal_heads}"
+        return text
 
 
 class SparseVideoBackend(Backend):
