@@ -236,3 +236,22 @@ def test_caches_speed_up_sampling_by_skipping_calls():
         approx = _sample(model, steps=8)
     assert (cache.stats.computed, cache.stats.skipped) == (1, 7)
     assert approx.shape == reference.shape and not torch.equal(approx, reference)
+
+
+@pytest.mark.parametrize("policy", [FirstBlockCache, TeaCache])
+def test_caches_wrap_the_facebookresearch_style_dit(policy):
+    from avblocks.dit.dit import DiT
+
+    torch.manual_seed(0)
+    model = _randomise(DiT(input_size=8, patch_size=2, in_channels=2, hidden_size=32, depth=3,
+                           num_heads=2, num_classes=3, learn_sigma=False))
+    x, y = torch.randn(2, 2, 8, 8), torch.tensor([0, 1])
+    with torch.no_grad():
+        reference = [model(x * s, torch.tensor([500.0, 500.0]) * s, y) for s in (1.0, 0.9)]
+        with policy(model, threshold=0.0) as cache:
+            exact = [model(x * s, torch.tensor([500.0, 500.0]) * s, y) for s in (1.0, 0.9)]
+        with policy(model, threshold=float("inf")):
+            skipped = [model(x * s, torch.tensor([500.0, 500.0]) * s, y) for s in (1.0, 0.9)]
+    assert cache.stats.computed == 2
+    assert all(torch.equal(a, b) for a, b in zip(exact, reference, strict=True))
+    assert torch.equal(skipped[0], reference[0]) and not torch.equal(skipped[1], reference[1])
