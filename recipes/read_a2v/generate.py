@@ -114,7 +114,9 @@ class Mp4Stream:
     ``write(frames c k h w)`` in [-1, 1] encodes those frames and the audio samples that belong
     to them (``audio`` given up front: frame ``j`` owns samples ``[j spf, (j+1) spf)``). The
     file is written under a temporary name and renamed over ``path`` by :meth:`close`
-    (use as a context manager; on an exception the temporary file is removed).
+    (use as a context manager; on an exception the temporary file is removed). libx264 runs
+    with ``tune=zerolatency`` (no lookahead, no B-frames): a frame is encoded and muxed when
+    written, not buffered.
     """
 
     def __init__(self, path: str | os.PathLike, *, fps: int, sample_rate: int,
@@ -139,7 +141,9 @@ class Mp4Stream:
         vs = self.container.add_stream("libx264", rate=self.fps)
         vs.width, vs.height, vs.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
         vs.time_base = Fraction(1, self.fps)
-        vs.options = {"crf": str(self.crf)}
+        # zerolatency: no lookahead and no B-frames, so each frame leaves the encoder at once
+        # and the encoder's buffers do not hold a window of frames.
+        vs.options = {"crf": str(self.crf), "tune": "zerolatency"}
         self.video_stream = vs
         if self.audio is not None:
             self.audio_stream = self.container.add_stream("aac", rate=self.sample_rate)
