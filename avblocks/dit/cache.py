@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from avblocks.dit.modulation import modulate, to_tokens
+from avblocks.typing import Float, shapecheck
 
 __all__ = [
     "CacheStats",
@@ -67,7 +68,8 @@ __all__ = [
 ]
 
 
-def relative_l1(new: Tensor, old: Tensor) -> float:
+@shapecheck
+def relative_l1(new: Float[Tensor, "*shape"], old: Float[Tensor, "*shape"]) -> float:
     """``mean|new - old| / mean|old|`` in float32 (``inf`` when ``old`` is all zero)."""
     new, old = new.float(), old.float()
     denom = old.abs().mean()
@@ -258,7 +260,10 @@ class TeaCache(StepCache):
             value = value * change + coefficient
         return value
 
-    def modulated_input(self, tokens: Tensor, c: Tensor) -> Tensor:
+    @shapecheck
+    def modulated_input(
+        self, tokens: Float[Tensor, "b *grid d"], c: Float[Tensor, "b *frames d"]
+    ) -> Float[Tensor, "b *grid d"]:
         """The first block's ``modulate(norm1(tokens), shift, scale)`` (its attention input)."""
         block = self.model.blocks[0]
         if tokens.ndim == 4 and c.ndim == 2:  # as STDiTBlock: b d conditioning per frame
