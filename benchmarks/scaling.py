@@ -21,6 +21,11 @@ resident memory of one forward (``VmHWM - VmRSS`` after a high-water-mark reset,
 ``MALLOC_MMAP_THRESHOLD_=65536``), tokens and formula GFLOP. A point whose forward would
 exceed ``--max-gflop`` is skipped (not extrapolated) and says so.
 
+``--svg`` adds a third model: the full-3D baseline with
+:class:`avblocks.attention.sparse_video.SparseVideoAttention` on every layer from the first
+step (spatial block ``(1, h, w)``, temporal block ``(F, 1, 1)``, audio tokens global), i.e.
+the cost of one sparse step.
+
 Growth exponent: least-squares slope of ``log(ms)`` (and of ``log(MB)``) against
 ``log(frames)`` resp. ``log(side)``, over the measured points of each sweep: time ~
 size^slope. Small widths by default so the whole run takes a few minutes; ``--width tiny``
@@ -92,6 +97,15 @@ def worker(cfg: dict) -> dict:
                   torch.randn(b, base.LATENT_C, *geo["audio_latent"]), torch.rand(b),
                   torch.arange(b) % base.NUM_CLASSES)
     model.eval()
+    if cfg.get("svg"):
+        from avblocks.attention.sparse_video import SparseVideoAttention
+
+        t, h, w = geo["video_latent"]
+        p = width["patch"]
+        # every layer and step sparse: the cost of a sparse step (a run keeps its first
+        # steps and layers dense)
+        SparseVideoAttention(model, grid=(t, h // p, w // p), extra_tokens=geo["audio_tokens"],
+                             dense_layers=0, dense_steps=0)
     with torch.inference_mode():
         model(*inputs)
         times = []
@@ -130,20 +144,24 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
 
 
 def sweep(name: str, axis: str, values: list[int], fixed: int, args, width: dict) -> str:
-    results = {"stdit": [], "full3d": []}
+    results = {"stdit": [], "full3d": [], "svg": []}
     for value in values:
         frames, pixels = (value, fixed) if axis == "frames" else (fixed, value)
         geo = geometry(frames, pixels, width["patch"])
-        for model in ("stdit", "full3d"):
-            cfg = {"model": model, "frames": frames, "pixels": pixels, "width": width,
+        for model in ("stdit", "full3d", *(("svg",) if args.svg else ())):
+            cfg = {"model": "full3d" if model == "svg" else model, "svg": model == "svg",
+                   "frames": frames, "pixels": pixels, "width": width,
                    "batch": args.batch, "repeats": args.repeats, "threads": args.threads}
-            gflop = args.batch * base.flops(model, geo, width) / 1e9
+            gflop = args.batch * base.flops(cfg["model"], geo, width) / 1e9
             if gflop > args.max_gflop:
                 r = {**cfg, "error": f"skipped: {gflop:.0f} GFLOP > --max-gflop"}
             else:
                 r = run_one(cfg, args.timeout)
             r.update(value=value, gflop=gflop,
                      tokens=geo["stdit_tokens"] if model == "stdit" else geo["full3d_tokens"])
+            if model == "svg" and "error" in r and "skipped" in r["error"]:
+                r = {**cfg, "value": value, "gflop": gflop, "tokens": geo["full3d_tokens"],
+                     **run_one(cfg, args.timeout)}  # sparse: the dense FLOP cap does not apply
             print(json.dumps({k: v for k, v in r.items() if k != "width"}), flush=True)
             results[model].append(r)
     lines = [
@@ -151,16 +169,24 @@ def sweep(name: str, axis: str, values: list[int], fixed: int, args, width: dict
         f"| {axis} | tokens ST / 3D | GFLOP ST / 3D | ms/step ST / 3D | x | peak MB ST / 3D |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    for st, fu in zip(results["stdit"], results["full3d"], strict=True):
+    if args.svg:
+        lines[1] += " ms/step 3D + SVG | x vs 3D |"
+        lines[2] += "---:|---:|"
+    svg_rows = results["svg"] or [{}] * len(results["stdit"])
+    for st, fu, sv in zip(results["stdit"], results["full3d"], svg_rows, strict=True):
         def cell(r, key, f="{:.0f}"):
             return f.format(r[key]) if key in r else "-"
         ratio = f"{fu['ms'] / st['ms']:.1f}" if "ms" in st and "ms" in fu else "-"
-        note = "; ".join(r["error"] for r in (st, fu) if "error" in r)
-        lines.append(
+        note = "; ".join(r["error"] for r in (st, fu, sv) if "error" in r)
+        line = (
             f"| {st['value']} | {st['tokens']} / {fu['tokens']} | {st['gflop']:.2f} / "
             f"{fu['gflop']:.2f} | {cell(st, 'ms')} / {cell(fu, 'ms')} | {ratio} | "
-            f"{cell(st, 'peak_mb')} / {cell(fu, 'peak_mb')} |" + (f" {note}" if note else "")
+            f"{cell(st, 'peak_mb')} / {cell(fu, 'peak_mb')} |"
         )
+        if args.svg:
+            svg_ratio = f"{fu['ms'] / sv['ms']:.1f}" if "ms" in sv and "ms" in fu else "-"
+            line += f" {cell(sv, 'ms')} | {svg_ratio} |"
+        lines.append(line + (f" {note}" if note else ""))
     exps = []
     for model, label in (("stdit", "ST-DiT"), ("full3d", "full 3D")):
         ok = [r for r in results[model] if "ms" in r]
@@ -187,6 +213,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-gflop", type=float, default=400.0)
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--svg", action="store_true",
+                   help="also the full-3D model with Sparse-VideoGen attention on every layer")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     if args.worker:
