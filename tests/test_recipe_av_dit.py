@@ -172,3 +172,64 @@ def test_configs_are_checked_before_anything_runs(tmp_path):
     cfg = load_config(train_autoencoder.AutoencoderRecipe, None, ["audio_images=3"])
     with pytest.raises(ConfigError, match=r"audio_images \(3\) must divide data.num_frames \(16\)"):
         train_autoencoder.validate(cfg)
+
+
+# ---- the comparison -----------------------------------------------------------------------
+
+
+def test_compare_reads_the_proav_minutes_and_lays_out_the_table(tmp_path):
+    from recipes.av_dit import compare
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"autoencoder": {"train_minutes": 2.5},
+                                                       "dit": {"train_minutes": 1.5}}))
+    cfg = load_config(compare.CompareConfig, None, [f"proav_run={tmp_path}"])
+    assert compare.proav_minutes(cfg) == (2.5, 1.5)
+    cfg = load_config(compare.CompareConfig, None, [f"proav_run={tmp_path}", "proav_dit_minutes=4"])
+    assert compare.proav_minutes(cfg) == (2.5, 4.0)
+    with pytest.raises(ValueError, match="give proav_autoencoder_minutes"):
+        compare.proav_minutes(load_config(compare.CompareConfig, None, [f"proav_run={tmp_path / 'none'}"]))
+
+    def metrics(score):
+        return {"sync_generated": {"score": score, "reverse": 0.5}, "sync_real": {"score": 1.0},
+                "sync_shuffled": {"score": 0.25}, "video_frechet": 3.0, "video_kernel": 0.1,
+                "audio_frechet": 2.0, "audio_kernel": 0.2}
+
+    report = {"av_dit": {"metrics": metrics(0.75), "minutes": {"autoencoder": 1, "pretrain": 0.5, "adapters": 0.5,
+                                                               "total": 2},
+                         "parameters": {"trainable": 10, "total": 40, "trainable_share": 0.25}},
+              "proav_dit": {"metrics": metrics(0.5), "minutes": {"autoencoder": 1, "denoiser": 1, "total": 2},
+                            "parameters": {"trainable": 30, "total": 30}}}
+    rows = compare.table(report).splitlines()
+    assert rows[0] == "| | AV-DiT | ProAV-DiT |"
+    assert "| AV-sync score (real 1.00, shuffled 0.25) | 0.75 | 0.50 |" in rows
+    assert "| denoiser parameters trained / total | 10 / 40 (25.0%) | 30 / 30 (100%) |" in rows
+    assert "|   autoencoder / pretraining / denoiser | 1.00 / 0.50 / 0.50 | 1.00 / - / 1.00 |" in rows
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_on_a_tiny_proav_demo(tmp_path):
+    """Trains a tiny ProAV-DiT demo, then the three AV-DiT stages at its minutes (~1 min)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_recipe_demo import args
+
+    from recipes.av_dit import compare
+    from recipes.proav_dit import demo
+
+    demo.main(args(tmp_path / "demo"))
+
+    def listing(key, values):
+        return f"{key}=[{', '.join(repr(v) for v in values)}]"
+
+    ae = ["audio_images=2", "model.hidden_channels=8", "model.depth=1", "model.groups=2", "optim.steps=2",
+          "optim.batch_size=2", "run.eval_clips=2"]
+    pre = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2", "optim.steps=2", "optim.batch_size=4"]
+    report = compare.main([f"proav_run={tmp_path / 'demo'}", f"output_dir={tmp_path / 'cmp'}", "per_class=1",
+                           "sample_steps=2", "progress=false", listing("autoencoder_overrides", ae),
+                           listing("pretrain_overrides", pre),
+                           listing("adapter_overrides", ["optim.steps=2", "optim.batch_size=4"])])
+    assert (tmp_path / "cmp" / "compare.md").read_text().endswith(report["table"])
+    assert len(list((tmp_path / "cmp" / "samples_av_dit").glob("*.mp4"))) == 4
+    assert len(list((tmp_path / "cmp" / "samples_proav_dit").glob("*.mp4"))) == 4
+    assert {"video_frechet", "audio_frechet"} <= report["av_dit"]["metrics"].keys()
