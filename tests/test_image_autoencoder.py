@@ -84,3 +84,23 @@ def test_bad_inputs_name_the_value():
         DiagonalGaussian(torch.zeros(1, 2), torch.zeros(1, 3))
     with pytest.raises(ValueError, match=r"chunk \(0\)"):
         ae.decode_frames(torch.randn(1, 4, 2, 2, 2), chunk=0)
+
+
+def test_a_local_diffusers_autoencoder_has_the_same_interface(tmp_path):
+    diffusers = pytest.importorskip("diffusers")  # optional: only where diffusers is installed
+    from avblocks.latent.image_autoencoder import DiffusersImageAutoencoder
+
+    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                                  down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                                  norm_num_groups=4, sample_size=16)
+    vae.save_pretrained(tmp_path / "vae")
+    ae = DiffusersImageAutoencoder(tmp_path / "vae")
+    assert ae.downsample == 2 and ae.latent_scale.item() == pytest.approx(vae.config.scaling_factor)
+    video = torch.randn(1, 3, 2, 16, 16)
+    z = ae.latents(video)
+    assert z.shape == (1, 4, 2, 8, 8)
+    torch.testing.assert_close(z[:, :, 0], vae.encode(video[:, :, 0]).latent_dist.mean * ae.latent_scale)
+    assert ae.images(z).shape == video.shape
+    with pytest.raises(FileNotFoundError, match="no AutoencoderKL folder"):
+        DiffusersImageAutoencoder(tmp_path / "missing")
