@@ -105,3 +105,19 @@ def test_boundary_bookkeeping():
     video[:, :, 4:] = 1.0  # one jump, at the first boundary
     video[:, :, 7:] = 3.0  # and a bigger one at the second
     assert discontinuity(video, 4) == {"boundary": 1.5, "within": 0.0}
+
+
+def test_audio_guidance_combines_the_two_branches():
+    torch.manual_seed(0)
+    model = ReadDenoiser(size=16, frames=3, patch=8, hidden_size=16, depth=1, num_heads=2,
+                         audio_dim=4).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x, t, audio = torch.randn(2, 3, 3, 16, 16), torch.rand(2, 3), torch.randn(2, 2, 4)
+    dropped = torch.ones(2, dtype=torch.bool)
+    null = model(x, t, audio, dropped)
+    assert torch.equal(null, model(x, t, torch.randn(2, 2, 4), dropped))  # audio unheard
+    cond = model(x, t, audio)
+    guided = generate.AudioGuidance(model, 3.0)(x, t, audio)
+    torch.testing.assert_close(guided, null + 3.0 * (cond - null), rtol=1e-5, atol=1e-5)

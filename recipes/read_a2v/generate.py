@@ -20,7 +20,8 @@ first frame and its soundtrack, ``--frames`` long), the video is made clip by cl
   the last code and its extra frames are dropped;
 - audio codes come from the causal codec over the whole track once (a code never depends on
   later audio, so this equals encoding it as it streams);
-- noise comes from one ``torch.Generator`` seeded with ``seed``: a run is deterministic.
+- noise comes from one ``torch.Generator`` seeded with ``seed``: a run is deterministic;
+- optional audio classifier-free guidance (:class:`AudioGuidance`, ``schedule.guidance``).
 
 Memory: the generator yields each clip's new frames and keeps only the reference and the
 carried frame, so the video is never held; :class:`Mp4Stream` encodes frames (and the
@@ -49,7 +50,7 @@ from recipes.common.config import load_config
 from recipes.proav_dit.data import AVData
 from recipes.read_a2v.model import ReadDenoiser
 
-__all__ = ["Mp4Stream", "iter_long_generation", "num_clips", "load_run", "main"]
+__all__ = ["AudioGuidance", "Mp4Stream", "iter_long_generation", "num_clips", "load_run", "main"]
 
 
 def num_clips(frames: int, motion: int) -> int:
@@ -68,6 +69,7 @@ def iter_long_generation(
     schedule: ReadSchedule,
     steps: int,
     seed: int = 0,
+    guidance: float = 1.0,
     sampler=None,
 ) -> Iterator[torch.Tensor]:
     """Yield the new frames of each clip, ``b c k h w`` (see the module doc).
@@ -79,6 +81,7 @@ def iter_long_generation(
         schedule: a :class:`ReadSchedule` with ``frames = model.frames``, ``motion_frames=1``.
         steps: sampling steps per clip.
         seed: seed of the noise generator.
+        guidance: audio classifier-free guidance scale (1: the conditional model only).
         sampler: a flow sampler (default :class:`FlowEulerSampler`).
     """
     if schedule.frames != model.frames or schedule.motion_frames != 1:
@@ -87,6 +90,7 @@ def iter_long_generation(
             f"have frames = model.frames ({model.frames}) and motion_frames = 1"
         )
     sampler = sampler or FlowEulerSampler()
+    denoiser = model if guidance == 1 else AudioGuidance(model, guidance)
     flow = FlowMatching()
     b, total = codes.shape[0], codes.shape[1]
     motion = model.frames - 1
@@ -99,13 +103,31 @@ def iter_long_generation(
         known[:, :, 0], known[:, :, 1] = reference, carried
         noise = torch.randn(known.shape, generator=generator, device=known.device)
         start = flow.interpolate(known, noise, grid[0])  # reference clean, carried at g[lag]
-        out = sampler.sample(model, start, timesteps=grid, clean_mask=mask, fixed=known,
+        out = sampler.sample(denoiser, start, timesteps=grid, clean_mask=mask, fixed=known,
                              model_kwargs={"audio": codes[:, index]}, progress=False)
         first = 1 if clip == 0 else 2  # later clips: their first motion frame is old
         new = out[:, :, first : first + max(0, total - (begin + first - 1))]
         yield new
         carried = out[:, :, -1]
         begin += motion - 1
+
+
+class AudioGuidance(torch.nn.Module):
+    """Classifier-free guidance on the audio: ``v_null + scale (v_audio - v_null)``, both
+    branches in one doubled batch (``v_null``: every code replaced by ``null_audio``)."""
+
+    def __init__(self, model: ReadDenoiser, scale: float) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale ({scale}) must be > 0")
+        self.model, self.scale = model, scale
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        drop = torch.arange(2 * b, device=x.device) >= b
+        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([audio, audio]), drop)
+        cond, null = both.chunk(2)
+        return null + self.scale * (cond - null)
 
 
 class Mp4Stream:
@@ -233,8 +255,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--clip", type=int, default=0, help="held-out clip index (driving audio)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="default: schedule.sample_steps")
+    parser.add_argument("--guidance", type=float, default=None, help="default: schedule.guidance")
     args = parser.parse_args(argv)
     cfg, data, codec, model, schedule = load_run(args.run_dir)
+    args.guidance = args.guidance or cfg.schedule.guidance
     video, waveform, audio = driving_clip(cfg, data, args.frames, args.clip)
     began = time.perf_counter()
     with torch.no_grad():
@@ -244,7 +268,7 @@ def main(argv=None) -> dict:
                    audio=waveform) as stream:
         for new in iter_long_generation(model, codes, video[None, :, 0], schedule=schedule,
                                         steps=args.steps or cfg.schedule.sample_steps,
-                                        seed=args.seed):
+                                        seed=args.seed, guidance=args.guidance):
             stream.write(new[0])
             written += new.shape[2]
     seconds = time.perf_counter() - began

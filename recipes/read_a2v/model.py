@@ -23,6 +23,9 @@ Choices (READ publishes no code):
   frames ``t - window .. t + window``. The codes are bound for the forward call
   (:class:`~avblocks.dit.audio_cross.AudioBinding`), so :meth:`forward_blocks` keeps the
   ``(tokens, c)`` signature that step caches (:mod:`avblocks.dit.cache`) wrap;
+- **audio dropout** for classifier-free guidance: ``drop_audio`` (``b`` bool) replaces every
+  code of a sample by ``null_audio``, the same learned code the reference frame hears (so
+  "no audio" is one vector, learned in training);
 - temporal attention is bidirectional within a clip (a clip is denoised jointly);
 - DiT initialisation: zero adaLN (each block the identity), zero final layer.
 """
@@ -41,11 +44,12 @@ from avblocks.dit.blocks import FinalLayer
 from avblocks.dit.embedders import TimestepEmbedder
 from avblocks.dit.patch import PatchEmbed2d
 from avblocks.latent.volume import VolumeEncoder
-from avblocks.typing import Float, Tensor, shapecheck
+from avblocks.typing import Bool, Float, Tensor, shapecheck
 
 __all__ = ["ReadDenoiser", "ReadDenoiserConfig", "FrameVideoEmbedder"]
 
 FrameTimes = Real[Tensor, "b *frames"]
+SampleFlags = Bool[Tensor, "b"]
 
 
 @dataclass
@@ -127,8 +131,14 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
 
     @shapecheck
     def forward(
-        self, x: Float[Tensor, "b c t h w"], t: FrameTimes, audio: Float[Tensor, "b m da"]
+        self,
+        x: Float[Tensor, "b c t h w"],
+        t: FrameTimes,
+        audio: Float[Tensor, "b m da"],
+        drop_audio: SampleFlags | None = None,
     ) -> Float[Tensor, "b c t h w"]:
+        """Velocity of ``x`` at times ``t`` given one code per motion frame; samples where
+        ``drop_audio`` is True hear ``null_audio`` on every frame (classifier-free guidance)."""
         b, _, frames = x.shape[:3]
         if frames != self.frames or audio.shape[1] != frames - 1:
             raise ValueError(
@@ -141,7 +151,10 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
                            "(b t) n d -> b t n d", b=b)
         tokens = tokens + self.pos_embed.to(tokens.dtype) + self.frame_embed[None, :, None, :]
         c = self.t_embedder(t.to(torch.float32) * self.timestep_scale).to(tokens.dtype)
-        codes = torch.cat([self.null_audio.expand(b, 1, -1).to(audio.dtype), audio], dim=1)
+        null = self.null_audio.to(audio.dtype)
+        if drop_audio is not None:
+            audio = torch.where(drop_audio[:, None, None], null, audio)
+        codes = torch.cat([null.expand(b, 1, -1), audio], dim=1)
         with self.binding.bind(codes):
             tokens = self.forward_blocks(tokens, c)
         out = self.final_layer(tokens, c)

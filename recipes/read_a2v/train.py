@@ -16,7 +16,9 @@ Two stages, one entry point (each stage resumes exactly on its own):
    code also sees the audio before the window, as in long generation). Per-frame times come
    from :class:`avblocks.diffusion.schedules.ReadSchedule` (reference clean, first motion
    frame one level below the rest), and the loss is :meth:`FlowMatching.loss` with that
-   clean mask. Writes ``denoiser/`` likewise.
+   clean mask. With probability ``model.audio_dropout`` an example hears no audio (the
+   learned null code), for classifier-free guidance (``schedule.guidance``) at sampling.
+   Writes ``denoiser/`` likewise.
 
 Randomness: the choice of windows, timesteps and noise of step ``s`` comes from a generator
 seeded with ``(run.seed, s)``, so a resumed run repeats an uninterrupted one exactly. The loop
@@ -65,6 +67,7 @@ class DenoiserConfig:
     num_heads: int = 4
     mlp_ratio: float = 2.0
     window: int = 1
+    audio_dropout: float = 0.1  # probability a training example hears no audio (for guidance)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class ScheduleConfig:
     motion_frames: int = 8  # frames generated per clip (the reference comes on top)
     lag: int = 1  # levels the first motion frame is ahead of the rest
     sample_steps: int = 10  # sampling steps; one level = 1 / sample_steps in training too
+    guidance: float = 1.0  # audio classifier-free guidance scale at sampling (1: none)
     time_distribution: str = "uniform"
     shift: float = 1.0
 
@@ -130,6 +134,8 @@ def validate(cfg: ReadRecipe) -> None:
          "(one frame overlaps the previous clip in long generation)")
     need(1 <= s.lag <= s.sample_steps,
          f"schedule.lag ({s.lag}) must lie in [1, schedule.sample_steps={s.sample_steps}]")
+    need(0.0 <= m.audio_dropout < 1.0, f"model.audio_dropout ({m.audio_dropout}) must lie in [0, 1)")
+    need(s.guidance > 0, f"schedule.guidance ({s.guidance}) must be > 0")
     need(d.size % m.patch == 0, f"model.patch ({m.patch}) must divide data.size ({d.size})")
     spf = d.sample_rate // d.fps
     need(spf % d.hop == 0, f"data.hop ({d.hop}) must divide the samples per frame ({spf})")
@@ -261,8 +267,10 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Pa
         x0, audio = training_example(clips, index, codes, motion, g)
         t, mask = schedule.training_timesteps(x0.shape[0], generator=g)
         noise = torch.randn(x0.shape, generator=g)
-        loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask,
-                         model_kwargs={"audio": audio})
+        kwargs = {"audio": audio}
+        if cfg.model.audio_dropout > 0:
+            kwargs["drop_audio"] = torch.rand(x0.shape[0], generator=g) < cfg.model.audio_dropout
+        loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs=kwargs)
         return {"total": loss}
 
     fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=model,
