@@ -188,11 +188,13 @@ class Mp4Stream:
             self.frames += 1
         self._write_audio(self.frames * self.spf)
 
-    def _write_audio(self, upto: int) -> None:
+    def _write_audio(self, upto: int, final: bool = False) -> None:
+        """Encode the audio up to sample ``upto`` in whole AAC frames (1024 samples); the
+        ``final`` call also writes the last partial one."""
         if self.audio_stream is None:
             return
         upto = min(upto, self.audio.shape[-1])
-        while self.audio_pos + 1024 <= upto or (upto == self.audio.shape[-1] and self.audio_pos < upto):
+        while self.audio_pos + 1024 <= upto or (final and self.audio_pos < upto):
             chunk = self.audio[None, self.audio_pos : min(self.audio_pos + 1024, upto)].numpy()
             af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
             af.sample_rate, af.pts = self.sample_rate, self.audio_pos
@@ -204,7 +206,7 @@ class Mp4Stream:
         if self.video_stream is not None:
             self.container.mux(self.video_stream.encode(None))
             if self.audio_stream is not None:
-                self._write_audio(self.frames * self.spf)
+                self._write_audio(self.frames * self.spf, final=True)
                 self.container.mux(self.audio_stream.encode(None))
         self.container.close()
         with open(self.tmp, "rb+") as f:
