@@ -11,6 +11,12 @@ Choices (READ publishes no code):
   tokens. A per-frame latent (``avblocks.latent.VolumeEncoder`` with ``patch=(1, 4, 4)``)
   would cut the tokens but adds a codec stage to train and its errors; at this size pixels
   are cheaper and everything below works unchanged on latents (``in_channels``, ``size``);
+- **reference beside every frame**: the patch embedding reads each frame's channels
+  concatenated with the reference frame's (``2 c`` input channels; frame 0 of ``x`` is the
+  clean reference, as the schedule holds it). Temporal attention could fetch the reference
+  too, but a per-patch copy is what most pixels need (static background, the object's
+  look), and as a channel it is one linear map away: in a five-minute CPU run this is the
+  difference between noise and frames;
 - **tokens**: :class:`~avblocks.dit.patch.PatchEmbed2d` per frame, DiT's 2D sin-cos table for
   positions inside a frame, and a learned per-frame table ``frame_embed`` (``t x d``, std
   0.02): the reference frame is a different *kind* of frame from the motion frames, and the
@@ -106,7 +112,8 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
         self.in_channels, self.size, self.frames, self.patch = in_channels, size, frames, patch
         self.timestep_scale = timestep_scale
         self.grid = size // patch
-        self.x_embedder = PatchEmbed2d(in_channels=in_channels, hidden_size=hidden_size,
+        # every frame's patches see the (clean) reference frame's patches beside their own
+        self.x_embedder = PatchEmbed2d(in_channels=2 * in_channels, hidden_size=hidden_size,
                                        patch_size=patch)
         self.register_buffer("pos_embed", dit_sincos_2d(hidden_size, self.grid), persistent=False)
         self.frame_embed = nn.Parameter(torch.randn(frames, hidden_size) * 0.02)
@@ -147,6 +154,7 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
             )
         if t.ndim == 1:
             t = t[:, None].expand(b, frames)
+        x = torch.cat([x, x[:, :, :1].expand_as(x)], dim=1)  # frame + reference channels
         tokens = rearrange(self.x_embedder(rearrange(x, "b c t h w -> (b t) c h w")),
                            "(b t) n d -> b t n d", b=b)
         tokens = tokens + self.pos_embed.to(tokens.dtype) + self.frame_embed[None, :, None, :]

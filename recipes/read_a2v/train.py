@@ -225,7 +225,8 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
     ema.copy_to(model)
     if ctx.is_main:
         codec.save_pretrained(out / "model")
-    return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
+    # a finished stage that is "resumed" runs no step; fit then counts one too many
+    return {"steps": min(fitted.steps, o.steps), "minutes": fitted.minutes, "losses": fitted.losses}
 
 
 def training_example(clips: dict, index: list[int], codes: torch.Tensor, motion: int,
@@ -278,7 +279,8 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Pa
     ema.copy_to(model)
     if ctx.is_main:
         model.save_pretrained(out / "model")
-    return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
+    # a finished stage that is "resumed" runs no step; fit then counts one too many
+    return {"steps": min(fitted.steps, o.steps), "minutes": fitted.minutes, "losses": fitted.losses}
 
 
 def train(cfg: ReadRecipe) -> dict:
