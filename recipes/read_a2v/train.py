@@ -77,6 +77,8 @@ class ScheduleConfig:
     sample_steps: int = 10  # sampling steps; one level = 1 / sample_steps in training too
     guidance: float = 1.0  # audio classifier-free guidance scale at sampling (1: none)
     time_distribution: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
     shift: float = 1.0
 
 
@@ -169,7 +171,8 @@ def build_denoiser(cfg: ReadRecipe) -> ReadDenoiser:
 def build_schedule(cfg: ReadRecipe) -> ReadSchedule:
     s = cfg.schedule
     return ReadSchedule(frames=1 + s.motion_frames, motion_frames=1, lag=s.lag,
-                        steps=s.sample_steps, time_distribution=s.time_distribution, shift=s.shift)
+                        steps=s.sample_steps, time_distribution=s.time_distribution,
+                        logit_mean=s.logit_mean, logit_std=s.logit_std, shift=s.shift)
 
 
 def render_clips(data: AVData) -> dict[str, torch.Tensor]:
