@@ -217,7 +217,7 @@ def test_compare_end_to_end_on_a_tiny_proav_demo(tmp_path):
     from recipes.av_dit import compare
     from recipes.proav_dit import demo
 
-    demo.main(args(tmp_path / "demo"))
+    demo.main(args(tmp_path / "demo"))  # its 2-step stages log 0.0 minutes: budgets given below
 
     def listing(key, values):
         return f"{key}=[{', '.join(repr(v) for v in values)}]"
@@ -226,7 +226,8 @@ def test_compare_end_to_end_on_a_tiny_proav_demo(tmp_path):
           "optim.batch_size=2", "run.eval_clips=2"]
     pre = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2", "optim.steps=2", "optim.batch_size=4"]
     report = compare.main([f"proav_run={tmp_path / 'demo'}", f"output_dir={tmp_path / 'cmp'}", "per_class=1",
-                           "sample_steps=2", "progress=false", listing("autoencoder_overrides", ae),
+                           "sample_steps=2", "progress=false", "proav_autoencoder_minutes=0.01",
+                           "proav_dit_minutes=0.01", listing("autoencoder_overrides", ae),
                            listing("pretrain_overrides", pre),
                            listing("adapter_overrides", ["optim.steps=2", "optim.batch_size=4"])])
     assert (tmp_path / "cmp" / "compare.md").read_text().endswith(report["table"])
