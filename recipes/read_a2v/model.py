@@ -17,8 +17,12 @@ Choices (READ publishes no code):
   too, but a per-patch copy is what most pixels need (static background, the object's
   look), and as a channel it is one linear map away: in a five-minute CPU run this is the
   difference between noise and frames;
+- **clean frames as the reference plus a change**: the network's output is added to the
+  reference frame, so the zero-initialised final layer starts by predicting the reference
+  for every frame (a still video: right background, right object, no motion) and training
+  only has to learn what moves; without it, five CPU minutes still sample blurry blocks;
 - **x-prediction, velocity out** (Li & He 2025, "Back to Basics: Let Denoising Generative
-  Models Denoise"): the network outputs the clean frames ``x0`` and :meth:`forward` returns
+  Models Denoise"): the network predicts the clean frames ``x0`` (as above) and :meth:`forward` returns
   the flow velocity ``(x_t - x0) / max(t, 0.05)``, so the objective and the samplers are the
   library's velocity ones unchanged. A pixel patch of ``8 x 8 x 3 = 192`` values leaves a
   token of width 64 through a linear map: a velocity (which contains the full-rank noise)
@@ -176,8 +180,9 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
         with self.binding.bind(codes):
             tokens = self.forward_blocks(tokens, c)
         out = self.final_layer(tokens, c)
-        clean = rearrange(out, "b t (h w) (p q c) -> b c t (h p) (w q)", h=self.grid,
-                          p=self.patch, q=self.patch)
+        change = rearrange(out, "b t (h w) (p q c) -> b c t (h p) (w q)", h=self.grid,
+                           p=self.patch, q=self.patch)
+        clean = x[:, :, :1] + change  # the reference frame plus what moved
         # x-prediction: the velocity of the flow path through x that ends at `clean`
         times = t.to(x.dtype).clamp_min(self.min_time)[:, None, :, None, None]
         return (x - clean) / times
