@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from avblocks.attention.dispatch import UnsupportedAttentionError, attend
@@ -210,3 +212,25 @@ def test_sliding_tile_on_stdit_spatial_attention():
     out = model.final_layer(tokens, c)
     reference = out.reshape(2, 6, 8, 8, 2, 2, 2).permute(0, 6, 1, 2, 4, 3, 5).reshape(x.shape)
     torch.testing.assert_close(sparse, reference, rtol=1e-4, atol=1e-5)
+
+
+@st.composite
+def _sta_configs(draw):
+    grid, tile, window = [], [], []
+    for _ in range(3):
+        ti = draw(st.integers(1, 3))
+        n = draw(st.integers(1, 3))
+        grid.append(ti * n)
+        tile.append(ti)
+        window.append(draw(st.integers(1, n)))
+    order = draw(st.sampled_from(["raster", "tiled"]))
+    return tuple(grid), tuple(tile), tuple(window), order
+
+
+@given(_sta_configs())
+def test_sliding_tile_equals_masked_math_for_any_tiling(config):
+    grid, tile, window, order = config
+    mask = SlidingTileMask(grid, tile, window, token_order=order)
+    q, k, v = _qkv(math.prod(grid), b=1, d=4)
+    torch.testing.assert_close(sliding_tile_attention(q, k, v, mask),
+                               attend(q, k, v, mask=mask, backend="math"))
