@@ -12,7 +12,8 @@ frames are streamed into an mp4 in a temporary folder with
   generate-then-write pipeline holds), to show what streaming saves.
 
 Reported per length: the highest RSS seen after each clip minus the RSS before generation
-(MiB; read from ``/proc/self/statm``), peak traced Python
+(MiB; read from ``/proc/self/statm``; the inputs, codes and soundtrack, exist before), peak
+traced Python
 allocations (``tracemalloc``, MiB: tensors are not traced, so this is the Python overhead),
 and frames per second.
 
@@ -56,13 +57,14 @@ def child(length: int, steps: int, mode: str, threads: int) -> dict:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
+    audio = torch.zeros(length * 2000)  # the input soundtrack (grows with the length)
     before = rss_mib()
     tracemalloc.start()
     held, highest = [], before
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         with Mp4Stream(Path(tmp) / "long.mp4", fps=8, sample_rate=16000,
-                       audio=torch.zeros(length * 2000)) as stream:
+                       audio=audio) as stream:
             for new in iter_long_generation(model, codes, reference, schedule=schedule,
                                             steps=steps, seed=0):
                 stream.write(new[0])

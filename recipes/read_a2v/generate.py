@@ -151,7 +151,8 @@ class Mp4Stream:
         os.close(fd)
         self.tmp = Path(tmp)
         self.fps, self.sample_rate, self.spf = fps, sample_rate, sample_rate // fps
-        self.audio = None if audio is None else audio.detach().float().cpu().clamp(-1, 1)
+        # no copy of a float CPU waveform: it is clamped chunk by chunk as it is encoded
+        self.audio = None if audio is None else audio.detach().float().cpu()
         self.container = av.open(str(self.tmp), "w", format="mp4")
         self.crf = crf
         self.video_stream = None
@@ -195,7 +196,8 @@ class Mp4Stream:
             return
         upto = min(upto, self.audio.shape[-1])
         while self.audio_pos + 1024 <= upto or (final and self.audio_pos < upto):
-            chunk = self.audio[None, self.audio_pos : min(self.audio_pos + 1024, upto)].numpy()
+            chunk = self.audio[None, self.audio_pos : min(self.audio_pos + 1024, upto)]
+            chunk = chunk.clamp(-1, 1).numpy()
             af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
             af.sample_rate, af.pts = self.sample_rate, self.audio_pos
             af.time_base = Fraction(1, self.sample_rate)
