@@ -77,3 +77,24 @@ __all__ += [
     "BiBlockCrossAttention",
     "BlockBandMask",
 ]
+
+# Sparse attention for long videos; importing it registers the "sliding_tile" backend.
+from avblocks.attention.sparse_video import (  # noqa: E402
+    SlidingTileAttention,
+    SlidingTileBackend,
+    SparseStats,
+    SparseVideoAttention,
+    SparseVideoBackend,
+    block_diagonal_attention,
+    sliding_tile_attention,
+)
+
+__all__ += [
+    "SlidingTileAttention",
+    "SparseVideoAttention",
+    "SlidingTileBackend",
+    "SparseVideoBackend",
+    "sliding_tile_attention",
+    "block_diagonal_attention",
+    "SparseStats",
+]

@@ -1,6 +1,39 @@
 """Diffusion-transformer blocks: embedders, adaLN-Zero, DiT / ST-DiT blocks, patches, plane stack."""
 
+from avblocks.dit.adapters import (
+    AdaptedDiTBlock,
+    AVFusionBlock,
+    BottleneckAdapter,
+    LoRALinear,
+    TemporalAdapter,
+    adapter_state_dict,
+    add_lora,
+    count_parameters,
+    frame_position_embedding,
+    freeze,
+    load_adapters,
+    lora_disabled,
+    merge_lora,
+    save_adapters,
+    unmerge_lora,
+)
 from avblocks.dit.blocks import DiTAttention, DiTBlock, DiTMlp, FinalLayer, STDiTBlock
+from avblocks.dit.cache import (
+    CacheStats,
+    FirstBlockCache,
+    StepCache,
+    TeaCache,
+    fit_rescale,
+    relative_l1,
+)
+from avblocks.dit.compile import (
+    bf16_autocast,
+    checkpoint_blocks,
+    compile_blocks,
+    repeated_blocks,
+    uncheckpoint_blocks,
+)
+from avblocks.dit.dit import DIT_PRESETS, DiT, DiTConfig, load_dit_checkpoint, read_dit_state_dict
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder, timestep_embedding
 from avblocks.dit.modulation import AdaLNZero, modulate, to_tokens
 from avblocks.dit.patch import (
@@ -36,4 +69,38 @@ __all__ = [
     "PLANE_ORDER",
     "STDiT",
     "STDiTConfig",
+]
+
+__all__ += [
+    "DiT",
+    "DiTConfig",
+    "DIT_PRESETS",
+    "load_dit_checkpoint",
+    "read_dit_state_dict",
+    "LoRALinear",
+    "add_lora",
+    "merge_lora",
+    "unmerge_lora",
+    "lora_disabled",
+    "BottleneckAdapter",
+    "TemporalAdapter",
+    "AdaptedDiTBlock",
+    "AVFusionBlock",
+    "frame_position_embedding",
+    "freeze",
+    "count_parameters",
+    "adapter_state_dict",
+    "save_adapters",
+    "load_adapters",
+    "FirstBlockCache",
+    "TeaCache",
+    "StepCache",
+    "CacheStats",
+    "fit_rescale",
+    "relative_l1",
+    "compile_blocks",
+    "bf16_autocast",
+    "checkpoint_blocks",
+    "uncheckpoint_blocks",
+    "repeated_blocks",
 ]

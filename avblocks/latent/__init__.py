@@ -1,6 +1,18 @@
 """Latent spaces: tri-plane projection, volume encoders/decoders, the MDSA autoencoder."""
 
+from avblocks.latent.chunked import (
+    decode_chunked,
+    decode_volume_chunked,
+    iter_decoded_chunks,
+    temporal_halo,
+)
 from avblocks.latent.fusion import PlaneFusion
+from avblocks.latent.image_autoencoder import (
+    DiagonalGaussian,
+    DiffusersImageAutoencoder,
+    ImageAutoencoder,
+    ImageAutoencoderConfig,
+)
 from avblocks.latent.mdsa import MDSA, AVLatent, MDSAConfig, Posterior
 from avblocks.latent.triplane import (
     AttentionPool,
@@ -39,4 +51,15 @@ __all__ = [
     "VolumeMix",
     "triplane_tokens",
     "volume_tokens",
+]
+
+__all__ += [
+    "ImageAutoencoder",
+    "ImageAutoencoderConfig",
+    "DiagonalGaussian",
+    "DiffusersImageAutoencoder",
+    "decode_chunked",
+    "iter_decoded_chunks",
+    "decode_volume_chunked",
+    "temporal_halo",
 ]
