@@ -66,7 +66,7 @@ class CompareConfig:
     feature_steps: int = 200
     per_class: int = 4
     sample_steps: int = 16
-    cfg_scale: float = 2.0
+    cfg_scale: float = 1.0  # the ProAV-DiT demo's scale
     seed: int = 0
     progress: bool = True
 

@@ -47,7 +47,9 @@ class DemoConfig:
     feature_overrides: list[str] = field(default_factory=list)
     per_class: int = 4
     sample_steps: int = 16
-    cfg_scale: float = 2.0
+    # guidance 1 (none): AV-sync falls as guidance rises at every budget measured
+    # (benchmarks/README.md, "ProAV-DiT demo"), and it halves the sampling cost
+    cfg_scale: float = 1.0
     seed: int = 0
     progress: bool = True
 

@@ -26,7 +26,7 @@ MODES = ("joint", "a2v", "v2a")
 
 @torch.no_grad()
 def generate(space: LatentSpace, denoiser: STDiT, labels: torch.Tensor, *, steps: int = 20,
-             sampler: str = "heun", cfg_scale: float = 2.0, mode: str = "joint",
+             sampler: str = "heun", cfg_scale: float = 1.0, mode: str = "joint",
              condition: torch.Tensor | None = None, seed: int = 0, progress: bool = True) -> torch.Tensor:
     """Stacked latents ``b c 6 s s`` for ``labels``; ``condition`` holds the clean planes in a2v/v2a."""
     if mode not in MODES:
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--mode", choices=MODES, default="joint")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sampler", choices=("heun", "euler"), default="heun")
-    parser.add_argument("--cfg-scale", type=float, default=2.0)
+    parser.add_argument("--cfg-scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/samples_MODE")
     args = parser.parse_args(argv)
