@@ -15,7 +15,7 @@ its soundtrack with :func:`recipes.read_a2v.generate.iter_long_generation`; then
   the pairs that straddle a clip boundary (the carried frame and the first new frame of the
   next clip) vs all other pairs (within clips), for the generated and the real videos;
 - **speed**: generated frames per second of wall time (codec + sampling, batch 1, one
-  process, ``torch.get_num_threads()`` threads), excluding mp4 encoding.
+  process, ``--threads`` torch threads, default 1), excluding mp4 encoding.
 """
 
 import argparse
@@ -96,8 +96,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: steadier on a shared machine)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     result = evaluate(args.run_dir, clips=args.clips, frames=args.frames, seed=args.seed,
                       steps=args.steps, guidance=args.guidance)
     text = json.dumps(result, indent=2)
