@@ -121,3 +121,20 @@ def test_audio_guidance_combines_the_two_branches():
     cond = model(x, t, audio)
     guided = generate.AudioGuidance(model, 3.0)(x, t, audio)
     torch.testing.assert_close(guided, null + 3.0 * (cond - null), rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_step_caches_wrap_the_denoiser_blocks():
+    from avblocks.dit.cache import FirstBlockCache, TeaCache
+
+    torch.manual_seed(0)
+    model = ReadDenoiser(size=16, frames=3, patch=8, hidden_size=16, depth=2, num_heads=2,
+                         audio_dim=4).eval()
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.2)
+    x, t, audio = torch.randn(1, 3, 3, 16, 16), torch.rand(1, 3), torch.randn(1, 2, 4)
+    plain = model(x, t, audio)
+    for kind in (FirstBlockCache, TeaCache):
+        with kind(model, threshold=0.0) as cache:
+            assert torch.equal(model(x, t, audio), plain)  # the audio reached every block
+            assert cache.stats.computed == 1
