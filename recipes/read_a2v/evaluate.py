@@ -51,7 +51,7 @@ def _rounded(value: float) -> float | None:
 
 
 def evaluate(run_dir, *, clips: int = 4, frames: int | None = None, seed: int = 0,
-             steps: int | None = None, guidance: float | None = None) -> dict:
+             steps: int | None = None, guidance: float | None = None, carry: bool = True) -> dict:
     cfg, data, codec, model, schedule = load_run(run_dir)
     guidance = guidance or cfg.schedule.guidance
     frames = frames or 4 * cfg.data.num_frames
@@ -64,7 +64,8 @@ def evaluate(run_dir, *, clips: int = 4, frames: int | None = None, seed: int = 
         with torch.no_grad():
             codes = codec.encode(audio)
         parts = list(iter_long_generation(model, codes, video[None, :, 0], schedule=schedule,
-                                          steps=steps, seed=seed + i, guidance=guidance))
+                                          steps=steps, seed=seed + i, guidance=guidance,
+                                          carry=carry))
         seconds += time.perf_counter() - began
         generated.append(torch.cat(parts, dim=2)[0])
         real.append(video)
@@ -76,7 +77,7 @@ def evaluate(run_dir, *, clips: int = 4, frames: int | None = None, seed: int = 
     truth = batch_sync_score(real, waves, sr, fps)
     return {
         "clips": clips, "frames": frames, "clip_frames": motion, "steps": steps,
-        "guidance": guidance,
+        "guidance": guidance, "carry": carry,
         "sync": {"generated": {"score": _rounded(ok.score), "reverse": _rounded(ok.reverse_score)},
                  "generated_vs_shuffled_audio": {"score": _rounded(shuffled.score),
                                                  "reverse": _rounded(shuffled.reverse_score)},
@@ -96,13 +97,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--no-carry", action="store_true",
+                        help="ablation: no frame carried over between clips")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier on a shared machine)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = evaluate(args.run_dir, clips=args.clips, frames=args.frames, seed=args.seed,
-                      steps=args.steps, guidance=args.guidance)
+                      steps=args.steps, guidance=args.guidance, carry=not args.no_carry)
     text = json.dumps(result, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")

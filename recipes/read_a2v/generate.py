@@ -70,6 +70,7 @@ def iter_long_generation(
     steps: int,
     seed: int = 0,
     guidance: float = 1.0,
+    carry: bool = True,
     sampler=None,
 ) -> Iterator[torch.Tensor]:
     """Yield the new frames of each clip, ``b c k h w`` (see the module doc).
@@ -82,6 +83,8 @@ def iter_long_generation(
         steps: sampling steps per clip.
         seed: seed of the noise generator.
         guidance: audio classifier-free guidance scale (1: the conditional model only).
+        carry: ``False`` is the ablation without READ's overlap: the first motion frame
+            starts from pure noise on the others' levels (clips joined only by the reference).
         sampler: a flow sampler (default :class:`FlowEulerSampler`).
     """
     if schedule.frames != model.frames or schedule.motion_frames != 1:
@@ -95,12 +98,16 @@ def iter_long_generation(
     b, total = codes.shape[0], codes.shape[1]
     motion = model.frames - 1
     grid, mask = schedule.grid(steps, b, device=reference.device)
+    if not carry:
+        grid[:, :, 1] = grid[:, :, 2]
     generator = torch.Generator(device=reference.device).manual_seed(seed)
     carried, begin = reference, 0  # begin: the video frame of this clip's first motion frame
     for clip in range(num_clips(total, motion)):
         index = torch.arange(begin, begin + motion).clamp_max(total - 1)
         known = reference.new_zeros(b, reference.shape[1], model.frames, *reference.shape[2:])
-        known[:, :, 0], known[:, :, 1] = reference, carried
+        known[:, :, 0] = reference
+        if carry:
+            known[:, :, 1] = carried
         noise = torch.randn(known.shape, generator=generator, device=known.device)
         start = flow.interpolate(known, noise, grid[0])  # reference clean, carried at g[lag]
         out = sampler.sample(denoiser, start, timesteps=grid, clean_mask=mask, fixed=known,
