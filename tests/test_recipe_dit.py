@@ -53,6 +53,9 @@ def test_tiny_run_matches_reference_and_resumes_exactly(tmp_path, autoencoder_ru
     assert losses(tmp_path) == observed
     resumed = STDiT.from_pretrained(tmp_path / "model").state_dict()
     assert all(torch.equal(final[k], resumed[k]) for k in final)
+    # a finished run, rerun, trains nothing and says it has done exactly its steps
+    again = run_dit(tmp_path, autoencoder_run)
+    assert again["steps"] == 4 and losses(tmp_path) == observed
 
 
 def test_latents_are_cached_and_round_trip_through_the_stack(autoencoder_run, monkeypatch):

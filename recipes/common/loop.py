@@ -90,7 +90,7 @@ def fit(
             print(f"resuming from step {start} ({checkpoints.latest()})")
 
     k = optim.grad_accum
-    began, step, totals = time.monotonic(), start, {}
+    began, done, totals = time.monotonic(), start, {}
     model.train()
     # line-buffered: tail -f works; other ranks log nowhere
     with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
@@ -168,6 +168,6 @@ def fit(
                         print(f"time budget of {run.max_minutes} min reached at step {done}")
                     break
             bar.close()
-    return FitResult(steps=step + 1, minutes=round((time.monotonic() - began) / 60, 2),
+    return FitResult(steps=done, minutes=round((time.monotonic() - began) / 60, 2),
                      losses={n: round(float(v), 6) for n, v in totals.items()},
                      nonfinite_events=guard.events)

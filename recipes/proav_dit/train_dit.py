@@ -206,7 +206,7 @@ def train(cfg: DiTRecipe) -> dict:
     fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
                  batches=batches, micro_step=micro_step)
     dist_utils.barrier()
-    result = {"steps": fitted.steps, "train_minutes": fitted.minutes, "final_loss": fitted.losses["total"]}
+    result = {"steps": fitted.steps, "train_minutes": fitted.minutes, "final_loss": fitted.losses.get("total")}
     if fitted.nonfinite_events:
         result["nonfinite_events"] = fitted.nonfinite_events
     ema.copy_to(model)

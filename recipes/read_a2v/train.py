@@ -229,7 +229,7 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
     if ctx.is_main:
         codec.save_pretrained(out / "model")
     # a finished stage that is "resumed" runs no step; fit then counts one too many
-    return {"steps": min(fitted.steps, o.steps), "minutes": fitted.minutes, "losses": fitted.losses}
+    return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
 
 
 def training_example(clips: dict, index: list[int], codes: torch.Tensor, motion: int,
@@ -283,7 +283,7 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Pa
     if ctx.is_main:
         model.save_pretrained(out / "model")
     # a finished stage that is "resumed" runs no step; fit then counts one too many
-    return {"steps": min(fitted.steps, o.steps), "minutes": fitted.minutes, "losses": fitted.losses}
+    return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
 
 
 def train(cfg: ReadRecipe) -> dict:
