@@ -15,9 +15,28 @@ from avblocks.attention import (
     attend,
     attention_backend,
 )
-from avblocks.audio import GriffinLim, LogMelNormalizer, MelConfig, VideoLikeAudio, Vocoder
+from avblocks.audio import (
+    FrameAudioCodec,
+    GriffinLim,
+    LogMelNormalizer,
+    MelConfig,
+    VideoLikeAudio,
+    Vocoder,
+)
 from avblocks.config import SaveLoadMixin
-from avblocks.dit import DiTBlock, LabelEmbedder, PlaneStack, STDiTBlock, TimestepEmbedder
+from avblocks.diffusion import ReadSchedule
+from avblocks.dit import (
+    AudioSTDiTBlock,
+    AVFusionBlock,
+    DiT,
+    DiTBlock,
+    FrameAudioCrossAttention,
+    LabelEmbedder,
+    PlaneStack,
+    STDiTBlock,
+    TemporalAdapter,
+    TimestepEmbedder,
+)
 from avblocks.latent import (
     MDSA,
     AVLatent,
@@ -56,4 +75,11 @@ __all__ = [
     "VolumeDecoder",
     "AVLatent",
     "MDSA",
+    "DiT",
+    "TemporalAdapter",
+    "AVFusionBlock",
+    "AudioSTDiTBlock",
+    "FrameAudioCrossAttention",
+    "FrameAudioCodec",
+    "ReadSchedule",
 ]

@@ -1,5 +1,12 @@
 """Audio blocks: mel settings, video-like audio, log-mel normalisation, vocoders."""
 
+from avblocks.audio.frame_codes import (
+    CausalConv1d,
+    CausalResBlock1d,
+    FrameAudioCodec,
+    FrameAudioCodecConfig,
+    frame_infonce,
+)
 from avblocks.audio.mel import LogMelSpectrogram, MelConfig, log_mel_spectrogram, mel_transform
 from avblocks.audio.normalize import LogMelNormalizer
 from avblocks.audio.video_like import VideoLikeAudio
@@ -15,4 +22,12 @@ __all__ = [
     "GriffinLim",
     "Vocoder",
     "vocos_config",
+]
+
+__all__ += [
+    "FrameAudioCodec",
+    "FrameAudioCodecConfig",
+    "frame_infonce",
+    "CausalConv1d",
+    "CausalResBlock1d",
 ]

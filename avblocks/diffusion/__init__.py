@@ -29,6 +29,12 @@ from avblocks.diffusion.samplers import (
     ddpm_timesteps,
     flow_timesteps,
 )
+from avblocks.diffusion.schedules import (
+    DiffusionForcingSchedule,
+    PyramidSchedule,
+    ReadSchedule,
+    staggered_grid,
+)
 from avblocks.diffusion.timesteps import (
     align_timesteps,
     broadcast_timesteps,
@@ -60,4 +66,11 @@ __all__ = [
     "prediction_to_x0_eps",
     "shift_time",
     "x0_eps_to_prediction",
+]
+
+__all__ += [
+    "ReadSchedule",
+    "DiffusionForcingSchedule",
+    "PyramidSchedule",
+    "staggered_grid",
 ]

@@ -17,6 +17,7 @@ from avblocks.dit.adapters import (
     save_adapters,
     unmerge_lora,
 )
+from avblocks.dit.audio_cross import AudioBinding, AudioSTDiTBlock, FrameAudioCrossAttention
 from avblocks.dit.blocks import DiTAttention, DiTBlock, DiTMlp, FinalLayer, STDiTBlock
 from avblocks.dit.cache import (
     CacheStats,
@@ -103,4 +104,10 @@ __all__ += [
     "checkpoint_blocks",
     "uncheckpoint_blocks",
     "repeated_blocks",
+]
+
+__all__ += [
+    "FrameAudioCrossAttention",
+    "AudioSTDiTBlock",
+    "AudioBinding",
 ]
