@@ -16,8 +16,13 @@ checkpoint, the progress bar, gradient accumulation (``optim.grad_accum`` micro-
 gradient clipping, the EMA update, the non-finite guard (``run.on_nonfinite`` = stop / skip
 / rollback, :mod:`recipes.common.faults`), ``log.jsonl``, atomic checkpoints every
 ``run.checkpoint_every`` steps and at the end, and the wall-time budget
-``run.max_minutes`` (stop and save). ``run`` and ``optim`` are the recipes' config sections;
-the fields read are named in :func:`fit`'s docstring.
+``run.max_minutes`` (stop and save). ``run`` and ``optim`` are the recipes' config sections:
+:class:`OptimConfig` and :class:`RunConfig`, which each recipe subclasses to change defaults.
+
+Also here, what every trainer's set-up and entry point repeat: :func:`start_run` (process
+group, validation, output folder, ``config.yaml``), :func:`make_optimizer` (AdamW + warm-up
+cosine schedule), :func:`step_batches` (this rank's slice of every step's batch) and
+:func:`run_entry_point` (the ``main(argv)`` of a recipe module).
 """
 
 import json
@@ -25,21 +30,74 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import torch
 from tqdm import tqdm
 
 from recipes.common import distributed as dist_utils
+from recipes.common.config import dump_config, parse_cli
 from recipes.common.faults import (
     FaultInjection,
     NonFiniteError,
     NonFiniteGuard,
     remove_stale_temporaries,
 )
+from recipes.common.schedule import StepBatchSampler, warmup_cosine
 
-__all__ = ["FitResult", "fit"]
+__all__ = [
+    "FitResult",
+    "OptimConfig",
+    "RunConfig",
+    "fit",
+    "make_optimizer",
+    "run_entry_point",
+    "start_run",
+    "step_batches",
+]
+
+C = TypeVar("C")
+
+
+@dataclass
+class OptimConfig:
+    """The ``optim`` section: what :func:`fit` and :func:`make_optimizer` read.
+
+    A recipe subclasses it and redeclares only the fields whose default differs.
+    """
+
+    steps: int = 1000  # optimizer steps of the whole run (a resumed run counts the earlier ones)
+    batch_size: int = 16  # clips per optimizer step, over all ranks and micro-batches
+    lr: float = 1e-3  # peak AdamW learning rate, reached after the warm-up
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    warmup: int = 50  # steps of linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.1  # the cosine decay ends at lr x this at the last step
+    grad_clip: float = 1.0  # the gradients' global norm is clipped to this
+    ema_decay: float = 0.995  # decay of the weights' exponential moving average (the kept model)
+    bf16: bool = False  # run the forward and loss under bf16 autocast
+    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
+
+
+@dataclass
+class RunConfig:
+    """The ``run`` section: where and how a run goes, as :func:`fit` reads it.
+
+    A recipe subclasses it and redeclares only the fields whose default differs or that it
+    adds.
+    """
+
+    output_dir: str = "outputs/run"  # config.yaml, checkpoints/, log.jsonl and the model go here
+    seed: int = 0  # the initial weights, the batch order and (per rank) the noise derive from it
+    log_every: int = 10  # a log.jsonl line every this many steps
+    checkpoint_every: int = 200  # an atomic checkpoint every this many steps (and at the end)
+    keep_checkpoints: int = 3  # the newest this many checkpoints are kept
+    max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
+    progress: bool = True  # the progress bar (rank 0)
+    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
+    max_rollbacks: int = 3  # rollbacks allowed before a non-finite step stops the run
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
 
 
 @dataclass
@@ -171,3 +229,59 @@ def fit(
     return FitResult(steps=done, minutes=round((time.monotonic() - began) / 60, 2),
                      losses={n: round(float(v), 6) for n, v in totals.items()},
                      nonfinite_events=guard.events)
+
+
+def start_run(cfg: Any, validate: Callable[..., None]) -> tuple[dist_utils.DistContext, Path]:
+    """Join the process group (if under torchrun), ``validate(cfg, world_size=...)``, and on
+    rank 0 create ``cfg.run.output_dir`` and write the resolved ``config.yaml`` into it."""
+    ctx = dist_utils.init_distributed()
+    validate(cfg, world_size=ctx.world_size)
+    out = Path(cfg.run.output_dir)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    return ctx, out
+
+
+def make_optimizer(params: Iterable, optim: OptimConfig) -> tuple[torch.optim.Optimizer,
+                                                                   torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (betas 0.9, 0.99, as every recipe here has used) and its linear warm-up + cosine
+    schedule (:func:`warmup_cosine`) over ``optim.steps`` steps.
+
+    A zero-step stage (READ's, when skipped) still gets a valid schedule: its length is taken
+    as at least 1.
+    """
+    opt = torch.optim.AdamW(params, lr=optim.lr, betas=(0.9, 0.99), weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(warmup_cosine, warmup=optim.warmup, total=max(optim.steps, 1),
+                     min_ratio=optim.min_lr_ratio))
+    return opt, sched
+
+
+def step_batches(num_items: int, optim: OptimConfig, seed: int,
+                 ctx: dist_utils.DistContext) -> Callable[[int], dist_utils.ShardedBatchSampler]:
+    """``fit``'s ``batches``: this rank's item indices of every step from ``start`` on.
+
+    The global batch of step ``s`` is a function of ``seed`` and ``s`` alone
+    (:class:`StepBatchSampler`); each rank takes its slice of it.
+    """
+    def batches(start: int) -> dist_utils.ShardedBatchSampler:
+        return dist_utils.ShardedBatchSampler(
+            StepBatchSampler(num_items=num_items, batch_size=optim.batch_size, total_steps=optim.steps,
+                             seed=seed, start_step=start),
+            rank=ctx.rank, world_size=ctx.world_size)
+    return batches
+
+
+def run_entry_point(config_class: type[C], train: Callable[[C], Any], argv=None,
+                    description: str = "") -> Any:
+    """A recipe's ``main``: read the config from the command line, ``train`` it, leave the
+    process group (also on error), print the result as JSON on rank 0 and return it."""
+    cfg = parse_cli(config_class, argv, description=description)
+    try:
+        result = train(cfg)
+    finally:
+        dist_utils.destroy_distributed()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps(result, indent=2))
+    return result
