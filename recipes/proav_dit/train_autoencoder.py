@@ -31,12 +31,9 @@ cross-field constraints before anything is built.
 
 import inspect
 import json
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
@@ -59,14 +56,9 @@ from avblocks.latent.losses import (
 )
 from avblocks.latent.mdsa import MDSA, MDSAConfig
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
-from recipes.common import (
-    StepBatchSampler,
-    parse_cli,
-    warmup_cosine,
-)
+from recipes.common import StepBatchSampler, loop
 from recipes.common import distributed as dist_utils
-from recipes.common.config import dump_config
-from recipes.common.loop import fit
+from recipes.common.loop import fit, make_optimizer, run_entry_point, start_run
 from recipes.proav_dit.data import AVData, DataConfig
 from recipes.proav_dit.evaluate_autoencoder import evaluate
 
@@ -83,32 +75,21 @@ class LossConfig:
 
 
 @dataclass
-class OptimConfig:
-    steps: int = 1000
+class OptimConfig(loop.OptimConfig):
+    """:class:`recipes.common.loop.OptimConfig` with the autoencoder's defaults."""
+
     batch_size: int = 8
     lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup: int = 50
     min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
     ema_decay: float = 0.99
-    bf16: bool = False
-    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
 
 
 @dataclass
-class RunConfig:
+class RunConfig(loop.RunConfig):
+    """:class:`recipes.common.loop.RunConfig` with the autoencoder's defaults, plus ``eval_clips``."""
+
     output_dir: str = "outputs/autoencoder"
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
-    eval_clips: int = 32
-    progress: bool = True
-    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
-    max_rollbacks: int = 3
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
+    eval_clips: int = 32  # held-out clips of the final evaluation (eval/)
 
 
 @dataclass
@@ -244,12 +225,7 @@ def report_skipped_files(data: AVData, out: Path) -> None:
 
 
 def train(cfg: AutoencoderRecipe) -> dict:
-    ctx = dist_utils.init_distributed()
-    validate(cfg, world_size=ctx.world_size)
-    out = Path(cfg.run.output_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+    ctx, out = start_run(cfg, validate)
     dist_utils.barrier()
     torch.manual_seed(cfg.run.seed)
     data = AVData(cfg.data)
@@ -268,9 +244,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
     if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
         torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
     ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, partial(warmup_cosine, warmup=o.warmup, total=o.steps, min_ratio=o.min_lr_ratio))
+    opt, sched = make_optimizer(model.parameters(), o)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
     if disc is not None:
         parts |= {"discriminator": disc, "discriminator_optimizer": d_opt}
@@ -329,14 +303,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_cli(AutoencoderRecipe, argv, description=__doc__.splitlines()[0])
-    try:
-        metrics = train(cfg)
-    finally:
-        dist_utils.destroy_distributed()
-    if dist_utils.DistContext(rank=int(os.environ.get("RANK", 0))).is_main:
-        print(json.dumps(metrics, indent=2))
-    return metrics
+    return run_entry_point(AutoencoderRecipe, train, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -28,12 +28,7 @@ Distributed / faults: as in :mod:`recipes.proav_dit.train_autoencoder` (``torchr
 :func:`validate` checks the cross-field constraints before anything is built.
 """
 
-import json
-import os
 from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
-from typing import Literal
 
 import torch
 
@@ -42,14 +37,16 @@ from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
 from avblocks.dit.stdit import STDiT
-from recipes.common import (
-    StepBatchSampler,
-    parse_cli,
-    warmup_cosine,
-)
 from recipes.common import distributed as dist_utils
-from recipes.common.config import dump_config
-from recipes.common.loop import fit
+from recipes.common.loop import (
+    OptimConfig,
+    RunConfig,
+    fit,
+    make_optimizer,
+    run_entry_point,
+    start_run,
+    step_batches,
+)
 from recipes.proav_dit.latents import AUDIO, VIDEO, LatentSpace, cached_latents
 
 
@@ -72,31 +69,20 @@ class DiffusionConfig:
 
 
 @dataclass
-class DiTOptimConfig:
+class DiTOptimConfig(OptimConfig):
+    """:class:`recipes.common.loop.OptimConfig` with the denoiser's defaults."""
+
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     warmup: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    bf16: bool = False
-    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
 
 
 @dataclass
-class DiTRunConfig:
+class DiTRunConfig(RunConfig):
+    """:class:`recipes.common.loop.RunConfig` with the denoiser's defaults."""
+
     output_dir: str = "outputs/dit"
-    seed: int = 0
-    log_every: int = 10
     checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
-    progress: bool = True
-    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
-    max_rollbacks: int = 3
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
 
 
 @dataclass
@@ -161,12 +147,7 @@ def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generat
 
 
 def train(cfg: DiTRecipe) -> dict:
-    ctx = dist_utils.init_distributed()
-    validate(cfg, world_size=ctx.world_size)
-    out = Path(cfg.run.output_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+    ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     space = LatentSpace.from_run(cfg.autoencoder, multiple=cfg.model.patch)
     if ctx.is_main:  # rank 0 encodes and writes the cache; the others read it
@@ -184,9 +165,7 @@ def train(cfg: DiTRecipe) -> dict:
     if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
         torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
     ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, partial(warmup_cosine, warmup=o.warmup, total=o.steps, min_ratio=o.min_lr_ratio))
+    opt, sched = make_optimizer(model.parameters(), o)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
 
     def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
@@ -197,14 +176,8 @@ def train(cfg: DiTRecipe) -> dict:
         mask = clean_masks(b, d.p_audio_to_video, d.p_video_to_audio)
         return {"total": flow.loss(net, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})}
 
-    def batches(start: int) -> dist_utils.ShardedBatchSampler:
-        return dist_utils.ShardedBatchSampler(
-            StepBatchSampler(num_items=len(latents), batch_size=o.batch_size, total_steps=o.steps,
-                             seed=cfg.run.seed, start_step=start),
-            rank=ctx.rank, world_size=ctx.world_size)
-
     fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
-                 batches=batches, micro_step=micro_step)
+                 batches=step_batches(len(latents), o, cfg.run.seed, ctx), micro_step=micro_step)
     dist_utils.barrier()
     result = {"steps": fitted.steps, "train_minutes": fitted.minutes, "final_loss": fitted.losses.get("total")}
     if fitted.nonfinite_events:
@@ -222,14 +195,7 @@ def train(cfg: DiTRecipe) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_cli(DiTRecipe, argv, description=__doc__.splitlines()[0])
-    try:
-        result = train(cfg)
-    finally:
-        dist_utils.destroy_distributed()
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps(result, indent=2))
-    return result
+    return run_entry_point(DiTRecipe, train, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
