@@ -28,10 +28,7 @@ Writes ``run.output_dir``: ``config.yaml``, ``checkpoints/``, ``log.jsonl``, ``m
 weights as ``config.json + model.safetensors``: ``DiT.from_pretrained`` loads it).
 """
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -47,8 +44,7 @@ from recipes.av_dit.trainer import (
     validate_common,
 )
 from recipes.common import distributed as dist_utils
-from recipes.common import parse_cli
-from recipes.common.config import dump_config
+from recipes.common.loop import run_entry_point, start_run
 
 
 @dataclass
@@ -124,12 +120,7 @@ def pick_images(latents: torch.Tensor, labels: torch.Tensor, frames: int, num_cl
 
 
 def train(cfg: PretrainRecipe) -> dict:
-    ctx = dist_utils.init_distributed()
-    validate(cfg, world_size=ctx.world_size)
-    out = Path(cfg.run.output_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+    ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     space = ImageLatents.from_run(cfg.autoencoder)
     cache = space.encode_dataset(space.data.dataset)
@@ -153,14 +144,7 @@ def train(cfg: PretrainRecipe) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_cli(PretrainRecipe, argv, description=__doc__.splitlines()[0])
-    try:
-        result = train(cfg)
-    finally:
-        dist_utils.destroy_distributed()
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps(result, indent=2))
-    return result
+    return run_entry_point(PretrainRecipe, train, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

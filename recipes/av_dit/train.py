@@ -26,7 +26,6 @@ Writes ``run.output_dir``: ``config.yaml``, ``checkpoints/`` (atomic, exact resu
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +45,7 @@ from recipes.av_dit.trainer import (
     validate_common,
 )
 from recipes.common import distributed as dist_utils
-from recipes.common import parse_cli
-from recipes.common.config import dump_config
+from recipes.common.loop import run_entry_point, start_run
 
 
 @dataclass
@@ -117,12 +115,7 @@ def split_losses(pred: torch.Tensor, target: torch.Tensor, frames: int, audio_we
 
 
 def train(cfg: AVDiTRecipe) -> dict:
-    ctx = dist_utils.init_distributed()
-    validate(cfg, world_size=ctx.world_size)
-    out = Path(cfg.run.output_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+    ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     space = ImageLatents.from_run(cfg.autoencoder)
     cache = space.encode_dataset(space.data.dataset)
@@ -165,14 +158,7 @@ def load_run(run_dir: str | Path) -> tuple[AVDiTRecipe, ImageLatents, AVDiT]:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_cli(AVDiTRecipe, argv, description=__doc__.splitlines()[0])
-    try:
-        result = train(cfg)
-    finally:
-        dist_utils.destroy_distributed()
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps(result, indent=2))
-    return result
+    return run_entry_point(AVDiTRecipe, train, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ whole image round trip).
 """
 
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +38,7 @@ from recipes.av_dit.trainer import (
     validate_common,
 )
 from recipes.common import distributed as dist_utils
-from recipes.common import parse_cli
-from recipes.common.config import dump_config
+from recipes.common.loop import run_entry_point, start_run
 from recipes.proav_dit.data import AVData, DataConfig
 
 
@@ -136,12 +133,7 @@ def evaluate(ae: ImageAutoencoder, images: AVImages, num_clips: int) -> dict:
 
 
 def train(cfg: AutoencoderRecipe) -> dict:
-    ctx = dist_utils.init_distributed()
-    validate(cfg, world_size=ctx.world_size)
-    out = Path(cfg.run.output_dir)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+    ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     data = AVData(cfg.data)
     images = AVImages(data, audio_images=cfg.audio_images)
@@ -167,14 +159,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_cli(AutoencoderRecipe, argv, description=__doc__.splitlines()[0])
-    try:
-        result = train(cfg)
-    finally:
-        dist_utils.destroy_distributed()
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps(result, indent=2))
-    return result
+    return run_entry_point(AutoencoderRecipe, train, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Choices:
 """
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -27,37 +26,22 @@ import torch
 
 from avblocks.config import ConfigError
 from avblocks.diffusion.ema import EMA
-from recipes.common import StepBatchSampler, warmup_cosine
 from recipes.common import distributed as dist_utils
-from recipes.common.loop import FitResult, fit
+from recipes.common import loop
+from recipes.common.loop import FitResult, fit, make_optimizer, step_batches
 
 
 @dataclass
-class OptimConfig:
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 50
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    bf16: bool = False
-    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
+class OptimConfig(loop.OptimConfig):
+    """:class:`recipes.common.loop.OptimConfig`; its defaults are AV-DiT's."""
 
 
 @dataclass
-class RunConfig:
+class RunConfig(loop.RunConfig):
+    """:class:`recipes.common.loop.RunConfig` with AV-DiT's output folder, and DDP only."""
+
     output_dir: str = "outputs/av_dit"
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
-    progress: bool = True
-    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
-    max_rollbacks: int = 3
-    parallel: Literal["ddp"] = "ddp"
+    parallel: Literal["ddp"] = "ddp"  # FSDP is not wired for partly frozen models (module doc)
 
 
 def need(ok: bool, message: str) -> None:
@@ -93,19 +77,10 @@ def train_module(model: torch.nn.Module, *, desc: str, out: Path, ctx: dist_util
     if ctx.enabled:  # same init everywhere; from here each rank draws its own noise
         torch.manual_seed(dist_utils.rank_seed(run.seed, ctx.rank))
     ema = EMA(model, decay=optim.ema_decay, warmup=True, trainable_only=True)
-    opt = torch.optim.AdamW(trainable, lr=optim.lr, betas=(0.9, 0.99), weight_decay=optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, partial(warmup_cosine, warmup=optim.warmup, total=optim.steps, min_ratio=optim.min_lr_ratio))
+    opt, sched = make_optimizer(trainable, optim)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
-
-    def batches(start: int) -> dist_utils.ShardedBatchSampler:
-        return dist_utils.ShardedBatchSampler(
-            StepBatchSampler(num_items=num_items, batch_size=optim.batch_size, total_steps=optim.steps,
-                             seed=run.seed, start_step=start),
-            rank=ctx.rank, world_size=ctx.world_size)
-
     fitted = fit(desc=desc, out=out, ctx=ctx, run=run, optim=optim, parts=parts, net=net,
-                 batches=batches, micro_step=lambda index, step: micro_step(index, step, net))
+                 batches=step_batches(num_items, optim, run.seed, ctx), micro_step=lambda index, step: micro_step(index, step, net))
     return fitted, ema
 
 
