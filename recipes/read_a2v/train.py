@@ -26,12 +26,8 @@ itself (resume, EMA, checkpoints, progress bar, ``run.max_minutes``) is
 :func:`recipes.common.loop.fit`. The synthetic clips are rendered once into memory.
 """
 
-import json
-import os
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,10 +37,10 @@ from avblocks.config import ConfigError
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.diffusion.schedules import ReadSchedule
-from recipes.common import StepBatchSampler, parse_cli, warmup_cosine
 from recipes.common import distributed as dist_utils
+from recipes.common import loop
 from recipes.common.config import dump_config
-from recipes.common.loop import fit
+from recipes.common.loop import fit, make_optimizer, run_entry_point, step_batches
 from recipes.proav_dit.data import AVData, DataConfig
 from recipes.read_a2v.model import FrameVideoEmbedder, ReadDenoiser
 
@@ -83,31 +79,19 @@ class ScheduleConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(loop.OptimConfig):
+    """:class:`recipes.common.loop.OptimConfig` with READ's defaults (each stage has its own)."""
+
     steps: int = 600
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 50
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
     ema_decay: float = 0.99
-    bf16: bool = False
-    grad_accum: int = 1
 
 
 @dataclass
-class RunConfig:
+class RunConfig(loop.RunConfig):
+    """:class:`recipes.common.loop.RunConfig` with READ's defaults; ``max_minutes`` is per stage."""
+
     output_dir: str = "outputs/read_a2v"
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 200
     keep_checkpoints: int = 2
-    max_minutes: float = 0.0  # per stage; > 0: stop (and save) after this much wall time
-    progress: bool = True
-    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"
-    max_rollbacks: int = 3
-    parallel: Literal["ddp", "fsdp"] = "ddp"
 
 
 @dataclass
@@ -186,22 +170,6 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def _optimizer(params, o: OptimConfig):
-    opt = torch.optim.AdamW(params, lr=o.lr, betas=(0.9, 0.99), weight_decay=o.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, partial(warmup_cosine, warmup=o.warmup, total=max(o.steps, 1), min_ratio=o.min_lr_ratio))
-    return opt, sched
-
-
-def _batches(num_items: int, o: OptimConfig, seed: int, ctx):
-    def batches(start: int):
-        return dist_utils.ShardedBatchSampler(
-            StepBatchSampler(num_items=num_items, batch_size=o.batch_size, total_steps=o.steps,
-                             seed=seed, start_step=start),
-            rank=ctx.rank, world_size=ctx.world_size)
-    return batches
-
-
 def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
     """Stage 1 (see the module doc); returns the fit summary and saves ``out/model``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +178,7 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
     video_head = FrameVideoEmbedder(dim=cfg.codec.code_dim, hidden_channels=cfg.codec.video_hidden)
     model = torch.nn.ModuleDict({"codec": codec, "video": video_head})
     o, c = cfg.codec_optim, cfg.codec
-    opt, sched = _optimizer(model.parameters(), o)
+    opt, sched = make_optimizer(model.parameters(), o)
     ema = EMA(model, decay=o.ema_decay, warmup=True)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
 
@@ -223,7 +191,7 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
                 "reconstruction": reconstruction, "contrastive": contrastive}
 
     fitted = fit(desc="audio codec", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts,
-                 net=model, batches=_batches(len(clips["audio"]), o, cfg.run.seed, ctx),
+                 net=model, batches=step_batches(len(clips["audio"]), o, cfg.run.seed, ctx),
                  micro_step=micro_step)
     ema.copy_to(model)
     if ctx.is_main:
@@ -261,7 +229,7 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Pa
     schedule = build_schedule(cfg)
     flow = FlowMatching()
     o = cfg.optim
-    opt, sched = _optimizer(model.parameters(), o)
+    opt, sched = make_optimizer(model.parameters(), o)
     ema = EMA(model, decay=o.ema_decay, warmup=True)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
     motion = cfg.schedule.motion_frames
@@ -278,7 +246,7 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Pa
         return {"total": loss}
 
     fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=model,
-                 batches=_batches(len(codes), o, cfg.run.seed, ctx), micro_step=micro_step)
+                 batches=step_batches(len(codes), o, cfg.run.seed, ctx), micro_step=micro_step)
     ema.copy_to(model)
     if ctx.is_main:
         model.save_pretrained(out / "model")
@@ -303,14 +271,7 @@ def train(cfg: ReadRecipe) -> dict:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_cli(ReadRecipe, argv, description=__doc__.splitlines()[0])
-    try:
-        result = train(cfg)
-    finally:
-        dist_utils.destroy_distributed()
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps(result, indent=2))
-    return result
+    return run_entry_point(ReadRecipe, train, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
