@@ -39,7 +39,6 @@ from recipes.av_dit.trainer import (
     OptimConfig,
     RunConfig,
     need,
-    result_of,
     train_module,
     validate_common,
 )
@@ -140,7 +139,7 @@ def train(cfg: PretrainRecipe) -> dict:
     if ctx.is_main:
         model.save_pretrained(out / "model")
     dist_utils.barrier()
-    return result_of(fitted)
+    return fitted.summary()
 
 
 def main(argv=None) -> dict:

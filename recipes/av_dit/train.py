@@ -40,7 +40,6 @@ from recipes.av_dit.trainer import (
     OptimConfig,
     RunConfig,
     need,
-    result_of,
     train_module,
     validate_common,
 )
@@ -139,7 +138,7 @@ def train(cfg: AVDiTRecipe) -> dict:
                                num_items=len(latents), micro_step=micro_step)
     dist_utils.barrier()
     ema.copy_to(model)
-    result = result_of(fitted) | {"parameters": counts}
+    result = fitted.summary() | {"parameters": counts}
     if ctx.is_main:
         model.save_pretrained(out / "model")
         save_adapters(model, out / "adapters.safetensors")

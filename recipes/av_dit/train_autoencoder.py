@@ -33,7 +33,6 @@ from recipes.av_dit.trainer import (
     OptimConfig,
     RunConfig,
     need,
-    result_of,
     train_module,
     validate_common,
 )
@@ -146,7 +145,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
     fitted, ema = train_module(model, desc="image autoencoder", out=out, ctx=ctx, optim=cfg.optim,
                                run=cfg.run, num_items=len(cache), micro_step=micro_step)
     dist_utils.barrier()
-    result = result_of(fitted)
+    result = fitted.summary()
     ema.copy_to(model)
     model.eval()
     if ctx.is_main:

@@ -83,9 +83,3 @@ def train_module(model: torch.nn.Module, *, desc: str, out: Path, ctx: dist_util
                  batches=step_batches(num_items, optim, run.seed, ctx), micro_step=lambda index, step: micro_step(index, step, net))
     return fitted, ema
 
-
-def result_of(fitted: FitResult) -> dict:
-    result = {"steps": fitted.steps, "train_minutes": fitted.minutes, "final_loss": fitted.losses["total"]}
-    if fitted.nonfinite_events:
-        result["nonfinite_events"] = fitted.nonfinite_events
-    return result

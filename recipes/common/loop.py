@@ -51,6 +51,7 @@ __all__ = [
     "FitResult",
     "OptimConfig",
     "RunConfig",
+    "ema_model",
     "fit",
     "make_optimizer",
     "run_entry_point",
@@ -106,6 +107,16 @@ class FitResult:
     minutes: float  # wall time of this call
     losses: dict[str, float]  # the last step's losses (rank mean is in log.jsonl)
     nonfinite_events: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """What a trainer returns: steps, minutes, the last loss, and any non-finite events.
+
+        ``final_loss`` is None when the call trained nothing (a finished run, rerun).
+        """
+        result = {"steps": self.steps, "train_minutes": self.minutes, "final_loss": self.losses.get("total")}
+        if self.nonfinite_events:
+            result["nonfinite_events"] = self.nonfinite_events
+        return result
 
 
 def fit(
@@ -271,6 +282,22 @@ def step_batches(num_items: int, optim: OptimConfig, seed: int,
                              seed=seed, start_step=start),
             rank=ctx.rank, world_size=ctx.world_size)
     return batches
+
+
+def ema_model(model: torch.nn.Module, ema: Any, ctx: dist_utils.DistContext, parallel: str,
+              rebuild: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The model to keep: ``ema``'s weights copied into ``model``, as a plain module on rank 0.
+
+    Under FSDP the shards are gathered (a collective: every rank calls this) into a fresh
+    ``rebuild()`` on rank 0; the other ranks get back their sharded ``model``.
+    """
+    ema.copy_to(model)
+    if ctx.enabled and parallel == "fsdp":
+        full = dist_utils.full_model_state(model, rank0_only=True)
+        if ctx.is_main:
+            model = rebuild()
+            model.load_state_dict(full)
+    return model
 
 
 def run_entry_point(config_class: type[C], train: Callable[[C], Any], argv=None,

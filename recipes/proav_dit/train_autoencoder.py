@@ -58,7 +58,7 @@ from avblocks.latent.mdsa import MDSA, MDSAConfig
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
 from recipes.common import StepBatchSampler, loop
 from recipes.common import distributed as dist_utils
-from recipes.common.loop import fit, make_optimizer, run_entry_point, start_run
+from recipes.common.loop import ema_model, fit, make_optimizer, run_entry_point, start_run
 from recipes.proav_dit.data import AVData, DataConfig
 from recipes.proav_dit.evaluate_autoencoder import evaluate
 
@@ -281,13 +281,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
                                                    start_step=start, seed=cfg.run.seed),
                  micro_step=micro_step, after_step=discriminator_step if disc is not None else None,
                  pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")))
-    ema.copy_to(model)  # the EMA weights are the model that is kept
-    final = model
-    if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
-        full = dist_utils.full_model_state(model, rank0_only=True)
-        if ctx.is_main:
-            final = MDSA.from_config(cfg.model)
-            final.load_state_dict(full)
+    final = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: MDSA.from_config(cfg.model))
     dist_utils.barrier()
     if not ctx.is_main:
         return {"steps": fitted.steps}

@@ -41,6 +41,7 @@ from recipes.common import distributed as dist_utils
 from recipes.common.loop import (
     OptimConfig,
     RunConfig,
+    ema_model,
     fit,
     make_optimizer,
     run_entry_point,
@@ -179,15 +180,8 @@ def train(cfg: DiTRecipe) -> dict:
     fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
                  batches=step_batches(len(latents), o, cfg.run.seed, ctx), micro_step=micro_step)
     dist_utils.barrier()
-    result = {"steps": fitted.steps, "train_minutes": fitted.minutes, "final_loss": fitted.losses.get("total")}
-    if fitted.nonfinite_events:
-        result["nonfinite_events"] = fitted.nonfinite_events
-    ema.copy_to(model)
-    if ctx.enabled and cfg.run.parallel == "fsdp":  # gather the shards into a plain model
-        full = dist_utils.full_model_state(model, rank0_only=True)
-        if ctx.is_main:
-            model = build_denoiser(cfg, space)
-            model.load_state_dict(full)
+    result = fitted.summary()
+    model = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: build_denoiser(cfg, space))
     if ctx.is_main:
         model.save_pretrained(out / "model")
     dist_utils.barrier()
