@@ -196,7 +196,6 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
     ema.copy_to(model)
     if ctx.is_main:
         codec.save_pretrained(out / "model")
-    # a finished stage that is "resumed" runs no step; fit then counts one too many
     return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
 
 
@@ -250,7 +249,6 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Pa
     ema.copy_to(model)
     if ctx.is_main:
         model.save_pretrained(out / "model")
-    # a finished stage that is "resumed" runs no step; fit then counts one too many
     return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
 
 
