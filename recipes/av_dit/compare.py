@@ -99,14 +99,11 @@ def _stage(folder: Path, recipe_class, config_file: str, overrides: list[str], d
 
 
 def _features(cfg: CompareConfig, out: Path) -> SyntheticFeatureNet:
-    for folder in (Path(cfg.proav_run) / "features", out / "features"):
-        if (folder / "model" / "config.json").is_file():
-            return SyntheticFeatureNet.from_pretrained(folder / "model").eval()
-    feature_cfg = load_config(train_features.FeatureRecipe, None, [
-        f"run.output_dir={out / 'features'}", f"optim.steps={cfg.feature_steps}", "run.threads=0",
-        "run.distances=false", f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}",
-        *cfg.feature_overrides])
-    return train_features.train(feature_cfg)[0].eval()
+    """The ProAV-DiT run's feature network when it has one, else one trained here."""
+    theirs = Path(cfg.proav_run) / "features"
+    folder = theirs if (theirs / "model" / "config.json").is_file() else out / "features"
+    return train_features.load_or_train(folder, steps=cfg.feature_steps, seed=cfg.seed,
+                                        progress=cfg.progress, overrides=cfg.feature_overrides)
 
 
 def _row(name: str, av, proav, fmt: str = "{:.3f}") -> str:

@@ -25,7 +25,6 @@ import torch
 
 from avblocks.config import atomic_path
 from avblocks.dit.stdit import STDiT
-from avblocks.metrics.features import SyntheticFeatureNet
 from recipes.common import load_config, parse_cli
 from recipes.proav_dit import train_autoencoder, train_dit, train_features
 from recipes.proav_dit.evaluate import generation_metrics
@@ -83,7 +82,8 @@ def run(cfg: DemoConfig) -> dict:
         summary["dit"] = train_dit.train(dit_cfg)
 
     _stage("3/5 feature network")
-    features = _feature_net(out / "features", cfg)
+    features = train_features.load_or_train(out / "features", steps=cfg.feature_steps, seed=cfg.seed,
+                                            progress=cfg.progress, overrides=cfg.feature_overrides)
 
     _stage("4/5 sampling")
     dit_cfg = load_config(train_dit.DiTRecipe, dit_dir / "config.yaml")
@@ -116,17 +116,6 @@ def run(cfg: DemoConfig) -> dict:
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
     return metrics
-
-
-def _feature_net(folder: Path, cfg: DemoConfig) -> SyntheticFeatureNet:
-    """The synthetic-set feature network for Fréchet / kernel distances (trained once)."""
-    if (folder / "model" / "config.json").is_file():
-        return SyntheticFeatureNet.from_pretrained(folder / "model").eval()
-    feature_cfg = load_config(train_features.FeatureRecipe, None, [
-        f"run.output_dir={folder}", f"optim.steps={cfg.feature_steps}", "run.threads=0",
-        "run.distances=false", f"run.seed={cfg.seed}", f"run.progress={str(cfg.progress).lower()}",
-        *cfg.feature_overrides])
-    return train_features.train(feature_cfg)[0].eval()
 
 
 def main(argv=None) -> dict:

@@ -42,7 +42,7 @@ from avblocks.metrics.features import (
     extract_audio_features,
     extract_video_features,
 )
-from recipes.common import StepBatchSampler, parse_cli, warmup_cosine
+from recipes.common import StepBatchSampler, load_config, parse_cli, warmup_cosine
 from recipes.common.config import dump_config
 
 
@@ -307,6 +307,19 @@ def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
         if "distances" in report:
             print(format_table(report["distances"]))
     return net, report
+
+
+def load_or_train(folder: str | Path, *, steps: int, seed: int = 0, progress: bool = True,
+                  overrides: list[str] | tuple[str, ...] = ()) -> SyntheticFeatureNet:
+    """The feature network saved in ``folder/model``, trained there first when it is missing
+    (``steps`` steps, no distance table: what the demo and the comparisons need)."""
+    folder = Path(folder)
+    if (folder / "model" / "config.json").is_file():
+        return SyntheticFeatureNet.from_pretrained(folder / "model").eval()
+    cfg = load_config(FeatureRecipe, None, [
+        f"run.output_dir={folder}", f"optim.steps={steps}", "run.threads=0", "run.distances=false",
+        f"run.seed={seed}", f"run.progress={str(progress).lower()}", *overrides])
+    return train(cfg)[0].eval()
 
 
 def main(argv=None) -> dict:
