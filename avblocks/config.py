@@ -76,7 +76,15 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "load_state_dict_strict",
+    "check_int",
 ]
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} ({value!r}) must be an integer >= {minimum}")
+    return value
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -34,6 +34,8 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from avblocks.config import check_int
+
 __all__ = [
     "Mask",
     "FullMask",
@@ -47,12 +49,6 @@ __all__ = [
 # Query rows evaluated at once by dense()/density/block_mask(): bounds the int64 temporaries
 # of mask_mod to about ROW_CHUNK * kv_len * 8 bytes.
 _ROW_CHUNK = 1024
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} ({value!r}) must be a positive integer")
-    return value
 
 
 def _triple(name: str, value: object) -> tuple[int, int, int]:
@@ -208,7 +204,7 @@ class Mask:
         from torch.nn.attention.flex_attention import BlockMask
 
         device = torch.device(device) if device is not None else torch.device("cpu")
-        block_size = _positive_int("block_size", block_size)
+        block_size = check_int("block_size", block_size)
         cache = self._cache()
         found = cache.get((self.key(), "block_mask", block_size, device))
         if found is not None:
@@ -259,8 +255,8 @@ class FullMask(Mask):
     """Every query sees every key. ``attend(mask=None)`` means the same."""
 
     def __init__(self, q_len: int, kv_len: int) -> None:
-        self.q_len = _positive_int("q_len", q_len)
-        self.kv_len = _positive_int("kv_len", kv_len)
+        self.q_len = check_int("q_len", q_len)
+        self.kv_len = check_int("kv_len", kv_len)
 
     @property
     def is_full(self) -> bool:
@@ -289,8 +285,8 @@ class FrameCausalMask(Mask):
     """
 
     def __init__(self, num_frames: int, tokens_per_frame: int) -> None:
-        self.num_frames = _positive_int("num_frames", num_frames)
-        self.tokens_per_frame = _positive_int("tokens_per_frame", tokens_per_frame)
+        self.num_frames = check_int("num_frames", num_frames)
+        self.tokens_per_frame = check_int("tokens_per_frame", tokens_per_frame)
         self.q_len = self.kv_len = self.num_frames * self.tokens_per_frame
 
     @property
@@ -333,8 +329,8 @@ class BlockWindowMask(Mask):
     ) -> None:
         grid, block, halo = _triple("grid", grid), _triple("block", block), _triple("halo", halo)
         for axis, g, bl, ha in zip("thw", grid, block, halo, strict=True):
-            _positive_int(f"grid[{axis}]", g)
-            _positive_int(f"block[{axis}]", bl)
+            check_int(f"grid[{axis}]", g)
+            check_int(f"block[{axis}]", bl)
             if g % bl:
                 raise ValueError(f"block[{axis}] ({bl}) must divide grid[{axis}] ({g})")
             if isinstance(ha, bool) or not isinstance(ha, int) or ha < 0:
@@ -407,9 +403,9 @@ class GroupMask(Mask):
     def uniform(cls, num_groups: int, q_group_size: int, kv_group_size: int) -> "GroupMask":
         """``num_groups`` contiguous groups: queries ``[g*q_group_size, (g+1)*q_group_size)``
         see keys ``[g*kv_group_size, (g+1)*kv_group_size)``."""
-        g = _positive_int("num_groups", num_groups)
-        qs = _positive_int("q_group_size", q_group_size)
-        ks = _positive_int("kv_group_size", kv_group_size)
+        g = check_int("num_groups", num_groups)
+        qs = check_int("q_group_size", q_group_size)
+        ks = check_int("kv_group_size", kv_group_size)
         mask = cls(torch.arange(g).repeat_interleave(qs), torch.arange(g).repeat_interleave(ks))
         mask._uniform = (g, qs, ks)
         mask._key = ("GroupMask.uniform", g, qs, ks)
@@ -478,11 +474,11 @@ class SlidingTileMask(Mask):
         self.token_order = token_order
         grid, tile, window = _triple("grid", grid), _triple("tile", tile), _triple("window", window)
         for axis, g, ti, wi in zip("thw", grid, tile, window, strict=True):
-            _positive_int(f"grid[{axis}]", g)
-            _positive_int(f"tile[{axis}]", ti)
+            check_int(f"grid[{axis}]", g)
+            check_int(f"tile[{axis}]", ti)
             if g % ti:
                 raise ValueError(f"tile[{axis}] ({ti}) must divide grid[{axis}] ({g})")
-            _positive_int(f"window[{axis}]", wi)
+            check_int(f"window[{axis}]", wi)
             if wi > g // ti:
                 raise ValueError(
                     f"window[{axis}] ({wi}) must be at most the number of tiles on that axis "
@@ -562,13 +558,13 @@ class RandomShiftMask(Mask):
         shift: int = 0,
         window: int = 1,
     ) -> None:
-        self.num_q_frames = _positive_int("num_q_frames", num_q_frames)
-        self.q_tokens_per_frame = _positive_int("q_tokens_per_frame", q_tokens_per_frame)
-        self.num_kv_frames = _positive_int("num_kv_frames", num_kv_frames)
-        self.kv_tokens_per_frame = _positive_int("kv_tokens_per_frame", kv_tokens_per_frame)
+        self.num_q_frames = check_int("num_q_frames", num_q_frames)
+        self.q_tokens_per_frame = check_int("q_tokens_per_frame", q_tokens_per_frame)
+        self.num_kv_frames = check_int("num_kv_frames", num_kv_frames)
+        self.kv_tokens_per_frame = check_int("kv_tokens_per_frame", kv_tokens_per_frame)
         if isinstance(shift, bool) or not isinstance(shift, int):
             raise ValueError(f"shift ({shift!r}) must be an integer")
-        window = _positive_int("window", window)
+        window = check_int("window", window)
         if window > num_kv_frames:
             raise ValueError(f"window ({window}) must be at most num_kv_frames ({num_kv_frames})")
         self.shift = shift % num_kv_frames

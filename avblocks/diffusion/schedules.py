@@ -43,6 +43,7 @@ Schedules (choices stated; READ publishes its rule, not its code):
 import torch
 from torch import Tensor
 
+from avblocks.config import check_int
 from avblocks.diffusion.flow import shift_time
 from avblocks.diffusion.samplers import flow_timesteps
 
@@ -52,12 +53,6 @@ __all__ = [
     "DiffusionForcingSchedule",
     "PyramidSchedule",
 ]
-
-
-def _positive(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} ({value!r}) must be an integer >= {minimum}")
-    return value
 
 
 def staggered_grid(base: Tensor, offsets: list[int] | tuple[int, ...], batch: int) -> Tensor:
@@ -73,7 +68,7 @@ def staggered_grid(base: Tensor, offsets: list[int] | tuple[int, ...], batch: in
         raise ValueError("base grid must be non-increasing")
     if len(offsets) == 0:
         raise ValueError("offsets must name one integer per frame; got none")
-    _positive("batch", batch)
+    check_int("batch", batch)
     n = base.shape[0] - 1
     rows = n + 1 + max(0, -min(offsets))
     i = torch.arange(rows)[:, None]
@@ -108,7 +103,7 @@ class _FlowTimes:
 
     def base_grid(self, steps: int, device=None) -> Tensor:
         """The base grid ``g``: ``linspace(1, 0, steps + 1)`` then the schedule's shift."""
-        _positive("steps", steps)
+        check_int("steps", steps)
         return flow_timesteps(steps, self.shift, device)
 
 
@@ -143,10 +138,10 @@ class ReadSchedule(_FlowTimes):
     ) -> None:
         super().__init__(time_distribution=time_distribution, logit_mean=logit_mean,
                          logit_std=logit_std, shift=shift)
-        _positive("frames", frames, 2)
-        _positive("motion_frames", motion_frames)
-        _positive("lag", lag)
-        _positive("steps", steps)
+        check_int("frames", frames, 2)
+        check_int("motion_frames", motion_frames)
+        check_int("lag", lag)
+        check_int("steps", steps)
         if motion_frames > frames - 1:
             raise ValueError(
                 f"motion_frames ({motion_frames}) must be <= frames - 1 ({frames - 1}): "
@@ -178,7 +173,7 @@ class ReadSchedule(_FlowTimes):
         self, batch: int, *, generator: torch.Generator | None = None, device=None
     ) -> tuple[Tensor, Tensor]:
         """``(t, clean_mask)``, both ``b t``: reference 0, motion ``t1``, rest ``t2`` (module doc)."""
-        _positive("batch", batch)
+        check_int("batch", batch)
         u = self._unit((batch,), generator, device)
         t2 = shift_time(u, self.shift)
         t1 = shift_time((u - self.lag / self.steps).clamp_min(0.0), self.shift)
@@ -220,8 +215,8 @@ class DiffusionForcingSchedule(_FlowTimes):
     ) -> None:
         super().__init__(time_distribution=time_distribution, logit_mean=logit_mean,
                          logit_std=logit_std, shift=shift)
-        self.frames = _positive("frames", frames)
-        self.stagger = _positive("stagger", stagger, 0)
+        self.frames = check_int("frames", frames)
+        self.stagger = check_int("stagger", stagger, 0)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(frames={self.frames}, stagger={self.stagger}, "
@@ -236,7 +231,7 @@ class DiffusionForcingSchedule(_FlowTimes):
         self, batch: int, *, generator: torch.Generator | None = None, device=None
     ) -> tuple[Tensor, None]:
         """``(t b t, None)``: an independent level per frame, no frame held clean."""
-        _positive("batch", batch)
+        check_int("batch", batch)
         return shift_time(self._unit((batch, self.frames), generator, device), self.shift), None
 
     def grid(self, steps: int, batch: int, device=None) -> tuple[Tensor, None]:
@@ -265,13 +260,13 @@ class PyramidSchedule(DiffusionForcingSchedule):
     def __init__(self, *, frames: int, stagger: int = 1, train_steps: int = 100,
                  shift: float = 1.0) -> None:
         super().__init__(frames=frames, stagger=stagger, shift=shift)
-        self.train_steps = _positive("train_steps", train_steps)
+        self.train_steps = check_int("train_steps", train_steps)
 
     def training_timesteps(
         self, batch: int, *, generator: torch.Generator | None = None, device=None
     ) -> tuple[Tensor, None]:
         """``(t b t, None)``: one random row of the pyramid grid per sample."""
-        _positive("batch", batch)
+        check_int("batch", batch)
         n = self.train_steps
         rows = self.num_rows(n)
         r = torch.randint(0, rows - 1, (batch, 1), generator=generator, device=device)

@@ -46,7 +46,7 @@ from torch import nn
 
 from avblocks.attention.masks import Mask
 from avblocks.attention.projections import BidirectionalCrossAttention, MultiHeadAttention
-from avblocks.config import CheckpointError, atomic_path
+from avblocks.config import CheckpointError, atomic_path, check_int
 from avblocks.dit.blocks import DiTBlock
 from avblocks.dit.modulation import modulate, to_tokens
 from avblocks.typing import Float, Tensor, shapecheck
@@ -73,11 +73,6 @@ __all__ = [
 # Module-level alias: a one-word shape string inside an annotation reads as a forward
 # reference to pyflakes (F821).
 FramePositionsIn = Float[Tensor, "t"]
-
-
-def _positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} ({value!r}) must be a positive int")
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +104,7 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
-        _positive("rank", rank)
+        check_int("rank", rank)
         if not alpha > 0:
             raise ValueError(f"alpha ({alpha}) must be > 0")
         self.in_features, self.out_features = base.in_features, base.out_features
@@ -252,8 +247,8 @@ class BottleneckAdapter(nn.Module):
 
     def __init__(self, *, hidden_size: int, bottleneck: int = 64) -> None:
         super().__init__()
-        _positive("hidden_size", hidden_size)
-        _positive("bottleneck", bottleneck)
+        check_int("hidden_size", hidden_size)
+        check_int("bottleneck", bottleneck)
         self.norm = nn.LayerNorm(hidden_size, eps=1e-6)
         self.down = nn.Linear(hidden_size, bottleneck)
         self.act = nn.GELU()
@@ -322,9 +317,9 @@ class TemporalAdapter(nn.Module):
         max_frames: int = 64,
     ) -> None:
         super().__init__()
-        _positive("hidden_size", hidden_size)
-        _positive("num_heads", num_heads)
-        _positive("max_frames", max_frames)
+        check_int("hidden_size", hidden_size)
+        check_int("num_heads", num_heads)
+        check_int("max_frames", max_frames)
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
         if frame_positions not in ("sincos", "learned", "none"):
@@ -453,8 +448,8 @@ class AVFusionBlock(nn.Module):
 
     def __init__(self, *, hidden_size: int, num_heads: int, frame_positions: bool = True) -> None:
         super().__init__()
-        _positive("hidden_size", hidden_size)
-        _positive("num_heads", num_heads)
+        check_int("hidden_size", hidden_size)
+        check_int("num_heads", num_heads)
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
         if frame_positions and hidden_size % 2:
