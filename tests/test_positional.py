@@ -51,6 +51,15 @@ def test_dit_layout_matches_mae_code_path():
     np.testing.assert_allclose(dit_sincos_2d(dim, g).numpy(), expect, atol=1e-6)
 
 
+def test_dit_layout_on_a_rectangular_grid():
+    """(rows, cols): tokens row-major, first half the column coordinate, second half the row."""
+    rows, cols, dim = 3, 5, 8
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    expect = np.concatenate([np_sincos_1d(dim // 2, c), np_sincos_1d(dim // 2, r)], axis=1)
+    np.testing.assert_allclose(dit_sincos_2d(dim, (rows, cols)).numpy(), expect, atol=1e-6)
+    np.testing.assert_array_equal(dit_sincos_2d(dim, (4, 4)).numpy(), dit_sincos_2d(dim, 4).numpy())
+
+
 @pytest.mark.parametrize("dim, grid", [(10, (2, 2, 2)), (6, (2, 2)), (3, (4,)), (0, (4,))], ids=str)
 def test_sincos_dim_must_split_evenly(dim, grid):
     with pytest.raises(ValueError, match=rf"dim \({dim}\) must be a positive multiple"):

@@ -57,25 +57,28 @@ def test_fresh_model_outputs_exact_zero():
     assert torch.equal(model(x, t, y), torch.zeros_like(x))
 
 
-def test_matches_reference_built_plane_by_plane():
+@pytest.mark.parametrize("patch", [P, (1, 4), (4, 2)], ids=str)
+def test_matches_reference_built_plane_by_plane(patch):
     """Independent reference: patchify2d / unpatchify2d per plane, conv as a matmul on the
-    (p q c) patch layout, DiT's sin-cos table, the blocks and final layer called directly."""
-    model = _perturb(_model())
+    (p q c) patch layout, DiT's sin-cos table, the blocks and final layer called directly.
+    Rectangular ``(p, q)`` patches give a ``(s/p) x (s/q)`` token grid."""
+    model = _perturb(_model(patch=patch))
+    p, q = (patch, patch) if isinstance(patch, int) else patch
     x, t, y = _inputs()
     t_planes = torch.rand(2, F)
     with torch.no_grad():
         w = model.x_embedder.proj.weight  # d c p q
         w_flat = w.permute(0, 2, 3, 1).reshape(D, -1)  # d (p q c)
         planes = [
-            patchify2d(x[:, :, i], P) @ w_flat.T + model.x_embedder.proj.bias for i in range(F)
+            patchify2d(x[:, :, i], (p, q)) @ w_flat.T + model.x_embedder.proj.bias for i in range(F)
         ]
         tok = torch.stack(planes, dim=1)  # b f n d
-        tok = tok + dit_sincos_2d(D, S // P) + model.plane_embed[None, :, None]
+        tok = tok + dit_sincos_2d(D, (S // p, S // q)) + model.plane_embed[None, :, None]
         c = model.t_embedder(t_planes * 1000.0) + model.y_embedder.embedding_table.weight[y][:, None]
         for block in model.blocks:
             tok = block(tok, c)
         patches = model.final_layer(tok, c)
-        ref = torch.stack([unpatchify2d(patches[:, i], P, (S, S)) for i in range(F)], dim=2)
+        ref = torch.stack([unpatchify2d(patches[:, i], (p, q), (S, S)) for i in range(F)], dim=2)
         torch.testing.assert_close(model(x, t_planes, y), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -172,6 +175,8 @@ def test_no_null_label_without_class_dropout():
     ("overrides", "message"),
     [
         (dict(side=9), r"side \(9\) must be divisible by patch \(2\)"),
+        (dict(patch=(1, 3)), r"side \(8\) must be divisible by patch \(\(1, 3\)\)"),
+        (dict(patch=(0, 2)), r"patch \(\(0, 2\)\) must be >= 1"),
         (dict(hidden_size=30, num_heads=4), r"hidden_size \(30\) .* num_heads \(4\)"),
         (dict(hidden_size=6, num_heads=2), r"hidden_size \(6\) must be divisible by 4"),
         (dict(depth=0), r"depth \(0\)"),
@@ -195,11 +200,12 @@ def test_forward_errors_name_the_shapes():
 # ---- save / load, checkpointing ------------------------------------------------------------
 
 
-def test_save_load_round_trip(tmp_path):
-    model = _perturb(_model())
+@pytest.mark.parametrize("patch", [P, (1, 4)], ids=str)
+def test_save_load_round_trip(tmp_path, patch):
+    model = _perturb(_model(patch=patch))
     model.save_pretrained(tmp_path)
     loaded = STDiT.from_pretrained(tmp_path).eval()
-    assert loaded.config == model.config == STDiTConfig(**TINY)
+    assert loaded.config == model.config == STDiTConfig(**{**TINY, "patch": patch})
     assert "pos_embed" not in model.state_dict()  # rebuilt from the config, never saved
     x, t, y = _inputs()
     with torch.no_grad():

@@ -108,10 +108,14 @@ def sincos_3d(
     return sincos_embedding(dim, (frames, height, width), base)
 
 
-def dit_sincos_2d(dim: int, grid_size: int, base: float = 10000.0) -> Float[Tensor, "n dim"]:
-    """The DiT/MAE 2D table for a square ``grid_size`` grid, in their exact channel layout:
-    first half encodes the column (``w``) coordinate, second half the row (``h``)."""
-    table = sincos_embedding(dim, (grid_size, grid_size), base)
+def dit_sincos_2d(
+    dim: int, grid_size: int | tuple[int, int], base: float = 10000.0
+) -> Float[Tensor, "n dim"]:
+    """The DiT/MAE 2D table for a ``grid_size`` grid (square, or ``(rows, cols)``), in their
+    exact channel layout: first half encodes the column (``w``) coordinate, second half the
+    row (``h``); tokens in row-major ``(h w)`` order."""
+    rows, cols = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+    table = sincos_embedding(dim, (rows, cols), base)
     half = dim // 2
     return torch.cat([table[:, half:], table[:, :half]], dim=-1)
 

@@ -486,14 +486,15 @@ class SlidingTileAttention(_SparseController):
     """Sliding-tile attention on ST-DiT's spatial attention (within each plane).
 
     Every block in ``model.blocks`` (:class:`~avblocks.dit.blocks.STDiTBlock`) gets
-    ``spatial_mask = SlidingTileMask(grid=(1, g, g), tile=(1, tile, tile),
-    window=(1, window, window))`` with ``g = side / patch`` tokens per plane side (a
+    ``spatial_mask = SlidingTileMask(grid=(1, gh, gw), tile=(1, tile, tile),
+    window=(1, window, window))`` with ``(gh, gw) = model.grid`` token rows x columns (a
     pre-hook fills the keyword when the caller gave none), and its spatial ``attn`` runs
     under :class:`SlidingTileBackend` once the warm-up is over (before, and in the first
     ``dense_layers`` blocks, the mask is not passed: dense). ``tile`` must divide ``g`` and
     ``window <= g / tile``. Temporal attention (six keys) stays dense.
 
-    Args: ``model`` (an ST-DiT: ``blocks``, ``grid`` = tokens per plane side), ``tile``,
+    Args: ``model`` (an ST-DiT: ``blocks``, ``grid`` = token rows, columns per plane, or one
+    side), ``tile``,
     ``window`` (tiles), ``dense_layers``, ``dense_steps``, ``inner`` (backend of the tiles).
     """
 
@@ -508,9 +509,10 @@ class SlidingTileAttention(_SparseController):
         inner: str | Backend = "sdpa",
     ) -> None:
         g = getattr(model, "grid", None)
-        if not isinstance(g, int):
-            raise ValueError(f"{type(model).__name__} has no integer `grid` (tokens per plane side)")
-        self.mask = SlidingTileMask(grid=(1, g, g), tile=(1, tile, tile), window=(1, window, window))
+        g = (g, g) if isinstance(g, int) else g
+        if not (isinstance(g, tuple) and len(g) == 2 and all(isinstance(v, int) for v in g)):
+            raise ValueError(f"{type(model).__name__} has no `grid` (token rows, columns per plane)")
+        self.mask = SlidingTileMask(grid=(1, *g), tile=(1, tile, tile), window=(1, window, window))
         modules = _attention_of_blocks(model, "attn")
         super().__init__(model, modules, dense_layers=dense_layers, dense_steps=dense_steps)
         self.backend = SlidingTileBackend(inner=inner)

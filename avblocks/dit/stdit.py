@@ -2,7 +2,7 @@
 
 The six 2D latents of a sounding video (video ``hw, th, tw``, then audio ``hw, th, tw``, as
 :class:`avblocks.dit.plane_stack.PlaneStack` stacks them on a common ``s x s`` canvas) are
-the ``f`` "frames" of one latent. Each plane is cut into ``p x p`` patches (``n = (s/p)^2``
+the ``f`` "frames" of one latent. Each plane is cut into ``p x q`` patches (``n = (s/p)(s/q)``
 tokens per plane, tokens ``b f n d``), and ``depth`` :class:`~avblocks.dit.blocks.STDiTBlock`
 alternate spatial attention (within a plane, ``n`` tokens) and temporal attention (across
 the ``f`` planes at one token position), conditioned per plane by adaLN-Zero; a
@@ -15,7 +15,13 @@ Choices (ProAV-DiT publishes no code; this is the reference):
   (run on ``(b f) c s s``): the planes live in the same latent space (one autoencoder
   channel layout), so one projection serves them all; what tells them apart is the plane
   embedding below;
-- **positions**: a fixed 2D sin-cos table over the ``(s/p) x (s/p)`` token grid in DiT's
+- **rectangular patches** ``(p, q)``: in the stacked planes the rows of ``th`` / ``tw`` are
+  time (one row per latent frame, aligned across the two modalities), so ``(1, s)`` patches
+  make each token one frame's row of a plane: spatial attention then runs along time within
+  a plane and temporal attention joins the six planes' rows of one frame. On the
+  synthetic set this learns synchrony far sooner than square patches (``benchmarks/README.md``,
+  "ProAV-DiT demo"); a square ``p`` is DiT's layout;
+- **positions**: a fixed 2D sin-cos table over the ``(s/p) x (s/q)`` token grid in DiT's
   exact channel layout (:func:`avblocks.attention.positional.dit_sincos_2d`: first half the
   column, second half the row), the same for every plane, so the spatial branch sees
   positions as an image DiT does (an image DiT block's weights can initialise it, see
@@ -79,7 +85,7 @@ class STDiTConfig:
     in_channels: int = 4
     side: int = 32
     frames: int = 6
-    patch: int = 2
+    patch: int | tuple[int, int] = 2
     hidden_size: int = 384
     depth: int = 12
     num_heads: int = 6
@@ -95,9 +101,11 @@ class STDiT(SaveLoadMixin, nn.Module):
 
     Args:
         in_channels: latent channels ``c`` (output has the same).
-        side: canvas side ``s`` of every plane (must be divisible by ``patch``).
+        side: canvas side ``s`` of every plane (must be divisible by the patch sides).
         frames: number of stacked planes ``f`` (6 for ProAV-DiT).
-        patch: patch side ``p`` (tokens per plane ``(s/p)^2``).
+        patch: patch side ``p``, or ``(p, q)`` rows x columns (tokens per plane
+            ``(s/p)(s/q)``). On ProAV-DiT's time planes the rows are time, so ``(1, q)``
+            gives one token row per latent frame.
         hidden_size: token width ``d`` (divisible by ``num_heads`` and by 4).
         depth: number of :class:`STDiTBlock`.
         num_heads: attention heads (spatial and temporal).
@@ -116,7 +124,7 @@ class STDiT(SaveLoadMixin, nn.Module):
         in_channels: int = 4,
         side: int = 32,
         frames: int = 6,
-        patch: int = 2,
+        patch: int | tuple[int, int] = 2,
         hidden_size: int = 384,
         depth: int = 12,
         num_heads: int = 6,
@@ -127,16 +135,17 @@ class STDiT(SaveLoadMixin, nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        rows, cols = (patch, patch) if isinstance(patch, int) else tuple(patch)
         for name, value in (
             ("in_channels", in_channels),
             ("side", side),
             ("frames", frames),
-            ("patch", patch),
+            ("patch", min(rows, cols)),
             ("depth", depth),
         ):
             if value < 1:
-                raise ValueError(f"{name} ({value}) must be >= 1")
-        if side % patch:
+                raise ValueError(f"{name} ({patch if name == 'patch' else value}) must be >= 1")
+        if side % rows or side % cols:
             raise ValueError(f"side ({side}) must be divisible by patch ({patch})")
         if hidden_size < 1 or num_heads < 1 or hidden_size % num_heads:
             raise ValueError(
@@ -152,13 +161,14 @@ class STDiT(SaveLoadMixin, nn.Module):
         self.side = side
         self.frames = frames
         self.patch = patch
+        self.patch_size = (rows, cols)
         self.hidden_size = hidden_size
         self.timestep_scale = timestep_scale
         self.gradient_checkpointing = gradient_checkpointing
-        self.grid = side // patch
+        self.grid = (side // rows, side // cols)  # tokens per plane: rows x columns
 
         self.x_embedder = PatchEmbed2d(
-            in_channels=in_channels, hidden_size=hidden_size, patch_size=patch
+            in_channels=in_channels, hidden_size=hidden_size, patch_size=self.patch_size
         )
         self.register_buffer(
             "pos_embed", dit_sincos_2d(hidden_size, self.grid), persistent=False
@@ -174,7 +184,7 @@ class STDiT(SaveLoadMixin, nn.Module):
             for _ in range(depth)
         )
         self.final_layer = FinalLayer(
-            hidden_size=hidden_size, patch_dim=patch * patch * in_channels
+            hidden_size=hidden_size, patch_dim=rows * cols * in_channels
         )
         # The sub-modules already initialise as DiT (xavier Linears and patch kernel, zero
         # biases, zero adaLN, zero final layer); nothing to redo here.
@@ -186,8 +196,8 @@ class STDiT(SaveLoadMixin, nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        """Tokens per plane, ``(side / patch)^2``."""
-        return self.grid * self.grid
+        """Tokens per plane, ``(side / p) * (side / q)``."""
+        return self.grid[0] * self.grid[1]
 
     def _check_inputs(self, x: Tensor, t: Tensor, y: Tensor) -> None:
         expected = (self.in_channels, self.frames, self.side, self.side)
@@ -252,7 +262,7 @@ class STDiT(SaveLoadMixin, nn.Module):
             out,
             "b f (h w) (p q c) -> b c f (h p) (w q)",
             f=f,
-            h=self.grid,
-            p=self.patch,
-            q=self.patch,
+            h=self.grid[0],
+            p=self.patch_size[0],
+            q=self.patch_size[1],
         )

@@ -12,6 +12,7 @@ file is written atomically.
 
 import hashlib
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,7 +32,9 @@ VIDEO, AUDIO = slice(0, 3), slice(3, 6)
 class LatentSpace:
     """Clips <-> stacked latents through a frozen autoencoder."""
 
-    def __init__(self, autoencoder: MDSA, data: AVData, *, multiple: int = 1):
+    def __init__(self, autoencoder: MDSA, data: AVData, *, multiple: int | tuple[int, ...] = 1):
+        """``multiple``: the canvas side is rounded up to a multiple of it (of each, for the
+        ``(p, q)`` patch of a denoiser)."""
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.data = data
         c = data.config
@@ -40,10 +43,10 @@ class LatentSpace:
         with torch.no_grad():
             planes = autoencoder.encode(probe_video, probe_audio).planes()
         self.stack = PlaneStack(shapes=[tuple(p.shape[2:]) for p in planes], channels=planes[0].shape[1],
-                                multiple=multiple)
+                                multiple=math.lcm(*multiple) if isinstance(multiple, tuple) else multiple)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, multiple: int = 1) -> "LatentSpace":
+    def from_run(cls, run_dir: str | Path, *, multiple: int | tuple[int, ...] = 1) -> "LatentSpace":
         """From an autoencoder run folder (its config.yaml and model/)."""
         from recipes.proav_dit.train_autoencoder import AutoencoderRecipe
 

@@ -53,7 +53,7 @@ from recipes.proav_dit.latents import AUDIO, VIDEO, LatentSpace, cached_latents
 
 @dataclass
 class DenoiserConfig:
-    patch: int = 2
+    patch: int | tuple[int, int] = 2  # (rows, cols): rows are time on the time planes
     hidden_size: int = 128
     depth: int = 4
     num_heads: int = 4
@@ -107,7 +107,9 @@ def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
         if not ok:
             raise ConfigError(message)
 
-    for name, value in (("model.patch", m.patch), ("model.depth", m.depth),
+    patch = (m.patch,) if isinstance(m.patch, int) else m.patch
+    need(min(patch) >= 1, f"model.patch ({m.patch}) must be >= 1")
+    for name, value in (("model.depth", m.depth),
                         ("model.num_heads", m.num_heads), ("model.hidden_size", m.hidden_size),
                         ("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
                         ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
