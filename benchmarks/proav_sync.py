@@ -1,11 +1,12 @@
-"""AV-sync of trained ProAV-DiT denoisers, side by side: joint and audio-to-video generation.
+"""AV-sync of trained ProAV-DiT denoisers, side by side: joint, audio-to-video, video-to-audio.
 
     PYTHONPATH=. python benchmarks/proav_sync.py AUTOENCODER_RUN DIT_RUN [DIT_RUN ...] \
         [--clips 32] [--steps 16] [--guidance 1 2] [--seed 1]
 
 Every denoiser samples the same held-out labels with the same noise (Heun, ``--steps``
-steps), jointly and audio-to-video (the audio planes held clean at the held-out clips'
-encoded audio), and is scored against those clips (:func:`recipes.proav_dit.evaluate.sync_scores`):
+steps), jointly, audio-to-video (the audio planes held clean at the held-out clips' encoded
+audio; scored with the real audio) and video-to-audio (the converse; scored with the real
+video), and is scored against those clips (:func:`recipes.proav_dit.evaluate.sync_scores`):
 the fraction of audio onsets with a visual bounce within one frame, the reverse fraction,
 and how many onsets / bounces were detected (real clips have about 3 of each). The rows
 "real" and "shuffled" (each video with the next clip's audio: the chance level) give the
@@ -56,12 +57,14 @@ def main(argv=None) -> None:
         steps = load_config(train_dit.DiTRecipe, f"{run}/config.yaml").optim.steps
         denoiser = STDiT.from_pretrained(f"{run}/model").eval()
         for scale in args.guidance:
-            for mode in ("joint", "a2v"):
+            for mode in ("joint", "a2v", "v2a"):
                 latent = generate(space, denoiser, labels, steps=args.steps, cfg_scale=scale, mode=mode,
-                                  condition=condition if mode == "a2v" else None, seed=args.seed,
+                                  condition=None if mode == "joint" else condition, seed=args.seed,
                                   progress=False)
                 gen_video, gen_wave = render(space, latent)
                 wave = batch["audio"] if mode == "a2v" else gen_wave
+                if mode == "v2a":
+                    gen_video = batch["video"]
                 name = f"{run} ({steps} steps), {mode}, guidance {scale:g}"
                 print(_row(name, sync_scores(gen_video, wave, sr, fps)), flush=True)
 
