@@ -38,7 +38,7 @@ CONFIGS = Path(__file__).parent / "configs"
 class DemoConfig:
     output_dir: str = "outputs/demo"
     autoencoder_minutes: float = 4.5  # the config's 1200 steps normally end first (~4 min)
-    dit_minutes: float = 4.0  # likewise 600 steps (~3.7 min)
+    dit_minutes: float = 4.0  # likewise 750 steps (~3.5 min)
     feature_steps: int = 200  # held-out accuracy is already 1.0 by then
     # extra key=value overrides of each stage's config (e.g. to shrink everything in tests)
     autoencoder_overrides: list[str] = field(default_factory=list)
