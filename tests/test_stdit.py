@@ -176,7 +176,8 @@ def test_no_null_label_without_class_dropout():
     [
         (dict(side=9), r"side \(9\) must be divisible by patch \(2\)"),
         (dict(patch=(1, 3)), r"side \(8\) must be divisible by patch \(\(1, 3\)\)"),
-        (dict(patch=(0, 2)), r"patch \(\(0, 2\)\) must be >= 1"),
+        (dict(patch=(0, 2)), r"patch \(\(0, 2\)\) must be a positive int or 2 positive ints"),
+        (dict(patch=(1, 2, 2)), r"patch \(\(1, 2, 2\)\) must be a positive int or 2"),
         (dict(hidden_size=30, num_heads=4), r"hidden_size \(30\) .* num_heads \(4\)"),
         (dict(hidden_size=6, num_heads=2), r"hidden_size \(6\) must be divisible by 4"),
         (dict(depth=0), r"depth \(0\)"),

@@ -66,7 +66,7 @@ from avblocks.attention.positional import dit_sincos_2d
 from avblocks.config import SaveLoadMixin
 from avblocks.dit.blocks import FinalLayer, STDiTBlock
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder
-from avblocks.dit.patch import PatchEmbed2d
+from avblocks.dit.patch import PatchEmbed2d, _as_tuple
 from avblocks.typing import TYPECHECK, Float, Tensor, shapecheck
 
 __all__ = ["STDiTConfig", "STDiT"]
@@ -135,16 +135,15 @@ class STDiT(SaveLoadMixin, nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        rows, cols = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        rows, cols = _as_tuple("patch", patch, 2)
         for name, value in (
             ("in_channels", in_channels),
             ("side", side),
             ("frames", frames),
-            ("patch", min(rows, cols)),
             ("depth", depth),
         ):
             if value < 1:
-                raise ValueError(f"{name} ({patch if name == 'patch' else value}) must be >= 1")
+                raise ValueError(f"{name} ({value}) must be >= 1")
         if side % rows or side % cols:
             raise ValueError(f"side ({side}) must be divisible by patch ({patch})")
         if hidden_size < 1 or num_heads < 1 or hidden_size % num_heads:
