@@ -26,7 +26,6 @@ per frame). Choices made here (the paper does not say):
   spectrogram).
 """
 
-import math
 from fractions import Fraction
 
 import torch
@@ -35,42 +34,10 @@ from einops import rearrange
 from torch import nn
 
 from avblocks.audio.mel import LogMelSpectrogram, MelConfig
+from avblocks.timing import as_fraction, frame_columns
 from avblocks.typing import Float, Tensor, shapecheck
 
-__all__ = ["VideoLikeAudio", "as_fraction"]
-
-
-def as_fraction(fps: int | float | Fraction) -> Fraction:
-    """``fps`` as an exact fraction; floats are read as the nearest fraction with a denominator
-    of at most 10**6 (``29.97 -> 2997/100``); pass ``Fraction(30000, 1001)`` for NTSC."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
-        raise ValueError(f"fps ({fps!r}) must be an int, float or Fraction")
-    value = Fraction(fps).limit_denominator(10**6) if isinstance(fps, float) else Fraction(fps)
-    if value <= 0:
-        raise ValueError(f"fps ({fps!r}) must be positive")
-    return value
-
-
-def _divisors(n: int) -> list[int]:
-    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
-
-
-def _valid_hops_near(samples_per_frame: Fraction, hop: int) -> list[int]:
-    if samples_per_frame.denominator != 1:
-        return []
-    divisors = _divisors(samples_per_frame.numerator)
-    below = [d for d in divisors if d < hop]
-    above = [d for d in divisors if d > hop]
-    return ([below[-1]] if below else []) + ([above[0]] if above else [])
-
-
-def _valid_rates_near(sample_rate: int, fps: Fraction, hop: int) -> list[int]:
-    # sr' = m * fps * hop with sr' and m whole: m must be a multiple of q / gcd(q, p*hop).
-    p, q = fps.numerator, fps.denominator
-    step = p * hop // math.gcd(q, p * hop)
-    low = (sample_rate // step) * step
-    return [r for r in (low, low + step) if r > 0]
+__all__ = ["VideoLikeAudio"]
 
 
 class VideoLikeAudio(nn.Module):
@@ -110,25 +77,13 @@ class VideoLikeAudio(nn.Module):
                 "VideoLikeAudio needs mel.center=True (column j centred at sample j*hop) "
                 "to align columns with video frames; got center=False"
             )
-        sr, hop = mel.sample_rate, mel.hop
-        ratio = Fraction(sr) / (self.fps * hop)
-        if ratio.denominator != 1:
-            spf = Fraction(sr) / self.fps
-            hops = _valid_hops_near(spf, hop)
-            rates = _valid_rates_near(sr, self.fps, hop)
-            hop_hint = (
-                f"nearest valid hops at {sr} Hz: {hops}"
-                if hops
-                else f"no hop works at {sr} Hz because sr/fps = {spf} is not a whole number"
-            )
-            raise ValueError(
-                f"sample_rate / (fps * hop) = {sr} / ({self.fps} * {hop}) = {float(ratio):.6g} "
-                f"columns per video frame is not a whole number; {hop_hint}; nearest valid "
-                f"sample rates for hop {hop}: {rates} (make the spectrogram at such a rate "
-                f"with dataclasses.replace(mel, sample_rate=...) and pass "
-                f"input_sample_rate=<your rate> to resample)"
-            )
-        self._columns = int(ratio)
+        try:
+            columns = frame_columns(mel.sample_rate, self.fps, mel.hop)
+        except ValueError as e:
+            raise ValueError(f"{e} (make the spectrogram at such a rate with "
+                             "dataclasses.replace(mel, sample_rate=...) and pass "
+                             "input_sample_rate=<your rate> to resample)") from None
+        self._columns = columns
         self.log_mel = LogMelSpectrogram(mel=mel)  # built once; no state_dict entries
 
     @property

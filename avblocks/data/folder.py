@@ -44,7 +44,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from avblocks.data.media import MediaError, MediaInfo, as_fraction, probe, read_clip
+from avblocks.data.media import MediaError, MediaInfo, probe, read_clip
+from avblocks.timing import as_fraction
 
 __all__ = ["VideoFolder", "default_cache_dir"]
 
@@ -96,8 +97,6 @@ class VideoFolder(Dataset):
         if num_frames < 1:
             raise ValueError(f"num_frames ({num_frames}) must be >= 1")
         self.fps = as_fraction(fps, "fps")
-        if self.fps <= 0:
-            raise ValueError(f"fps ({fps}) must be > 0")
         if stride is not None and stride <= 0:
             raise ValueError(f"stride ({stride}) must be > 0 seconds or None")
         if sample_rate < 1 or channels < 1:
@@ -212,8 +211,8 @@ class VideoFolder(Dataset):
         slack = self.audio_slack
         lo = max(0.0, info.audio_start - info.video_start - slack)
         hi = min(info.video_end, info.audio_end + slack) - info.video_start
-        lo_q = as_fraction(lo, "start")
-        hi_q = as_fraction(hi, "start")
+        lo_q = as_fraction(lo, "start", positive=False)
+        hi_q = as_fraction(max(hi, 0.0), "end", positive=False)
         starts = []
         s = lo_q
         while s + self.duration <= hi_q:

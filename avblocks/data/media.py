@@ -55,7 +55,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MediaError", "MediaInfo", "Clip", "probe", "read_clip", "as_fraction"]
+from avblocks.timing import as_fraction
+
+__all__ = ["MediaError", "MediaInfo", "Clip", "probe", "read_clip"]
 
 _AUDIO_MARGIN = Fraction(1, 20)  # resampler support on both sides of the window
 _AUDIO_WARMUP = Fraction(1, 5)  # decode this much before the margin after a seek
@@ -117,19 +119,6 @@ class MediaInfo:
     @classmethod
     def from_dict(cls, d: dict) -> "MediaInfo":
         return cls(**d)
-
-
-def as_fraction(value: "int | float | Fraction", what: str = "fps") -> Fraction:
-    """An exact rate or time: ints and Fractions as given; a float becomes the nearest fraction
-    with denominator at most 1001 for ``fps`` (so ``30000 / 1001`` gives ``Fraction(30000, 1001)``
-    and ``29.97`` stays 29.97) and at most 10**6 for times (so ``0.1`` means one tenth)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
-        raise ValueError(f"{what} ({value!r}) must be an int, float or Fraction")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{what} ({value}) must be finite")
-        return Fraction(value).limit_denominator(1001 if what == "fps" else 10**6)
-    return Fraction(value)
 
 
 def _why(e: Exception) -> str:
@@ -424,11 +413,7 @@ def read_clip(
     if num_frames < 1:
         raise ValueError(f"num_frames ({num_frames}) must be >= 1")
     fps_q = as_fraction(fps, "fps")
-    start_q = as_fraction(start, "start")
-    if fps_q <= 0:
-        raise ValueError(f"fps ({fps}) must be > 0")
-    if start_q < 0:
-        raise ValueError(f"start ({start}) must be >= 0 seconds")
+    start_q = as_fraction(start, "start (seconds)", positive=False)
     if sample_rate < 1:
         raise ValueError(f"sample_rate ({sample_rate}) must be >= 1")
     if channels < 1:
@@ -441,7 +426,7 @@ def read_clip(
     _check_file(path)
     duration = num_frames / fps_q
     n_out = round(duration * sample_rate)
-    slack = as_fraction(audio_slack, "audio_slack")
+    slack = as_fraction(audio_slack, "audio_slack", positive=False)
     try:
         with av.open(str(path)) as container:
             vstream, astream = _streams(container, path)

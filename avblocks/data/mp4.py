@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Shaped
 from torch import Tensor
 
-from avblocks.data.media import as_fraction
+from avblocks.timing import as_fraction
 from avblocks.typing import shapecheck
 
 __all__ = ["write_mp4"]
@@ -75,8 +75,6 @@ def write_mp4(
     if video.shape[1] < 1:
         raise ValueError("video must have at least one frame")
     fps_q = as_fraction(fps, "fps")
-    if fps_q <= 0:
-        raise ValueError(f"fps ({fps}) must be > 0")
     if sample_rate < 1:
         raise ValueError(f"sample_rate ({sample_rate}) must be >= 1")
     if not 0 <= crf <= 51:

@@ -67,10 +67,14 @@ never touched, so an item is the same whatever the order or process it is drawn 
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from avblocks.spec import AVSpec
+from avblocks.timing import as_fraction
 
 __all__ = ["SyntheticSoundingVideo", "ClassSpec", "CLASSES", "FLOOR_Y", "OBJECT_RADIUS"]
 
@@ -152,7 +156,8 @@ class SyntheticSoundingVideo(Dataset):
         num_clips: length of the dataset.
         num_frames: frames per clip (at least 4).
         size: frame height and width in pixels (at least 16).
-        fps: video frame rate; ``sample_rate`` must be a multiple of it.
+        fps: video frame rate (int, Fraction, or anything :func:`avblocks.timing.as_fraction`
+            reads); ``sample_rate / fps`` must be a whole number of samples.
         sample_rate: audio sample rate in Hz.
         num_classes: number of classes, 1 to ``len(CLASSES)``.
         seed: dataset seed; clip ``index`` is a function of ``(seed, index)`` only.
@@ -161,7 +166,7 @@ class SyntheticSoundingVideo(Dataset):
     Items are dicts of plain tensors (the default ``DataLoader`` collate batches them):
 
     - ``video``: ``float32 (3, num_frames, size, size)`` in [-1, 1];
-    - ``audio``: ``float32 (num_frames * sample_rate // fps,)`` in [-1, 1];
+    - ``audio``: ``float32 (num_frames * sample_rate / fps,)`` in [-1, 1];
     - ``label``: ``int`` in ``[0, num_classes)``;
     - ``event_frames``: ``bool (num_frames,)``, true at each bounce frame (the frames whose
       first audio sample starts a sound event). ``events(index)`` gives the frame indices.
@@ -173,7 +178,7 @@ class SyntheticSoundingVideo(Dataset):
         num_clips: int = 256,
         num_frames: int = 16,
         size: int = 32,
-        fps: int = 8,
+        fps: "int | Fraction | str" = 8,
         sample_rate: int = 16000,
         num_classes: int = 4,
         seed: int = 0,
@@ -187,12 +192,13 @@ class SyntheticSoundingVideo(Dataset):
             )
         if size < 16:
             raise ValueError(f"size ({size}) must be >= 16 pixels")
-        if fps < 1 or sample_rate < 1:
-            raise ValueError(f"fps ({fps}) and sample_rate ({sample_rate}) must be >= 1")
-        if sample_rate % fps != 0:
+        fps = as_fraction(fps, "fps")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+            raise ValueError(f"sample_rate ({sample_rate!r}) must be an integer >= 1")
+        if (sample_rate / fps).denominator != 1:
             raise ValueError(
-                f"sample_rate ({sample_rate}) must be a multiple of fps ({fps}) so that every "
-                "video frame owns a whole number of audio samples"
+                f"sample_rate ({sample_rate}) / fps ({fps}) must be a whole number of samples, so "
+                "that every video frame owns whole samples"
             )
         if not 1 <= num_classes <= len(CLASSES):
             raise ValueError(f"num_classes ({num_classes}) must be in [1, {len(CLASSES)}]")
@@ -208,11 +214,23 @@ class SyntheticSoundingVideo(Dataset):
         self.num_classes = num_classes
         self.seed = seed
         self.noise_std = noise_std
-        self.samples_per_frame = sample_rate // fps
+        self.samples_per_frame = int(sample_rate / fps)
         self.num_samples = num_frames * self.samples_per_frame
         centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
         self._grid_y = centres.view(1, size, 1)
         self._grid_x = centres.view(1, 1, size)
+
+    @classmethod
+    def from_spec(cls, spec: AVSpec, *, num_clips: int = 256, num_classes: int = 4, seed: int = 0,
+                  noise_std: float = _NOISE_STD) -> "SyntheticSoundingVideo":
+        """Clips as ``spec`` describes them (square frames, mono audio)."""
+        h, w = spec.size
+        if h != w or spec.channels != 1:
+            raise ValueError(f"the synthetic set makes square frames and mono audio; spec has size "
+                             f"{spec.size} and {spec.channels} audio channel(s)")
+        return cls(num_clips=num_clips, num_frames=spec.num_frames, size=h, fps=spec.fps,
+                   sample_rate=spec.sample_rate, num_classes=num_classes, seed=seed,
+                   noise_std=noise_std)
 
     def __len__(self) -> int:
         return self.num_clips
@@ -321,7 +339,7 @@ class SyntheticSoundingVideo(Dataset):
         loud = ((speed - slowest) / (fastest - slowest)).clamp(0.0, 1.0)
         amplitude = _AMPLITUDE[0] + (_AMPLITUDE[1] - _AMPLITUDE[0]) * loud
         # At most half a frame, so an event has decayed by e^-6 (52 dB) before the next contact.
-        decay = min(spec.decay_s, 0.5 / self.fps)
+        decay = min(spec.decay_s, 0.5 / float(self.fps))
         length = math.ceil(8 * decay * self.sample_rate)  # e^-8: inaudible after
         for frame, amp in zip(motion["bounces"].tolist(), amplitude.tolist(), strict=True):
             start = frame * self.samples_per_frame
