@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from avblocks.latent.planes import PLANE_ORDER
 from avblocks.typing import Bool, Float, Tensor, shapecheck
 
 __all__ = ["PLANE_ORDER", "PlaneStack"]
 
-PLANE_ORDER: tuple[str, ...] = ("video_hw", "video_th", "video_tw", "audio_hw", "audio_th", "audio_tw")
-"""Order of the planes in a stacked latent (index along its ``t`` axis)."""
 
 
 class PlaneStack(nn.Module):

@@ -36,7 +36,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from avblocks.latent.mdsa import MDSA, PLANES, AVLatent
+from avblocks.latent.mdsa import MDSA, AVLatent
+from avblocks.latent.planes import PLANES
 from avblocks.latent.triplane import TriPlane
 from avblocks.latent.volume import FrameGroupNorm, VolumeDecoder
 from avblocks.typing import Float, shapecheck

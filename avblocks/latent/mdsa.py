@@ -34,13 +34,13 @@ from torch import nn
 from avblocks.config import SaveLoadMixin
 from avblocks.latent.fusion import STAGES, PlaneFusion
 from avblocks.latent.losses import kl_divergence
+from avblocks.latent.planes import PLANES
 from avblocks.latent.triplane import TriPlane, TriPlaneProjector, TriPlaneUnprojector
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = ["AVLatent", "MDSA", "MDSAConfig", "Posterior"]
 
-PLANES = ("hw", "th", "tw")
 
 
 @dataclass
@@ -51,7 +51,7 @@ class AVLatent:
     audio: TriPlane
 
     def planes(self) -> list[Tensor]:
-        """The six planes in the fixed order video hw, th, tw, audio hw, th, tw."""
+        """The six planes in :data:`~avblocks.latent.planes.PLANE_ORDER`."""
         return [*self.video, *self.audio]
 
     @classmethod

@@ -82,6 +82,7 @@ from torch import Tensor, nn
 
 from avblocks.attention.dispatch import attend
 from avblocks.config import SaveLoadMixin
+from avblocks.latent.planes import PLANES
 from avblocks.typing import shapecheck
 
 __all__ = [
@@ -129,7 +130,7 @@ class TriPlane:
     tw: Tensor
 
     def __post_init__(self) -> None:
-        for name in ("hw", "th", "tw"):
+        for name in PLANES:
             x = getattr(self, name)
             if not isinstance(x, Tensor) or x.ndim != 4:
                 got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -174,7 +175,7 @@ class TriPlane:
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """``{"hw": (b, c, h, w), "th": (b, c, t, h), "tw": (b, c, t, w)}``."""
-        return {k: tuple(getattr(self, k).shape) for k in ("hw", "th", "tw")}
+        return {k: tuple(getattr(self, k).shape) for k in PLANES}
 
     @property
     def num_tokens(self) -> int:
@@ -240,7 +241,7 @@ class TriPlaneProjector(SaveLoadMixin, nn.Module):
         self.channels, self.pooling = channels, pooling
         if pooling == "attention":
             self.pools = nn.ModuleDict(
-                {k: AttentionPool(channels=channels, heads=heads) for k in ("hw", "th", "tw")}
+                {k: AttentionPool(channels=channels, heads=heads) for k in PLANES}
             )
 
     @shapecheck
