@@ -39,8 +39,8 @@ def child(length: int, steps: int, mode: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     from avblocks.diffusion.schedules import ReadSchedule
+    from avblocks.dit.read_denoiser import ReadDenoiser
     from recipes.read_a2v.generate import Mp4Stream, iter_long_generation
-    from recipes.read_a2v.model import ReadDenoiser
 
     torch.manual_seed(0)
     model = ReadDenoiser(frames=9, patch=8, hidden_size=64, depth=3, num_heads=4, audio_dim=32).eval()

@@ -11,10 +11,10 @@ import torch
 
 from avblocks.config import ConfigError
 from avblocks.dit.adapters import count_parameters
+from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiT, DiTConfig
 from recipes.av_dit import pretrain, train, train_autoencoder
 from recipes.av_dit.images import AVImages, ImageLatents
-from recipes.av_dit.model import AVDiT
 from recipes.av_dit.sample import main as sample_main
 from recipes.common.config import load_config
 from recipes.proav_dit.data import AVData, DataConfig

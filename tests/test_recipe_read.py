@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from avblocks.data import read_clip
+from avblocks.dit.read_denoiser import ReadDenoiser
 from recipes.read_a2v import generate, train
 from recipes.read_a2v.evaluate import boundary_pairs, discontinuity
 from recipes.read_a2v.generate import iter_long_generation, load_run, num_clips
-from recipes.read_a2v.model import ReadDenoiser
 
 CONFIG = Path(__file__).parent.parent / "recipes" / "read_a2v" / "configs" / "test.yaml"
 REFERENCE = Path(__file__).parent / "references" / "read_a2v_tiny_losses.json"

@@ -22,8 +22,8 @@ import torch
 from avblocks.diffusion import ClassifierFreeGuidance
 from avblocks.diffusion.ddpm import DDPM
 from avblocks.diffusion.samplers import DDIMSampler, DPMSolverPP2MSampler
+from avblocks.dit.av_dit import AVDiT
 from recipes.av_dit.images import ImageLatents
-from recipes.av_dit.model import AVDiT
 from recipes.proav_dit.sample import write_samples
 
 SAMPLERS = {"ddim": DDIMSampler, "dpm": DPMSolverPP2MSampler}

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from avblocks.dit.adapters import save_adapters
+from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiT, load_dit_checkpoint
 from recipes.av_dit.images import ImageLatents
-from recipes.av_dit.model import AVDiT
 from recipes.av_dit.pretrain import DDPMConfig, build_ddpm
 from recipes.av_dit.trainer import (
     OptimConfig,

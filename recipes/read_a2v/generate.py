@@ -46,9 +46,9 @@ import torch
 from avblocks.audio.frame_codes import FrameAudioCodec
 from avblocks.diffusion import FlowEulerSampler, FlowMatching
 from avblocks.diffusion.schedules import ReadSchedule
+from avblocks.dit.read_denoiser import ReadDenoiser
 from recipes.common.config import load_config
 from recipes.proav_dit.data import AVData
-from recipes.read_a2v.model import ReadDenoiser
 
 __all__ = ["AudioGuidance", "Mp4Stream", "iter_long_generation", "num_clips", "load_run", "main"]
 

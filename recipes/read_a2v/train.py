@@ -7,9 +7,9 @@ Two stages, one entry point (each stage resumes exactly on its own):
 1. **audio codec** (``codec_optim``): :class:`avblocks.audio.frame_codes.FrameAudioCodec` on the
    normalised video-like log-mel of each clip, loss ``MSE(reconstruction) + contrastive_weight
    * frame_infonce(codes, video embeddings)``; the video embeddings come from a small
-   :class:`~recipes.read_a2v.model.FrameVideoEmbedder` trained alongside and then dropped.
+   :class:`~recipes.read_a2v.video_embedder.FrameVideoEmbedder` trained alongside and then dropped.
    Writes ``codec/`` (``log.jsonl``, ``checkpoints/``, ``model/`` = EMA weights).
-2. **denoiser** (``optim``): :class:`~recipes.read_a2v.model.ReadDenoiser` with the codec frozen.
+2. **denoiser** (``optim``): :class:`~avblocks.dit.read_denoiser.ReadDenoiser` with the codec frozen.
    A training example is cut from a clip of ``data.num_frames`` frames: a *reference* frame
    at a random index and a window of ``schedule.motion_frames`` consecutive frames at a random
    start; the audio codes of the window (the codec runs causally over the whole clip, so a
@@ -37,12 +37,13 @@ from avblocks.config import ConfigError
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.diffusion.schedules import ReadSchedule
+from avblocks.dit.read_denoiser import ReadDenoiser
 from recipes.common import distributed as dist_utils
 from recipes.common import loop
 from recipes.common.config import dump_config
 from recipes.common.loop import fit, make_optimizer, run_entry_point, step_batches
 from recipes.proav_dit.data import AVData, DataConfig
-from recipes.read_a2v.model import FrameVideoEmbedder, ReadDenoiser
+from recipes.read_a2v.video_embedder import FrameVideoEmbedder
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The READ-style audio-to-video denoiser and the per-frame video embedder of the codec stage.
+"""The READ-style audio-to-video denoiser: pixel frames, per-frame times, one audio code per frame.
 
 :class:`ReadDenoiser` predicts the flow velocity of a clip ``b c t h w`` of pixel frames
 ``[reference, motion_1 .. motion_m]`` at per-frame times ``b t``, conditioned on one audio
@@ -62,10 +62,9 @@ from avblocks.dit.audio_cross import AudioBinding, AudioSTDiTBlock
 from avblocks.dit.blocks import FinalLayer
 from avblocks.dit.embedders import TimestepEmbedder
 from avblocks.dit.patch import PatchEmbed2d
-from avblocks.latent.volume import VolumeEncoder
 from avblocks.typing import Bool, Float, Tensor, shapecheck
 
-__all__ = ["ReadDenoiser", "ReadDenoiserConfig", "FrameVideoEmbedder"]
+__all__ = ["ReadDenoiser", "ReadDenoiserConfig"]
 
 FrameTimes = Real[Tensor, "b *frames"]
 SampleFlags = Bool[Tensor, "b"]
@@ -186,22 +185,3 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
         # x-prediction: the velocity of the flow path through x that ends at `clean`
         times = t.to(x.dtype).clamp_min(self.min_time)[:, None, :, None, None]
         return (x - clean) / times
-
-
-class FrameVideoEmbedder(nn.Module):
-    """Per-frame video embedding ``b c t h w -> b t d`` for the codec's contrastive loss.
-
-    A :class:`~avblocks.latent.volume.VolumeEncoder` (patch ``(1, p, p)``, its temporal
-    convs see one frame each way per block, so motion is visible) averaged over space.
-    Trained with the codec and thrown away afterwards (it only shapes the audio codes).
-    """
-
-    def __init__(self, *, in_channels: int = 3, dim: int = 32, hidden_channels: int = 32,
-                 patch: int = 8) -> None:
-        super().__init__()
-        self.encoder = VolumeEncoder(in_channels=in_channels, latent_channels=dim,
-                                     hidden_channels=hidden_channels, patch=(1, patch, patch),
-                                     depth=1, groups=8)
-
-    def forward(self, video: Tensor) -> Tensor:
-        return rearrange(self.encoder(video).mean(dim=(3, 4)), "b d t -> b t d")

@@ -1,6 +1,6 @@
 """AV-DiT: one frozen image DiT denoises video frames and spectrogram images; adapters train.
 
-Input: the latent of a clip, ``b z (tv + ta) h w`` (:class:`recipes.av_dit.images.ImageLatents`:
+Input: the latent of a clip, ``b z (tv + ta) h w`` (:class:`avblocks.codecs.ImageLatentCodec`:
 ``tv`` video frames, then ``ta`` audio spectrogram images, every one encoded by the same
 per-frame image autoencoder), DDPM steps ``t`` (``b``, or ``b (tv + ta)`` per image) and clip
 labels ``y`` (``b``). Output: the predicted noise, same shape as the input (epsilon only; the
