@@ -6,11 +6,6 @@ A recipe trainer runs unchanged in one process or under ``torchrun``::
 
 Choices (the contract the trainers and tests rely on):
 
-- **Process group from the environment.** :func:`init_distributed` reads what ``torchrun`` sets
-  (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). Without those
-  variables (or with ``WORLD_SIZE=1``) it creates no process group and every helper here is
-  the identity, so a single-process run takes exactly the code path it took before.
-  Backend: NCCL when CUDA is available, gloo otherwise (the CPU tests use gloo).
 - **The batch is global.** ``optim.batch_size`` is the number of clips per optimizer step,
   summed over ranks and micro-batches. The step's indices come from
   :class:`~recipes.common.schedule.StepBatchSampler` (a pure function of ``(seed, step)``)
@@ -22,15 +17,7 @@ Choices (the contract the trainers and tests rely on):
   are, which is what makes the 2-process run match a single-process run.
 - **Gradient sync only on the last micro-batch** (:func:`gradient_sync`: DDP ``no_sync``,
   FSDP2 ``set_requires_gradient_sync(False)``), so accumulation costs one all-reduce per step.
-- **Per-rank seeding.** Models are built from the same seed on every rank (DDP also
-  broadcasts rank 0's parameters; FSDP2 shards the local copy, so identical construction
-  matters there). After building, each rank reseeds with :func:`rank_seed`, so random draws
-  inside the step (noise, timesteps, dropout) differ across ranks instead of repeating the
-  same noise ``W`` times (rank 0 reseeds with ``seed`` itself). A one-process run never
-  reseeds, so its numbers are those of the trainers before distributed support.
-- **Rank 0 writes.** Logs, configs, exported models and single-file checkpoints are written by
-  rank 0 only (:attr:`DistContext.is_main`); DDP keeps every rank's replica identical, so
-  rank 0's state is the state. Decisions that must agree across ranks (skip a step with a
+- Decisions that must agree across ranks (skip a step with a
   non-finite loss) go through :func:`any_rank`.
 - **FSDP2 checkpoints are sharded** (:func:`save_sharded`): every rank writes its own shards
   with ``torch.distributed.checkpoint`` into ``.step_XXXXXXXX.tmp/``; after a barrier rank 0
@@ -60,8 +47,6 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +59,12 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.utils.data import Sampler
 
 from recipes.common.checkpoint import CheckpointManager, capture_rng, restore_rng
+from recipes.common.distributed.process_group import (
+    DistContext,
+    destroy_distributed,
+    init_distributed,
+    rank_seed,
+)
 from recipes.common.faults import find_non_finite
 
 __all__ = [
@@ -105,83 +96,6 @@ __all__ = [
 
 Strategy = Literal["ddp", "fsdp"]
 _SHARDED = re.compile(r"^step_(\d{8})\.dcp$")
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process stands: its rank, the number of ranks, its local device index."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        """True when a process group with more than one rank is running."""
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the one process that logs and writes single-file outputs."""
-        return self.rank == 0
-
-    def device(self) -> torch.device:
-        if torch.cuda.is_available():
-            return torch.device("cuda", self.local_rank)
-        return torch.device("cpu")
-
-
-def _int_env(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError as e:
-        raise ValueError(f"environment variable {name} ({value!r}) must be an integer") from e
-
-
-def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) -> DistContext:
-    """Join the process group ``torchrun`` describes in the environment, if any.
-
-    Returns the context; with no ``WORLD_SIZE`` (or ``WORLD_SIZE=1``) no group is created.
-    Calling it again when a group already exists returns that group's context.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), _int_env("LOCAL_RANK", 0))
-    world = _int_env("WORLD_SIZE", 1)
-    if world <= 1:
-        return DistContext()
-    rank, local = _int_env("RANK", 0), _int_env("LOCAL_RANK", 0)
-    if not 0 <= rank < world:
-        raise ValueError(f"RANK ({rank}) must lie in [0, WORLD_SIZE={world})")
-    for name in ("MASTER_ADDR", "MASTER_PORT"):
-        if name not in os.environ:
-            raise ValueError(f"WORLD_SIZE is {world} but {name} is not set (launch with torchrun)")
-    if not dist.is_available():
-        raise RuntimeError("torch.distributed is not available in this PyTorch build")
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(local)
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
-    return DistContext(rank, world, local)
-
-
-def destroy_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank``'s random stream: ``seed`` itself on rank 0.
-
-    Other ranks are offset by a large prime so that ``(seed, rank)`` pairs of nearby seeds do
-    not share a stream (``seed=1, rank=0`` vs ``seed=0, rank=1`` would under ``seed + rank``).
-    """
-    if rank < 0:
-        raise ValueError(f"rank ({rank}) must be >= 0")
-    return seed + 1_000_003 * rank
 
 
 # --------------------------------------------------------------------------------------------
