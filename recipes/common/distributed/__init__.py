@@ -6,8 +6,6 @@ A recipe trainer runs unchanged in one process or under ``torchrun``::
 
 Choices (the contract the trainers and tests rely on):
 
-- **Gradient sync only on the last micro-batch** (:func:`gradient_sync`: DDP ``no_sync``,
-  FSDP2 ``set_requires_gradient_sync(False)``), so accumulation costs one all-reduce per step.
 - Decisions that must agree across ranks (skip a step with a
   non-finite loss) go through :func:`any_rank`.
 - **FSDP2 checkpoints are sharded** (:func:`save_sharded`): every rank writes its own shards
@@ -21,10 +19,6 @@ Choices (the contract the trainers and tests rely on):
   reads it with an unpickler that only admits DCP's own metadata classes and a few torch
   types; tensor payloads and non-tensor items are read by DCP with
   ``torch.load(weights_only=True)``.
-- **FSDP2 units** (:func:`wrap_model` ``shard=``) must be modules whose outputs are tensors or
-  tuples of them: FSDP2 finds outputs through pytrees to hook the backward all-gather, and a
-  dataclass output (e.g. ``TriPlane``) hides them, which fails in backward with
-  ``setStorage ... out of bounds for storage of size 0``.
 - :class:`TrainCheckpoints` is what the trainers save and resume through: one
   ``step_XXXXXXXX.pt`` file (one process, DDP) or a sharded ``step_XXXXXXXX.dcp`` folder
   (FSDP2), with every rank's RNG state.
@@ -37,9 +31,9 @@ import pickle
 import re
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -61,12 +55,21 @@ from recipes.common.distributed.process_group import (
     init_distributed,
     rank_seed,
 )
+from recipes.common.distributed.wrapping import (
+    Strategy,
+    full_model_state,
+    gradient_sync,
+    is_fsdp,
+    unwrap,
+    wrap_model,
+)
 from recipes.common.faults import find_non_finite
 
 __all__ = [
     "DistContext",
     "SafeFileSystemReader",
     "ShardedBatchSampler",
+    "Strategy",
     "TrainCheckpoints",
     "UnsafeCheckpointError",
     "all_reduce_mean",
@@ -80,6 +83,7 @@ __all__ = [
     "full_model_state",
     "gradient_sync",
     "init_distributed",
+    "is_fsdp",
     "latest_sharded",
     "load_sharded",
     "rank_seed",
@@ -90,77 +94,7 @@ __all__ = [
     "wrap_model",
 ]
 
-Strategy = Literal["ddp", "fsdp"]
 _SHARDED = re.compile(r"^step_(\d{8})\.dcp$")
-
-
-# --------------------------------------------------------------------------------------------
-# Model wrapping and gradient sync
-# --------------------------------------------------------------------------------------------
-
-
-def wrap_model(
-    model: nn.Module,
-    ctx: DistContext,
-    strategy: Strategy = "ddp",
-    *,
-    shard: Sequence[type[nn.Module]] = (),
-    find_unused_parameters: bool = False,
-) -> nn.Module:
-    """Wrap ``model`` for data parallelism; the identity in a single process.
-
-    ``ddp``: :class:`~torch.nn.parallel.DistributedDataParallel` (returns the wrapper; use
-    :func:`unwrap` to reach the model). ``fsdp``: FSDP2 ``fully_shard`` applied to every
-    sub-module whose type is in ``shard`` (e.g. the transformer block class), then to the
-    root; the model is sharded in place and returned (it is its own wrapper).
-    """
-    if not ctx.enabled:
-        return model
-    if strategy == "ddp":
-        device_ids = [ctx.local_rank] if torch.cuda.is_available() else None
-        return nn.parallel.DistributedDataParallel(
-            model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
-        )
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        kinds = tuple(shard)
-        if kinds:
-            for module in list(model.modules())[1:]:
-                if isinstance(module, kinds):
-                    fully_shard(module)
-        fully_shard(model)
-        return model
-    raise ValueError(f"strategy ({strategy!r}) must be 'ddp' or 'fsdp'")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside a DDP wrapper (FSDP2 modules are their own wrapper)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def is_fsdp(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
-@contextlib.contextmanager
-def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Inside: backward passes all-reduce gradients only if ``enabled`` (last micro-batch)."""
-    if enabled:
-        yield
-    elif isinstance(model, nn.parallel.DistributedDataParallel):
-        with model.no_sync():
-            yield
-    elif is_fsdp(model):
-        model.set_requires_gradient_sync(False)  # type: ignore[operator]
-        try:
-            yield
-        finally:
-            model.set_requires_gradient_sync(True)  # type: ignore[operator]
-    else:
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,23 +277,6 @@ def load_sharded(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, An
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, storage_reader=reader, no_dist=not dist.is_initialized())
     return state
-
-
-def full_model_state(model: nn.Module, *, rank0_only: bool = False) -> dict[str, torch.Tensor]:
-    """The full (unsharded) CPU state dict of a possibly FSDP2/DDP-wrapped model.
-
-    Collective under FSDP2 (every rank must call it). ``rank0_only``: gather into rank 0's CPU
-    memory only (tensor by tensor; the other ranks get ``{}``), which is what an export of a
-    model too big for one device needs; otherwise every rank gets the full state.
-    """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    model = unwrap(model)
-    if not is_fsdp(model):
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    options = StateDictOptions(full_state_dict=True, cpu_offload=rank0_only)
-    state = get_model_state_dict(model, options=options)
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
 # --------------------------------------------------------------------------------------------
