@@ -1,0 +1,105 @@
+"""Where this process stands among the ranks: the process group, its context and its seed.
+
+- **Process group from the environment.** :func:`init_distributed` reads what ``torchrun`` sets
+  (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). Without those
+  variables (or with ``WORLD_SIZE=1``) it creates no process group and every helper of
+  :mod:`recipes.common.distributed` is the identity, so a single-process run takes exactly the
+  code path it took before. Backend: NCCL when CUDA is available, gloo otherwise (the CPU
+  tests use gloo).
+- **Per-rank seeding.** Models are built from the same seed on every rank (DDP also
+  broadcasts rank 0's parameters; FSDP2 shards the local copy, so identical construction
+  matters there). After building, each rank reseeds with :func:`rank_seed`, so random draws
+  inside the step (noise, timesteps, dropout) differ across ranks instead of repeating the
+  same noise ``W`` times (rank 0 reseeds with ``seed`` itself). A one-process run never
+  reseeds, so its numbers are those of the trainers before distributed support.
+- **Rank 0 writes.** Logs, configs, exported models and single-file checkpoints are written by
+  rank 0 only (:attr:`DistContext.is_main`); DDP keeps every rank's replica identical, so
+  rank 0's state is the state.
+"""
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "destroy_distributed", "init_distributed", "rank_seed"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank, the number of ranks, its local device index."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when a process group with more than one rank is running."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs and writes single-file outputs."""
+        return self.rank == 0
+
+    def device(self) -> torch.device:
+        if torch.cuda.is_available():
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as e:
+        raise ValueError(f"environment variable {name} ({value!r}) must be an integer") from e
+
+
+def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) -> DistContext:
+    """Join the process group ``torchrun`` describes in the environment, if any.
+
+    Returns the context; with no ``WORLD_SIZE`` (or ``WORLD_SIZE=1``) no group is created.
+    Calling it again when a group already exists returns that group's context.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), _int_env("LOCAL_RANK", 0))
+    world = _int_env("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistContext()
+    rank, local = _int_env("RANK", 0), _int_env("LOCAL_RANK", 0)
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK ({rank}) must lie in [0, WORLD_SIZE={world})")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ:
+            raise ValueError(f"WORLD_SIZE is {world} but {name} is not set (launch with torchrun)")
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this PyTorch build")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
+    return DistContext(rank, world, local)
+
+
+def destroy_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random stream: ``seed`` itself on rank 0.
+
+    Other ranks are offset by a large prime so that ``(seed, rank)`` pairs of nearby seeds do
+    not share a stream (``seed=1, rank=0`` vs ``seed=0, rank=1`` would under ``seed + rank``).
+    """
+    if rank < 0:
+        raise ValueError(f"rank ({rank}) must be >= 0")
+    return seed + 1_000_003 * rank
+
