@@ -31,8 +31,11 @@ def as_fraction(value: "int | float | str | Fraction", what: str = "fps", *,
             raise ValueError(f"{what} ({value}) must be finite")
         result = Fraction(value).limit_denominator(10**6)
     elif isinstance(value, str):
-        try:
-            result = Fraction(value.strip())
+        try:  # "p/q" with decimal p and q ("93.75/4"), or one number
+            parts = [Fraction(part.strip()) for part in value.split("/")]
+            if len(parts) > 2:
+                raise ValueError(value)
+            result = parts[0] / parts[1] if len(parts) == 2 else parts[0]
         except (ValueError, ZeroDivisionError) as e:
             raise ValueError(f"{what} ({value!r}) is not a number or a fraction like '30000/1001'") from e
     else:
