@@ -23,7 +23,6 @@ from avblocks.audio import (
     VideoLikeAudio,
     Vocoder,
 )
-from avblocks.config import SaveLoadMixin
 from avblocks.diffusion import ReadSchedule
 from avblocks.dit import (
     AudioSTDiTBlock,
@@ -46,6 +45,7 @@ from avblocks.latent import (
     VolumeDecoder,
     VolumeEncoder,
 )
+from avblocks.saveload import SaveLoadMixin
 
 __version__ = "0.1.0"
 

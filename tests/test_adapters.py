@@ -12,7 +12,6 @@ from torch._dynamo.testing import CompileCounter
 
 from avblocks.attention.masks import FrameCausalMask
 from avblocks.attention.positional import sincos_1d
-from avblocks.config import CheckpointError
 from avblocks.dit.adapters import (
     AdaptedDiTBlock,
     AVFusionBlock,
@@ -32,6 +31,7 @@ from avblocks.dit.adapters import (
 )
 from avblocks.dit.blocks import DiTBlock
 from avblocks.dit.dit import DiT
+from avblocks.saveload import CheckpointError
 
 D, H = 32, 2
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=D, depth=2, num_heads=H,

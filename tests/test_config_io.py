@@ -10,18 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from avblocks import config as config_mod
-from avblocks.config import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    CheckpointError,
-    ConfigError,
-    SaveLoadMixin,
-    atomic_path,
-    atomic_write,
-    config_from_dict,
-    config_to_dict,
-)
+from avblocks import saveload as saveload_mod
+from avblocks.config import ConfigError, config_from_dict, config_to_dict
+from avblocks.saveload import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, SaveLoadMixin
 
 
 @dataclass
@@ -219,7 +210,7 @@ def test_crash_in_writer_leaves_previous_save_intact(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(config_mod, "save_file", boom)
+    monkeypatch.setattr(saveload_mod, "save_file", boom)
     with pytest.raises(OSError, match="simulated"):
         Tiny(channels=8).save_pretrained(tmp_path)
     _assert_old_intact(tmp_path, old)
@@ -231,7 +222,7 @@ def test_crash_at_first_replace_leaves_previous_save_intact(tmp_path, monkeypatc
     def boom(src, dst):
         raise OSError("power cut (simulated)")
 
-    monkeypatch.setattr(config_mod.os, "replace", boom)
+    monkeypatch.setattr(saveload_mod.os, "replace", boom)
     with pytest.raises(OSError, match="simulated"):
         Tiny(channels=8).save_pretrained(tmp_path)
     monkeypatch.undo()
@@ -249,32 +240,13 @@ def test_crash_between_replaces_is_detected_not_loaded(tmp_path, monkeypatch):
             raise OSError("power cut (simulated)")
         real_replace(src, dst)
 
-    monkeypatch.setattr(config_mod.os, "replace", second_fails)
+    monkeypatch.setattr(saveload_mod.os, "replace", second_fails)
     with pytest.raises(OSError, match="simulated"):
         Tiny(channels=4).save_pretrained(tmp_path)
     monkeypatch.undo()
     assert _files(tmp_path) == [CONFIG_NAME, WEIGHTS_NAME]
     with pytest.raises(CheckpointError, match="different saves"):
         Tiny.from_pretrained(tmp_path)
-
-
-def test_atomic_write_success_and_crash(tmp_path):
-    target = tmp_path / "clip.mp4"
-    seen = []
-
-    def writer(p):
-        seen.append(p)
-        p.write_bytes(b"new")
-
-    atomic_write(target, writer)
-    assert target.read_bytes() == b"new"
-    assert seen[0].suffix == ".mp4" and seen[0].parent == tmp_path  # same folder and suffix
-
-    with pytest.raises(RuntimeError, match="encoder died"), atomic_path(target) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("encoder died")
-    assert target.read_bytes() == b"new"
-    assert _files(tmp_path) == ["clip.mp4"]
 
 
 def test_from_pretrained_device_and_dtype(tmp_path):

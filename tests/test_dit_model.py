@@ -14,8 +14,8 @@ from timm.models.vision_transformer import Attention, Mlp, PatchEmbed
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 
-from avblocks.config import CheckpointError
 from avblocks.dit.dit import DIT_PRESETS, DiT, DiTConfig, load_dit_checkpoint
+from avblocks.saveload import CheckpointError
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2,
             mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=5, learn_sigma=True)

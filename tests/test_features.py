@@ -9,7 +9,6 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from avblocks.config import CheckpointError
 from avblocks.metrics.distribution import frechet_distance, kernel_distance
 from avblocks.metrics.features import (
     FeatureExtractor,
@@ -21,6 +20,7 @@ from avblocks.metrics.features import (
     extract_video_features,
     video_distances,
 )
+from avblocks.saveload import CheckpointError
 from recipes.proav_dit import train_features
 from recipes.proav_dit.train_features import (
     AUDIO_CORRUPTIONS,

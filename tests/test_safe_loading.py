@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from avblocks.audio import MelConfig, Vocoder
-from avblocks.config import CheckpointError, ConfigError
+from avblocks.config import ConfigError
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.mdsa import MDSA
+from avblocks.saveload import CheckpointError
 from recipes.common import CheckpointManager
 from recipes.common import distributed as D
 from recipes.proav_dit import train_autoencoder, train_dit

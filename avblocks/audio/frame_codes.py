@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from avblocks.config import SaveLoadMixin
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = [

@@ -44,11 +44,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from avblocks.atomic import atomic_path
 from avblocks.attention.masks import Mask
 from avblocks.attention.projections import BidirectionalCrossAttention, MultiHeadAttention
-from avblocks.config import CheckpointError, atomic_path, check_int
+from avblocks.config import check_int
 from avblocks.dit.blocks import DiTBlock
 from avblocks.dit.modulation import modulate, to_tokens
+from avblocks.saveload import CheckpointError
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = [
@@ -516,7 +518,7 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
 def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write :func:`adapter_state_dict` to ``path`` as safetensors, atomically.
 
-    Temporary file + fsync + rename (:func:`avblocks.config.atomic_path`): a crash never
+    Temporary file + fsync + rename (:func:`avblocks.atomic.atomic_path`): a crash never
     leaves a half-written file. Raises ``ValueError`` if nothing is trainable.
     """
     state = adapter_state_dict(model)
@@ -535,7 +537,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
     The expected keys are ``model``'s trainable parameters (build the model, freeze the
     backbone and add the adapters as when saving). A
-    :class:`~avblocks.config.CheckpointError` names every missing key, unexpected key and
+    :class:`~avblocks.saveload.CheckpointError` names every missing key, unexpected key and
     shape mismatch; nothing is copied then. Dtypes/devices are cast to the model's.
     """
     path = Path(path)

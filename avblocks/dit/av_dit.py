@@ -53,7 +53,6 @@ from einops import rearrange
 from jaxtyping import Real
 from torch import nn
 
-from avblocks.config import CheckpointError, SaveLoadMixin
 from avblocks.dit.adapters import (
     AdaptedDiTBlock,
     AVFusionBlock,
@@ -67,6 +66,7 @@ from avblocks.dit.adapters import (
 )
 from avblocks.dit.dit import DiT, DiTConfig
 from avblocks.dit.embedders import LabelEmbedder
+from avblocks.saveload import CheckpointError, SaveLoadMixin
 from avblocks.typing import Float, Int, Tensor, shapecheck
 
 ClassLabels = Literal["pretrained", "adapter"]

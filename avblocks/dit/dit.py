@@ -55,10 +55,10 @@ from safetensors import safe_open
 from torch import nn
 
 from avblocks.attention.positional import dit_sincos_2d
-from avblocks.config import CheckpointError, SaveLoadMixin, load_state_dict_strict
 from avblocks.dit.blocks import DiTBlock, FinalLayer
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder
 from avblocks.dit.patch import PatchEmbed2d
+from avblocks.saveload import CheckpointError, SaveLoadMixin, load_state_dict_strict
 from avblocks.typing import TYPECHECK, Float, Tensor, shapecheck
 
 __all__ = ["DiTConfig", "DiT", "DIT_PRESETS", "load_dit_checkpoint", "read_dit_state_dict"]
@@ -360,7 +360,7 @@ def load_dit_checkpoint(
     The file is read by :func:`read_dit_state_dict` (``.pt`` / ``.pth`` with
     ``weights_only=True``, plain or wrapped under ``"ema"`` / ``"model"`` as DiT's
     ``train.py`` saves; or ``.safetensors``). Every key must be present with its shape; a
-    :class:`~avblocks.config.CheckpointError` names every missing key, unexpected key and
+    :class:`~avblocks.saveload.CheckpointError` names every missing key, unexpected key and
     shape mismatch, and nothing is copied then. One exception: a ``pos_embed`` of another
     grid size (``(1, N', D)`` with ``N' != N``) is not an error: it is dropped and the
     model keeps its own sin-cos table for its ``input_size`` (DiT's table is a fixed

@@ -57,11 +57,11 @@ from jaxtyping import Real
 from torch import nn
 
 from avblocks.attention.positional import dit_sincos_2d
-from avblocks.config import SaveLoadMixin
 from avblocks.dit.audio_cross import AudioBinding, AudioSTDiTBlock
 from avblocks.dit.blocks import FinalLayer
 from avblocks.dit.embedders import TimestepEmbedder
 from avblocks.dit.patch import PatchEmbed2d
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import Bool, Float, Tensor, shapecheck
 
 __all__ = ["ReadDenoiser", "ReadDenoiserConfig"]

@@ -63,10 +63,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from avblocks.attention.positional import dit_sincos_2d
-from avblocks.config import SaveLoadMixin
 from avblocks.dit.blocks import FinalLayer, STDiTBlock
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder
 from avblocks.dit.patch import PatchEmbed2d, _as_tuple
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import TYPECHECK, Float, Tensor, shapecheck
 
 __all__ = ["STDiTConfig", "STDiT"]

@@ -39,9 +39,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from avblocks.config import SaveLoadMixin
 from avblocks.latent.losses import kl_divergence
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = [

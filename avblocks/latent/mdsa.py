@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from avblocks.config import SaveLoadMixin
 from avblocks.latent.fusion import STAGES, PlaneFusion
 from avblocks.latent.losses import kl_divergence
 from avblocks.latent.planes import PLANES
 from avblocks.latent.triplane import TriPlane, TriPlaneProjector, TriPlaneUnprojector
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = ["AVLatent", "MDSA", "MDSAConfig", "Posterior"]

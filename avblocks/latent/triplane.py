@@ -81,8 +81,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from avblocks.attention.dispatch import attend
-from avblocks.config import SaveLoadMixin
 from avblocks.latent.planes import PLANES
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import shapecheck
 
 __all__ = [

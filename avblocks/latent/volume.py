@@ -42,7 +42,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from avblocks.config import SaveLoadMixin
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import shapecheck
 
 __all__ = [

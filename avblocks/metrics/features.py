@@ -42,8 +42,8 @@ from torch import nn
 from avblocks.audio.mel import MelConfig
 from avblocks.audio.normalize import LogMelNormalizer
 from avblocks.audio.video_like import VideoLikeAudio
-from avblocks.config import SaveLoadMixin
 from avblocks.metrics.distribution import frechet_distance, kernel_distance
+from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import Float, Int, Shaped, Tensor, shapecheck
 
 __all__ = [

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from avblocks.config import atomic_path
+from avblocks.atomic import atomic_path
 from avblocks.dit.adapters import count_parameters
 from avblocks.dit.stdit import STDiT
 from avblocks.metrics.features import SyntheticFeatureNet

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from avblocks.config import atomic_path
+from avblocks.atomic import atomic_path
 from recipes.common.faults import find_non_finite
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")

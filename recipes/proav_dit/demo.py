@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from avblocks.config import atomic_path
+from avblocks.atomic import atomic_path
 from avblocks.dit.stdit import STDiT
 from recipes.common import load_config, parse_cli
 from recipes.proav_dit import train_autoencoder, train_dit, train_features

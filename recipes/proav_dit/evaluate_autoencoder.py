@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from avblocks.config import atomic_path
+from avblocks.atomic import atomic_path
 from avblocks.data import write_mp4
 from avblocks.data.preview import save_preview
 from avblocks.latent.mdsa import MDSA

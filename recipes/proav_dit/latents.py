@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from avblocks.config import atomic_path
+from avblocks.atomic import atomic_path
 from avblocks.dit import PlaneStack
 from avblocks.latent.mdsa import MDSA, AVLatent
 from recipes.common.config import load_config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from avblocks.config import atomic_path
+from avblocks.atomic import atomic_path
 from avblocks.data import write_mp4
 from avblocks.data.preview import save_preview
 from avblocks.diffusion import ClassifierFreeGuidance, FlowEulerSampler, FlowHeunSampler

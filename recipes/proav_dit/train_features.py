@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from avblocks.config import atomic_write
+from avblocks.atomic import atomic_write
 from avblocks.data import SyntheticSoundingVideo
 from avblocks.metrics.features import (
     SyntheticFeatureNet,
