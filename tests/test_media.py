@@ -426,6 +426,21 @@ def test_preview_png_shows_frames_above_an_aligned_spectrogram(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
 
 
+def test_preview_failure_keeps_the_old_png_and_leaves_no_temp(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash while drawing")
+
+    path = tmp_path / "p.png"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(Figure, "savefig", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        save_preview(path, torch.zeros(3, 2, 8, 8), torch.zeros(4000), 16000, fps=8)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
+
+
 class _CountingContainer:
     """Proxy of an open PyAV container that counts decoded frames (PyAV's classes are
     extension types, so the count is taken around them rather than patched in)."""

@@ -10,7 +10,6 @@ duration of the video.
 """
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from avblocks.atomic import atomic_write, atomic_write_text
 from avblocks.audio.mel import MelConfig
 from avblocks.typing import Float, Tensor, shapecheck
 
@@ -47,19 +47,6 @@ def _check_mel(own: MelConfig, given: MelConfig, who: str) -> None:
 def _check_bins(mel: Tensor, own: MelConfig) -> None:
     if mel.shape[1] != own.n_mels:
         raise ValueError(f"mel has {mel.shape[1]} bins, expected n_mels = {own.n_mels}")
-
-
-def _atomic_write(path: Path, write) -> None:
-    # Write to a temporary file in the same folder, then rename: never a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _mel_of_features(features: nn.Module) -> MelConfig:
@@ -252,15 +239,9 @@ class Vocoder(nn.Module):
         rename), readable by :meth:`from_dir` and by ``Vocos.from_hparams``."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(self.config, sort_keys=False)
-
-        def write_config(tmp):
-            with open(tmp, "w") as f:
-                f.write(text)
-
         state = {k: v.detach().cpu().contiguous() for k, v in self.vocos.state_dict().items()}
-        _atomic_write(folder / CONFIG_FILE, write_config)
-        _atomic_write(folder / SAFETENSORS_FILE, lambda tmp: save_file(state, tmp))
+        atomic_write_text(folder / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
+        atomic_write(folder / SAFETENSORS_FILE, lambda tmp: save_file(state, str(tmp)))
 
     # ------------------------------------------------------------ interface
     @property

@@ -34,7 +34,6 @@ Choices:
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
@@ -44,6 +43,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from avblocks.atomic import atomic_write_text
 from avblocks.data.media import MediaError, MediaInfo, probe, read_clip
 from avblocks.timing import as_fraction
 
@@ -164,16 +164,12 @@ class VideoFolder(Dataset):
 
     def _save_cache(self, files: dict) -> None:
         data = {"version": _CACHE_VERSION, "root": str(self.root.resolve()), "files": files}
-        tmp = None
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=self.cache_dir)
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.cache_path)
+            # Compact json.dumps, not atomic_write_json's indented form: the cache holds one
+            # entry per file, possibly thousands.
+            atomic_write_text(self.cache_path, json.dumps(data))
         except OSError as e:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             warnings.warn(
                 f"VideoFolder: cannot write index cache {self.cache_path}: {e}", stacklevel=3
             )

@@ -12,13 +12,12 @@ Choices:
   given (no trimming to the video length); ``audio=None`` writes a video-only file.
   The AAC encoder's 1024-sample priming is recorded in the mp4 edit list, so readers that
   honour it (FFmpeg/PyAV, :func:`avblocks.data.read_clip`) see sample 0 at time 0.
-- The file is written to a temporary name in the destination folder, flushed to disk, then
-  renamed over ``path`` with ``os.replace``: a crash never leaves a half-written mp4 and
-  never damages a previous file at ``path``.
+- The file is written with :func:`avblocks.atomic.atomic_path`: a temporary name in the
+  destination folder (ending in ``.mp4``), flushed to disk, then renamed over ``path``; a
+  crash never leaves a half-written mp4 and never damages a previous file at ``path``.
 """
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from jaxtyping import Float, Shaped
 from torch import Tensor
 
+from avblocks.atomic import atomic_path
 from avblocks.timing import as_fraction
 from avblocks.typing import shapecheck
 
@@ -92,10 +92,9 @@ def write_mp4(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"}) as container:
+    # The temporary name ends in .mp4 too; format is passed anyway so PyAV never guesses.
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
             vs = container.add_stream("libx264", rate=fps_q)
             vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
             vs.time_base = 1 / fps_q
@@ -118,10 +117,4 @@ def write_mp4(
                     af.sample_rate, af.pts, af.time_base = sample_rate, i, Fraction(1, sample_rate)
                     container.mux(as_.encode(af))
                 container.mux(as_.encode(None))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

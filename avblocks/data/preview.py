@@ -12,15 +12,14 @@ Choices:
   rounded to a power of two, hop ``n_fft / 4``, centred), shown as dB magnitude
   ``20 log10(|X| + 1e-5)`` clipped to the top 80 dB; a multichannel clip is averaged to mono.
 - matplotlib is imported only when called, and only its Agg canvas (no pyplot, no global
-  backend change). The PNG is written to a temporary file in the destination folder and
-  renamed over ``path``.
+  backend change). The PNG is written atomically (:func:`avblocks.atomic.atomic_path`:
+  a temporary file in the destination folder, renamed over ``path``).
 - Returns :class:`PreviewLayout`, the pixel boxes of the two panels in the PNG, so callers
   (and tests) can find the strip and the spectrogram.
 """
 
 import math
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -29,6 +28,7 @@ import torch
 from jaxtyping import Float, Shaped
 from torch import Tensor
 
+from avblocks.atomic import atomic_path
 from avblocks.typing import shapecheck
 
 __all__ = ["save_preview", "PreviewLayout", "spectrogram_db"]
@@ -160,12 +160,6 @@ def save_preview(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return PreviewLayout(px_w, px_h, box(strip_rect), box(spec_rect))
