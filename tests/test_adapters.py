@@ -12,25 +12,23 @@ from torch._dynamo.testing import CompileCounter
 
 from avblocks.attention.masks import FrameCausalMask
 from avblocks.attention.positional import sincos_1d
+from avblocks.dit.adapter_io import (
+    adapter_state_dict,
+    count_parameters,
+    freeze,
+    load_adapters,
+    save_adapters,
+)
 from avblocks.dit.adapters import (
     AdaptedDiTBlock,
     AVFusionBlock,
     BottleneckAdapter,
-    LoRALinear,
     TemporalAdapter,
-    adapter_state_dict,
-    add_lora,
-    count_parameters,
     frame_position_embedding,
-    freeze,
-    load_adapters,
-    lora_disabled,
-    merge_lora,
-    save_adapters,
-    unmerge_lora,
 )
 from avblocks.dit.blocks import DiTBlock
 from avblocks.dit.dit import DiT
+from avblocks.dit.lora import LoRALinear, add_lora, lora_disabled, merge_lora, unmerge_lora
 from avblocks.saveload import CheckpointError
 
 D, H = 32, 2

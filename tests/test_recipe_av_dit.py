@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avblocks.config import ConfigError
-from avblocks.dit.adapters import count_parameters
+from avblocks.dit.adapter_io import count_parameters
 from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiT, DiTConfig
 from recipes.av_dit import pretrain, train, train_autoencoder

@@ -1,21 +1,18 @@
 """Diffusion-transformer blocks: embedders, adaLN-Zero, DiT / ST-DiT blocks, patches, plane stack."""
 
+from avblocks.dit.adapter_io import (
+    adapter_state_dict,
+    count_parameters,
+    freeze,
+    load_adapters,
+    save_adapters,
+)
 from avblocks.dit.adapters import (
     AdaptedDiTBlock,
     AVFusionBlock,
     BottleneckAdapter,
-    LoRALinear,
     TemporalAdapter,
-    adapter_state_dict,
-    add_lora,
-    count_parameters,
     frame_position_embedding,
-    freeze,
-    load_adapters,
-    lora_disabled,
-    merge_lora,
-    save_adapters,
-    unmerge_lora,
 )
 from avblocks.dit.audio_cross import AudioBinding, AudioSTDiTBlock, FrameAudioCrossAttention
 from avblocks.dit.blocks import DiTAttention, DiTBlock, DiTMlp, FinalLayer, STDiTBlock
@@ -36,6 +33,7 @@ from avblocks.dit.compile import (
 )
 from avblocks.dit.dit import DIT_PRESETS, DiT, DiTConfig, load_dit_checkpoint, read_dit_state_dict
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder, timestep_embedding
+from avblocks.dit.lora import LoRALinear, add_lora, lora_disabled, merge_lora, unmerge_lora
 from avblocks.dit.modulation import AdaLNZero, modulate, to_tokens
 from avblocks.dit.patch import (
     PatchEmbed2d,

@@ -1,16 +1,11 @@
-"""Parameter-efficient adapters for a frozen image DiT (AV-DiT, Wang et al. 2024).
+"""Zero-initialised adapters around a frozen image DiT (AV-DiT, Wang et al. 2024).
 
 AV-DiT keeps an image-pretrained DiT frozen and shared by both modalities and trains only
 small additions: a temporal-attention layer per block for the video branch, low-rank
-adapters (LoRA) for the audio branch, and a shared audio-visual fusion block. Every addition
-here is **zero-initialised**, so a backbone with fresh adapters computes exactly what the
-frozen backbone computes; training moves away from that point.
+adapters (LoRA, :mod:`avblocks.dit.lora`) for the audio branch, and a shared audio-visual
+fusion block. Every addition is **zero-initialised**, so a backbone with fresh adapters
+computes exactly what the frozen backbone computes; training moves away from that point.
 
-- :class:`LoRALinear` / :func:`add_lora` / :func:`merge_lora` / :func:`unmerge_lora`:
-  ``y = W x + b + (alpha / rank) * B A x`` with ``B`` zero. The wrapped layer keeps the
-  frozen ``weight`` / ``bias`` *under its own name* (the same Parameter objects, no copy),
-  so the backbone's state-dict keys do not change (``blocks.0.attn.qkv.weight`` stays) and
-  an original checkpoint still loads; the adapter adds ``...qkv.lora_A`` / ``...qkv.lora_B``;
 - :class:`BottleneckAdapter`: ``x + up(GELU(down(LayerNorm(x))))`` (Houlsby-style), ``up`` zero;
 - :class:`TemporalAdapter`: residual self-attention across frames at each token position,
   zero output projection, optional frame positions;
@@ -18,216 +13,38 @@ frozen backbone computes; training moves away from that point.
   frame of ``b t n d``, with the temporal adapter inserted after its attention branch and
   the bottleneck adapter after its MLP branch;
 - :class:`AVFusionBlock`: bidirectional audio <-> video cross-attention, zero output
-  projections;
-- :func:`freeze`, :func:`count_parameters`, :func:`adapter_state_dict`,
-  :func:`save_adapters`, :func:`load_adapters`: freeze a backbone, measure what trains, keep
-  only the trainable weights on disk (safetensors, written atomically, loaded strictly).
+  projections.
 
-What counts as "adapter weights" is decided by ``requires_grad``: freeze the backbone first
-(:func:`freeze`), then add adapters (new parameters are trainable). :class:`LoRALinear`
-freezes the layer it wraps itself (LoRA's point); the other adapters leave the block they
-are given as it is.
+Freezing the backbone, counting and saving only the adapters:
+:mod:`avblocks.dit.adapter_io`. The adapters here leave the block they are given as it is
+(freeze it first; new parameters are trainable).
 """
 
-import contextlib
-import fnmatch
-import math
-import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from avblocks.atomic import atomic_path
 from avblocks.attention.masks import Mask
 from avblocks.attention.projections import BidirectionalCrossAttention, MultiHeadAttention
 from avblocks.config import check_int
 from avblocks.dit.blocks import DiTBlock
 from avblocks.dit.modulation import modulate, to_tokens
-from avblocks.saveload import CheckpointError
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = [
-    "LoRALinear",
-    "add_lora",
-    "merge_lora",
-    "unmerge_lora",
-    "lora_disabled",
     "BottleneckAdapter",
     "TemporalAdapter",
     "AdaptedDiTBlock",
     "AVFusionBlock",
     "frame_position_embedding",
-    "freeze",
-    "count_parameters",
-    "adapter_state_dict",
-    "save_adapters",
-    "load_adapters",
 ]
 
 
 # Module-level alias: a one-word shape string inside an annotation reads as a forward
 # reference to pyflakes (F821).
 FramePositionsIn = Float[Tensor, "t"]
-
-
-# --------------------------------------------------------------------------------------------
-# LoRA
-# --------------------------------------------------------------------------------------------
-
-
-class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update: ``W x + b + s * B (A x)``.
-
-    ``s = alpha / rank``. ``A`` (``rank x in``) is initialised as ``nn.Linear`` initialises a
-    weight (kaiming-uniform, ``a = sqrt(5)``), ``B`` (``out x rank``) zero, so the layer starts
-    exactly as ``base``. ``weight`` and ``bias`` *are* ``base``'s Parameters (shared, not
-    copied) and are set to ``requires_grad=False``; state-dict keys are ``weight``, ``bias``,
-    ``lora_A``, ``lora_B``.
-
-    :meth:`merge` adds ``s * B A`` into ``weight`` (one Linear at inference), :meth:`unmerge`
-    subtracts it again (exact up to float rounding). ``enabled = False`` (see
-    :func:`lora_disabled`) computes the base layer alone, merged or not: a backbone shared by
-    two branches can run one branch with LoRA and the other without.
-
-    Args:
-        base: the Linear to adapt.
-        rank: rank of the update.
-        alpha: scale numerator; the update is multiplied by ``alpha / rank``.
-    """
-
-    def __init__(self, base: nn.Linear, *, rank: int = 4, alpha: float = 4.0) -> None:
-        super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
-        check_int("rank", rank)
-        if not alpha > 0:
-            raise ValueError(f"alpha ({alpha}) must be > 0")
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.rank, self.alpha, self.scaling = rank, float(alpha), float(alpha) / rank
-        self.register_parameter("weight", base.weight)
-        self.register_parameter("bias", base.bias)
-        for p in (self.weight, self.bias):
-            if p is not None:
-                p.requires_grad_(False)
-        factory = dict(device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.merged = False
-        self.enabled = True
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"rank={self.rank}, alpha={self.alpha}, merged={self.merged}")
-
-    def delta_weight(self) -> Tensor:
-        """The update ``s * B A`` (``out x in``), computed in float32 at least."""
-        work = torch.promote_types(self.lora_B.dtype, torch.float32)
-        return (self.lora_B.to(work) @ self.lora_A.to(work)) * self.scaling
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        """Fold the update into ``weight``; the forward is then one Linear. Idempotent."""
-        if not self.merged:
-            self.weight.copy_(self.weight.to(torch.float32) + self.delta_weight())
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Take the update back out of ``weight``. Idempotent."""
-        if self.merged:
-            self.weight.copy_(self.weight.to(torch.float32) - self.delta_weight())
-            self.merged = False
-
-    @shapecheck
-    def forward(self, x: Float[Tensor, "*batch din"]) -> Float[Tensor, "*batch dout"]:
-        out = F.linear(x, self.weight, self.bias)
-        if self.merged == self.enabled:  # merged and on, or unmerged and off: W is right
-            return out
-        delta = F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
-        return out + delta if self.enabled else out - delta
-
-
-def _lora_layers(module: nn.Module) -> list[tuple[str, LoRALinear]]:
-    return [(n, m) for n, m in module.named_modules() if isinstance(m, LoRALinear)]
-
-
-def add_lora(
-    module: nn.Module, targets: Sequence[str], *, rank: int = 4, alpha: float = 4.0
-) -> list[str]:
-    """Replace the ``nn.Linear`` layers of ``module`` whose names match ``targets`` by
-    :class:`LoRALinear`; returns the replaced names in module order.
-
-    ``targets`` are :mod:`fnmatch` patterns over ``named_modules()`` names (``*`` also
-    matches dots): ``"blocks.*.attn.qkv"``, ``"blocks.*.mlp.fc?"``, ``"blocks.*"`` (every
-    Linear under ``blocks``). Only ``nn.Linear`` layers are candidates, so a broad pattern
-    picks the Linears under it; layers already wrapped are not matched again. A pattern
-    that matches no candidate raises ``ValueError`` naming it (a typo must not silently
-    train nothing).
-    """
-    if isinstance(targets, str):
-        targets = [targets]
-    if not targets:
-        raise ValueError("add_lora needs at least one target pattern")
-    candidates = [(n, m) for n, m in module.named_modules() if n and type(m) is nn.Linear]
-    names = [n for n, _ in candidates]
-    unmatched = [p for p in targets if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-    if unmatched:
-        examples = names[:6]
-        raise ValueError(
-            f"LoRA target patterns {unmatched} matched no nn.Linear of {type(module).__name__} "
-            f"(Linear layers are named like {examples}; layers already wrapped by LoRA are "
-            "not matched again)"
-        )
-    replaced = []
-    for name, linear in candidates:
-        if any(fnmatch.fnmatchcase(name, p) for p in targets):
-            parent_name, _, child = name.rpartition(".")
-            parent = module.get_submodule(parent_name)
-            setattr(parent, child, LoRALinear(linear, rank=rank, alpha=alpha))
-            replaced.append(name)
-    return replaced
-
-
-def merge_lora(module: nn.Module) -> list[str]:
-    """:meth:`LoRALinear.merge` every LoRA layer of ``module``; returns their names."""
-    layers = _lora_layers(module)
-    for _, layer in layers:
-        layer.merge()
-    return [n for n, _ in layers]
-
-
-def unmerge_lora(module: nn.Module) -> list[str]:
-    """:meth:`LoRALinear.unmerge` every LoRA layer of ``module``; returns their names."""
-    layers = _lora_layers(module)
-    for _, layer in layers:
-        layer.unmerge()
-    return [n for n, _ in layers]
-
-
-@contextlib.contextmanager
-def lora_disabled(module: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block every LoRA layer of ``module`` computes its base layer alone.
-
-    For AV-DiT's shared backbone: the audio branch runs with LoRA, the video branch in
-    ``with lora_disabled(dit): ...`` sees the frozen weights. Restores the previous flags.
-    """
-    layers = [layer for _, layer in _lora_layers(module)]
-    before = [layer.enabled for layer in layers]
-    for layer in layers:
-        layer.enabled = False
-    try:
-        yield module
-    finally:
-        for layer, flag in zip(layers, before, strict=True):
-            layer.enabled = flag
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,85 +300,3 @@ class AVFusionBlock(nn.Module):
         dv = rearrange(cross.video_from_audio(v, a), "b (t n) d -> b t n d", t=tv, n=nv)
         da = rearrange(cross.audio_from_video(a, v), "b (t n) d -> b t n d", t=ta, n=na)
         return video + dv, audio + da
-
-
-# --------------------------------------------------------------------------------------------
-# Freezing, counting, saving only the adapters
-# --------------------------------------------------------------------------------------------
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Set ``requires_grad=False`` on every parameter of ``module``; returns it.
-
-    Does not change train/eval mode (DiT's label dropout follows ``training``; the caller
-    decides) and leaves buffers alone.
-    """
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """``(trainable, total)`` element counts; a parameter shared by several modules counts once."""
-    params = list(module.parameters())  # deduplicated by identity
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The trainable parameters of ``model`` (``requires_grad``) by their names, detached.
-
-    Shared parameters appear once, under their first name (``named_parameters`` order).
-    """
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write :func:`adapter_state_dict` to ``path`` as safetensors, atomically.
-
-    Temporary file + fsync + rename (:func:`avblocks.atomic.atomic_path`): a crash never
-    leaves a half-written file. Raises ``ValueError`` if nothing is trainable.
-    """
-    state = adapter_state_dict(model)
-    if not state:
-        raise ValueError(
-            f"{type(model).__name__} has no trainable parameters: nothing to save as adapters"
-        )
-    tensors = {k: v.to("cpu").contiguous() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "avblocks-adapters"})
-    return Path(path)
-
-
-def load_adapters(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load adapter weights saved by :func:`save_adapters` into ``model``, strictly.
-
-    The expected keys are ``model``'s trainable parameters (build the model, freeze the
-    backbone and add the adapters as when saving). A
-    :class:`~avblocks.saveload.CheckpointError` names every missing key, unexpected key and
-    shape mismatch; nothing is copied then. Dtypes/devices are cast to the model's.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        saved = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    params = dict(model.named_parameters())
-    expected = adapter_state_dict(model)
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    mismatched = [
-        f"{k}: saved {tuple(saved[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(saved))
-        if saved[k].shape != expected[k].shape
-    ]
-    problems = [f"{label} {items}" for label, items in (
-        ("missing adapter keys", missing), ("unexpected keys", unexpected),
-        ("shape mismatches", mismatched)) if items]
-    if problems:
-        raise CheckpointError(
-            f"cannot load adapters {path} into {type(model).__name__}: " + "; ".join(problems)
-        )
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            params[name].copy_(tensor)
-    return model

@@ -18,7 +18,7 @@ and the frozen ``final_layer`` / ``unpatchify`` per image.
 Trainable (all zero-initialised, so a fresh AV-DiT computes exactly the frozen DiT on every
 image): per block a :class:`~avblocks.dit.adapters.TemporalAdapter` (video), LoRA on the
 ``lora_targets`` Linears of the shared DiT (rank ``lora_rank``; active on the audio branch only,
-:func:`~avblocks.dit.adapters.lora_disabled` around the video branch), optional bottleneck
+:func:`~avblocks.dit.lora.lora_disabled` around the video branch), optional bottleneck
 adapters (video), and **one** :class:`~avblocks.dit.adapters.AVFusionBlock` whose weights are
 shared by every fusion point (AV-DiT's single extra fusion block).
 
@@ -53,19 +53,16 @@ from einops import rearrange
 from jaxtyping import Real
 from torch import nn
 
+from avblocks.dit.adapter_io import count_parameters, freeze
 from avblocks.dit.adapters import (
     AdaptedDiTBlock,
     AVFusionBlock,
     BottleneckAdapter,
-    LoRALinear,
     TemporalAdapter,
-    add_lora,
-    count_parameters,
-    freeze,
-    lora_disabled,
 )
 from avblocks.dit.dit import DiT, DiTConfig
 from avblocks.dit.embedders import LabelEmbedder
+from avblocks.dit.lora import LoRALinear, add_lora, lora_disabled
 from avblocks.saveload import CheckpointError, SaveLoadMixin
 from avblocks.typing import Float, Int, Tensor, shapecheck
 
@@ -98,7 +95,7 @@ class AVDiT(SaveLoadMixin, nn.Module):
         dit: the frozen DiT's config (facebookresearch/DiT's constructor arguments).
         video_frames: ``tv``, video latent frames per clip.
         audio_images: ``ta``, spectrogram images per clip.
-        lora_targets: :func:`~avblocks.dit.adapters.add_lora` patterns on the DiT.
+        lora_targets: :func:`~avblocks.dit.lora.add_lora` patterns on the DiT.
         lora_rank, lora_alpha: LoRA rank and scale numerator.
         bottleneck: width of a bottleneck adapter after each video block's MLP (0: none).
         fusion_every: the shared fusion block runs after blocks ``k-1, 2k-1, ...`` (0: never).

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from avblocks.atomic import atomic_path
-from avblocks.dit.adapters import count_parameters
+from avblocks.dit.adapter_io import count_parameters
 from avblocks.dit.stdit import STDiT
 from avblocks.metrics.features import SyntheticFeatureNet
 from recipes.av_dit import pretrain, train, train_autoencoder

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from avblocks.dit.adapters import save_adapters
+from avblocks.dit.adapter_io import save_adapters
 from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiT, load_dit_checkpoint
 from recipes.av_dit.images import ImageLatents
