@@ -12,14 +12,14 @@ from torch import Tensor, nn
 from avblocks.metrics.distribution import frechet_distance, kernel_distance
 from avblocks.metrics.features import (
     FeatureExtractor,
-    SyntheticFeatureNet,
-    TorchScriptFeatures,
     audio_distances,
     distribution_distances,
     extract_audio_features,
     extract_video_features,
     video_distances,
 )
+from avblocks.metrics.synthetic_features import SyntheticFeatureNet
+from avblocks.metrics.torchscript_features import TorchScriptFeatures
 from avblocks.saveload import CheckpointError
 from recipes.proav_dit import train_features
 from recipes.proav_dit.train_features import (

@@ -130,7 +130,7 @@ def test_sharded_checkpoint_reader_refuses_crafted_metadata(tmp_path, marker):
 
 
 def test_torchscript_features_refuse_a_plain_pickle(tmp_path, marker):
-    from avblocks.metrics.features import TorchScriptFeatures
+    from avblocks.metrics.torchscript_features import TorchScriptFeatures
 
     with pytest.raises(ValueError, match="not a TorchScript archive"):
         TorchScriptFeatures(craft_torch_file(tmp_path / "net.pt", marker), modality="video")

@@ -3,9 +3,6 @@
 from avblocks.metrics.distribution import frechet_distance, gaussian_stats, kernel_distance
 from avblocks.metrics.features import (
     FeatureExtractor,
-    SyntheticFeatureNet,
-    SyntheticFeatureNetConfig,
-    TorchScriptFeatures,
     audio_distances,
     distribution_distances,
     extract_audio_features,
@@ -35,6 +32,8 @@ from avblocks.metrics.sync import (
     object_track,
     pooled_sync_score,
 )
+from avblocks.metrics.synthetic_features import SyntheticFeatureNet, SyntheticFeatureNetConfig
+from avblocks.metrics.torchscript_features import TorchScriptFeatures
 
 __all__ = [
     "frechet_distance",

@@ -36,7 +36,7 @@ import torch
 from avblocks.atomic import atomic_path
 from avblocks.dit.adapter_io import count_parameters
 from avblocks.dit.stdit import STDiT
-from avblocks.metrics.features import SyntheticFeatureNet
+from avblocks.metrics.synthetic_features import SyntheticFeatureNet
 from recipes.av_dit import pretrain, train, train_autoencoder
 from recipes.av_dit.sample import generate as av_generate
 from recipes.av_dit.sample import render as av_render

@@ -36,12 +36,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from avblocks.atomic import atomic_write
 from avblocks.data import SyntheticSoundingVideo
 from avblocks.metrics.features import (
-    SyntheticFeatureNet,
-    SyntheticFeatureNetConfig,
     distribution_distances,
     extract_audio_features,
     extract_video_features,
 )
+from avblocks.metrics.synthetic_features import SyntheticFeatureNet, SyntheticFeatureNetConfig
 from recipes.common import StepBatchSampler, load_config, parse_cli, warmup_cosine
 from recipes.common.config import dump_config
 
