@@ -26,7 +26,7 @@ from avblocks.dit.adapters import (
     TemporalAdapter,
     frame_position_embedding,
 )
-from avblocks.dit.blocks import DiTBlock
+from avblocks.dit.blocks import DiTBlock, STDiTBlock
 from avblocks.dit.dit import DiT
 from avblocks.dit.lora import LoRALinear, add_lora, lora_disabled, merge_lora, unmerge_lora
 from avblocks.saveload import CheckpointError
@@ -229,6 +229,8 @@ def test_adapted_block_places_temporal_after_attention_and_bottleneck_last():
     torch.testing.assert_close(adapted(x, c), bottleneck(h), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"width \(16\)"):
         AdaptedDiTBlock(block, bottleneck=BottleneckAdapter(hidden_size=16))
+    with pytest.raises(TypeError, match="STDiTBlock"):
+        AdaptedDiTBlock(STDiTBlock(hidden_size=D, num_heads=H))
 
 
 # ---- fusion ----------------------------------------------------------------------------------

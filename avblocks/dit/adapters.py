@@ -29,7 +29,7 @@ from torch import nn
 from avblocks.attention.masks import Mask
 from avblocks.attention.projections import BidirectionalCrossAttention, MultiHeadAttention
 from avblocks.config import check_int
-from avblocks.dit.blocks import DiTBlock
+from avblocks.dit.blocks import DiTBlock, STDiTBlock
 from avblocks.dit.modulation import modulate, to_tokens
 from avblocks.typing import Float, Tensor, shapecheck
 
@@ -213,8 +213,9 @@ class AdaptedDiTBlock(nn.Module):
         bottleneck: BottleneckAdapter | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(block, DiTBlock):
-            raise TypeError(f"AdaptedDiTBlock wraps a DiTBlock, got {type(block).__name__}")
+        # An STDiTBlock is a DiTBlock too, but with its own temporal branch and 9 adaLN vectors.
+        if not isinstance(block, DiTBlock) or isinstance(block, STDiTBlock):
+            raise TypeError(f"AdaptedDiTBlock wraps an image DiTBlock, got {type(block).__name__}")
         for name, adapter in (("temporal", temporal), ("bottleneck", bottleneck)):
             width = None if adapter is None else adapter.norm.normalized_shape[0]
             if width is not None and width != block.hidden_size:

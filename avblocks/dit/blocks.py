@@ -11,6 +11,8 @@ bias, every adaLN Linear zero (so a fresh block is the identity), the final laye
 output Linear zero (a fresh model predicts 0).
 """
 
+from typing import ClassVar
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -100,21 +102,43 @@ class DiTBlock(nn.Module):
         x = x + gate_msa * attn(modulate(norm1(x), shift_msa, scale_msa))
         x = x + gate_mlp * mlp(modulate(norm2(x), shift_mlp, scale_mlp))
 
+    Subclasses (:class:`STDiTBlock`) add residual branches in :meth:`_build_branches` and
+    count them in ``branches``; ``adaLN_modulation`` (3 vectors per branch) is built after
+    every branch, so parameter order (which optimizer state follows) and seeded
+    initialisation are branches first, adaLN last, in every block.
+
     Args:
         hidden_size: token width ``d``.
         num_heads: attention heads (must divide ``hidden_size``).
         mlp_ratio: MLP hidden width / ``d``.
     """
 
+    branches: ClassVar[int] = 2  # attention, MLP
+
     def __init__(self, *, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
         _check_width(hidden_size, num_heads, mlp_ratio)
         self.hidden_size = hidden_size
+        self._build_branches(hidden_size=hidden_size, num_heads=num_heads, mlp_ratio=mlp_ratio)
+        self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=3 * self.branches)
+
+    def _build_branches(self, *, hidden_size: int, num_heads: int, mlp_ratio: float) -> None:
         self.norm1 = _layer_norm(hidden_size)
         self.attn = DiTAttention(hidden_size=hidden_size, num_heads=num_heads)
         self.norm2 = _layer_norm(hidden_size)
         self.mlp = DiTMlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
-        self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=6)
+
+    def _attention_branch(
+        self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, mask: Mask | None
+    ) -> Tensor:
+        return x + gate * self._attend_tokens(modulate(self.norm1(x), shift, scale), mask)
+
+    def _attend_tokens(self, h: Tensor, mask: Mask | None) -> Tensor:
+        """``attn`` over the tokens of ``h``; a subclass with a token grid says how."""
+        return self.attn(h, mask=mask)
+
+    def _mlp_branch(self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor) -> Tensor:
+        return x + gate * self.mlp(modulate(self.norm2(x), shift, scale))
 
     @shapecheck
     def forward(
@@ -122,16 +146,18 @@ class DiTBlock(nn.Module):
     ) -> Float[Tensor, "b n d"]:
         mods = [to_tokens(v, x) for v in self.adaLN_modulation(c)]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), mask=mask)
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = self._attention_branch(x, shift_msa, scale_msa, gate_msa, mask)
+        return self._mlp_branch(x, shift_mlp, scale_mlp, gate_mlp)
 
 
-class STDiTBlock(nn.Module):
+class STDiTBlock(DiTBlock):
     """ST-DiT block on a token grid ``b t n d``: spatial attention, temporal attention, MLP.
 
-    ``t`` frames (for ProAV-DiT: the six stacked planes) of ``n`` tokens each. Each of the
-    three residual branches has its own adaLN-Zero shift / scale / gate (9 vectors), computed
-    per frame, so frames with different timesteps are modulated differently::
+    A :class:`DiTBlock` (its attention branch run within each frame, then its MLP branch)
+    with a temporal attention branch between the two. ``t`` frames (for ProAV-DiT: the six
+    stacked planes) of ``n`` tokens each. Each of the three residual branches has its own
+    adaLN-Zero shift / scale / gate (9 vectors), computed per frame, so frames with
+    different timesteps are modulated differently::
 
         x = x + gate_msa * attn(modulate(norm1(x), ...))          within each frame  (b t) n d
         x = x + gate_tmp * attn_temporal(modulate(norm_temporal(x), ...))  across frames (b n) t d
@@ -144,7 +170,7 @@ class STDiTBlock(nn.Module):
       entering temporal attention sit at different noise levels, so that branch gets the
       per-frame shift/scale/gate too;
     - the adaLN vectors are ordered ``shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
-      gate_mlp, shift_tmp, scale_tmp, gate_tmp``, and the spatial parts carry DiT's names
+      gate_mlp, shift_tmp, scale_tmp, gate_tmp``, and the spatial parts are DiTBlock's own
       (``norm1, attn, norm2, mlp``): the first ``6 d`` rows of ``adaLN_modulation.1`` and the
       spatial/MLP weights have exactly a :class:`DiTBlock`'s shapes, so an image DiT block's
       weights can initialise an ST-DiT block (temporal parts left at init: gate 0);
@@ -162,17 +188,18 @@ class STDiTBlock(nn.Module):
         mlp_ratio: MLP hidden width / ``d``.
     """
 
-    def __init__(self, *, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        _check_width(hidden_size, num_heads, mlp_ratio)
-        self.hidden_size = hidden_size
-        self.norm1 = _layer_norm(hidden_size)
-        self.attn = DiTAttention(hidden_size=hidden_size, num_heads=num_heads)
-        self.norm2 = _layer_norm(hidden_size)
-        self.mlp = DiTMlp(hidden_size=hidden_size, mlp_ratio=mlp_ratio)
+    branches: ClassVar[int] = 3  # spatial attention, MLP, temporal attention
+
+    def _build_branches(self, *, hidden_size: int, num_heads: int, mlp_ratio: float) -> None:
+        super()._build_branches(hidden_size=hidden_size, num_heads=num_heads, mlp_ratio=mlp_ratio)
         self.norm_temporal = _layer_norm(hidden_size)
         self.attn_temporal = DiTAttention(hidden_size=hidden_size, num_heads=num_heads)
-        self.adaLN_modulation = AdaLNZero(hidden_size=hidden_size, num_vectors=9)
+
+    def _attend_tokens(self, h: Tensor, mask: Mask | None) -> Tensor:
+        # Spatial attention, within each frame. Only the attention sees the folded view: norm,
+        # modulation and gate stay on b t n d, where the per-frame vectors broadcast.
+        out = self.attn(rearrange(h, "b t n d -> (b t) n d"), mask=mask)
+        return rearrange(out, "(b t) n d -> b t n d", t=h.shape[1])
 
     @shapecheck
     def forward(
@@ -189,15 +216,13 @@ class STDiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
         shift_tmp, scale_tmp, gate_tmp = mods[6:]
 
-        h = modulate(self.norm1(x), shift_msa, scale_msa)
-        h = self.attn(rearrange(h, "b t n d -> (b t) n d"), mask=spatial_mask)
-        x = x + gate_msa * rearrange(h, "(b t) n d -> b t n d", b=b)
+        x = self._attention_branch(x, shift_msa, scale_msa, gate_msa, spatial_mask)
 
         h = modulate(self.norm_temporal(x), shift_tmp, scale_tmp)
         h = self.attn_temporal(rearrange(h, "b t n d -> (b n) t d"), mask=temporal_mask)
         x = x + gate_tmp * rearrange(h, "(b n) t d -> b t n d", b=b)
 
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return self._mlp_branch(x, shift_mlp, scale_mlp, gate_mlp)
 
     @torch.no_grad()
     def load_dit_block(self, block: DiTBlock) -> None:
