@@ -17,6 +17,8 @@ Choices:
   crash never leaves a half-written mp4 and never damages a previous file at ``path``.
 """
 
+import contextlib
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -31,7 +33,7 @@ from avblocks.atomic import atomic_path
 from avblocks.timing import as_fraction
 from avblocks.typing import shapecheck
 
-__all__ = ["write_mp4"]
+__all__ = ["Mp4Writer", "write_mp4"]
 
 _AAC_FRAME = 1024
 
@@ -54,12 +56,122 @@ def _video_uint8(video: Tensor) -> np.ndarray:
     return np.ascontiguousarray(v.numpy())
 
 
+class Mp4Writer:
+    """Encode frames to an mp4 as they come (H.264 + AAC); the file appears atomically on :meth:`close`.
+
+    ``write(frames c k h w)`` encodes those frames and the audio samples that belong to them
+    (``audio`` is given up front, ``n`` or ``ch n``: video frame ``j`` owns samples
+    ``[j sr / fps, (j + 1) sr / fps)``, encoded in whole AAC frames of 1024 samples as the
+    video reaches them). :meth:`close` writes the rest of the audio, flushes the encoders and
+    renames the temporary file over ``path``; used as a context manager, an exception
+    removes the temporary file and leaves ``path`` as it was. Memory does not grow with the
+    number of frames written. ``tune="zerolatency"`` (no lookahead, no B-frames) makes libx264
+    emit each frame as it is written instead of buffering a window of frames.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", *, fps: "int | float | Fraction | str", sample_rate: int,
+                 audio: Tensor | None = None, crf: int = 18, preset: str = "medium", tune: str | None = None,
+                 audio_bitrate: int = 192_000):
+        self.fps = as_fraction(fps, "fps")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+            raise ValueError(f"sample_rate ({sample_rate!r}) must be an integer >= 1")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf ({crf}) must be in [0, 51]")
+        self.sample_rate = sample_rate
+        self.audio = None
+        if audio is not None:
+            wav = audio.detach().float().cpu()
+            wav = wav[None] if wav.ndim == 1 else wav
+            if wav.ndim != 2 or wav.shape[0] not in (1, 2):
+                raise ValueError(f"audio must be n or ch n with 1 or 2 channels, got {tuple(audio.shape)}")
+            self.audio = wav  # clamped chunk by chunk as it is encoded: no copy of a long track
+        self.options = {"crf": str(crf), "preset": preset} | ({"tune": tune} if tune else {})
+        self.audio_bitrate = audio_bitrate
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._stack = contextlib.ExitStack()
+        # the temporary name ends in .mp4 too; the format is passed anyway so PyAV never guesses
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._container = av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        self._video = self._audio = None
+        self.frames = 0
+        self._audio_pos = 0
+
+    def _open_streams(self, height: int, width: int) -> None:
+        vs = self._container.add_stream("libx264", rate=self.fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.time_base = 1 / self.fps
+        vs.options = self.options
+        self._video = vs
+        if self.audio is not None:
+            self._audio = self._container.add_stream("aac", rate=self.sample_rate)
+            self._audio.layout = "mono" if self.audio.shape[0] == 1 else "stereo"
+            self._audio.bit_rate = self.audio_bitrate
+
+    def write(self, frames: Tensor) -> None:
+        """Encode ``frames`` (``c k h w``, float in [-1, 1] or uint8, ``c`` 1 or 3)."""
+        if frames.ndim != 4 or frames.shape[0] not in (1, 3):
+            raise ValueError(f"frames must be c k h w with c 1 or 3 (c t h w layout), got {tuple(frames.shape)}")
+        pixels = _video_uint8(frames)
+        if self._video is None:
+            self._open_streams(pixels.shape[1], pixels.shape[2])
+        elif pixels.shape[1:3] != (self._video.height, self._video.width):
+            raise ValueError(f"frames are {pixels.shape[1:3]}, the file's are {(self._video.height, self._video.width)}")
+        for img in pixels:
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = self.frames, 1 / self.fps
+            self._container.mux(self._video.encode(frame))
+            self.frames += 1
+        self._write_audio(math.floor(self.frames * self.sample_rate / self.fps))
+
+    def _write_audio(self, upto: int, final: bool = False) -> None:
+        """Encode the audio up to sample ``upto`` in whole AAC frames; ``final`` also the last part."""
+        if self._audio is None:
+            return
+        upto = min(upto, self.audio.shape[-1])
+        layout = "mono" if self.audio.shape[0] == 1 else "stereo"
+        while self._audio_pos + _AAC_FRAME <= upto or (final and self._audio_pos < upto):
+            end = min(self._audio_pos + _AAC_FRAME, upto)
+            chunk = np.ascontiguousarray(self.audio[:, self._audio_pos : end].clamp(-1, 1).numpy())
+            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            af.sample_rate, af.pts, af.time_base = self.sample_rate, self._audio_pos, Fraction(1, self.sample_rate)
+            self._container.mux(self._audio.encode(af))
+            self._audio_pos = end
+
+    def close(self) -> Path:
+        """Write the rest of the audio, finish the file and move it to ``path``."""
+        if self._video is None:
+            error = ValueError(f"{self.path}: no frames were written")
+            self._discard(ValueError, error, None)
+            raise error
+        self._container.mux(self._video.encode(None))
+        if self._audio is not None:
+            self._write_audio(self.audio.shape[-1], final=True)
+            self._container.mux(self._audio.encode(None))
+        self._container.close()
+        self._stack.close()  # fsync, rename over path, fsync the folder
+        return self.path
+
+    def _discard(self, kind, value, tb) -> None:
+        self._container.close()
+        self._stack.__exit__(kind, value, tb)  # atomic_path sees the error: removes the temporary file
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._discard(kind, value, tb)
+
+
 @shapecheck
 def write_mp4(
     path: "str | os.PathLike[str]",
     video: Shaped[Tensor, "c t h w"],
     audio: Float[Tensor, " n"] | Float[Tensor, "ch n"] | None,
-    fps: int | float | Fraction,
+    fps: "int | float | Fraction | str",
     sample_rate: int,
     *,
     crf: int = 18,
@@ -69,52 +181,15 @@ def write_mp4(
     """Encode ``video`` (+ ``audio``) to ``path`` as H.264 + AAC in mp4, atomically.
 
     ``crf`` (0-51, lower is better) and ``preset`` go to libx264. Returns the final path.
+    One :class:`Mp4Writer` call: all the frames, then all the audio as given.
     """
     if video.shape[0] not in (1, 3):
         raise ValueError(f"video channels ({video.shape[0]}) must be 1 or 3 (c t h w layout)")
     if video.shape[1] < 1:
         raise ValueError("video must have at least one frame")
-    fps_q = as_fraction(fps, "fps")
-    if sample_rate < 1:
-        raise ValueError(f"sample_rate ({sample_rate}) must be >= 1")
-    if not 0 <= crf <= 51:
-        raise ValueError(f"crf ({crf}) must be in [0, 51]")
-    wav = None
-    if audio is not None:
-        wav = audio.detach().float().cpu()
-        if wav.ndim == 1:
-            wav = wav[None]
-        if wav.shape[0] not in (1, 2):
-            raise ValueError(f"audio channels ({wav.shape[0]}) must be 1 or 2")
-        wav = np.ascontiguousarray(wav.clamp(-1, 1).numpy())
-    frames = _video_uint8(video)
-    _, height, width, _ = frames.shape
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name ends in .mp4 too; format is passed anyway so PyAV never guesses.
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            vs = container.add_stream("libx264", rate=fps_q)
-            vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-            vs.time_base = 1 / fps_q
-            vs.options = {"crf": str(crf), "preset": preset}
-            as_ = None
-            if wav is not None:
-                as_ = container.add_stream("aac", rate=sample_rate)
-                as_.layout = "mono" if wav.shape[0] == 1 else "stereo"
-                as_.bit_rate = audio_bitrate
-            for k, img in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts, frame.time_base = k, 1 / fps_q
-                container.mux(vs.encode(frame))
-            container.mux(vs.encode(None))
-            if as_ is not None:
-                layout = "mono" if wav.shape[0] == 1 else "stereo"
-                for i in range(0, wav.shape[1], _AAC_FRAME):
-                    chunk = np.ascontiguousarray(wav[:, i : i + _AAC_FRAME])
-                    af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-                    af.sample_rate, af.pts, af.time_base = sample_rate, i, Fraction(1, sample_rate)
-                    container.mux(as_.encode(af))
-                container.mux(as_.encode(None))
-    return path
+    if audio is not None and (audio.ndim == 2 and audio.shape[0] not in (1, 2)):
+        raise ValueError(f"audio channels ({audio.shape[0]}) must be 1 or 2")
+    with Mp4Writer(path, fps=fps, sample_rate=sample_rate, audio=audio, crf=crf, preset=preset,
+                   audio_bitrate=audio_bitrate) as writer:
+        writer.write(video)
+    return Path(path)
