@@ -16,7 +16,10 @@ Choices (documented because callers rely on them):
 import dataclasses
 import types
 import typing
+from fractions import Fraction
 from typing import Any, Literal, TypeVar, Union
+
+from avblocks.timing import as_fraction
 
 __all__ = [
     "ConfigError",
@@ -54,6 +57,8 @@ def _to_json(value: Any) -> Any:
         return [_to_json(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, Fraction):  # "p/q", or the integer itself when it is one
+        return value.numerator if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise ConfigError(f"value {value!r} of type {type(value).__name__} is not JSON-serialisable")
@@ -144,6 +149,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected float, got {type(value).__name__} ({value!r})")
         return float(value)
+    if tp is Fraction:  # exact rates: 8, "30000/1001", 23.4375 (avblocks.timing.as_fraction)
+        try:
+            return as_fraction(value, where, positive=False)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected str, got {type(value).__name__} ({value!r})")

@@ -243,6 +243,16 @@ class Vocoder(nn.Module):
         atomic_write_text(folder / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
         atomic_write(folder / SAFETENSORS_FILE, lambda tmp: save_file(state, str(tmp)))
 
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, device: "str | torch.device" = "cpu",
+                        dtype: torch.dtype | None = None) -> "Vocoder":
+        """:meth:`from_dir`, then ``.to(device, dtype)``: the name every pipeline component has."""
+        return cls.from_dir(path).to(device=device, dtype=dtype)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """:meth:`save_dir`: the name every pipeline component has."""
+        self.save_dir(path)
+
     # ------------------------------------------------------------ interface
     @property
     def mel(self) -> MelConfig:

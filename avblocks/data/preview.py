@@ -31,7 +31,7 @@ from torch import Tensor
 from avblocks.atomic import atomic_path
 from avblocks.typing import shapecheck
 
-__all__ = ["save_preview", "PreviewLayout", "spectrogram_db"]
+__all__ = ["save_preview", "save_contact_sheet", "PreviewLayout", "spectrogram_db"]
 
 
 class PreviewLayout(NamedTuple):
@@ -163,3 +163,49 @@ def save_preview(
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     return PreviewLayout(px_w, px_h, box(strip_rect), box(spec_rect))
+
+
+def save_contact_sheet(
+    path: "str | os.PathLike[str]",
+    video: Tensor,
+    audio: Tensor,
+    sample_rate: int,
+    titles: list[str],
+    *,
+    frames: int = 8,
+    dpi: int = 100,
+) -> Path:
+    """One row per clip: ``frames`` evenly spaced frames, then the clip's spectrogram.
+
+    ``video`` is ``b c t h w`` (float in [-1, 1]), ``audio`` ``b n`` or ``b ch n`` (averaged to
+    mono). Written atomically; returns ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if video.ndim != 5 or audio.ndim not in (2, 3) or not len(video) == len(audio) == len(titles):
+        raise ValueError(f"expected video b c t h w, audio b n | b ch n and one title per clip; got "
+                         f"{tuple(video.shape)}, {tuple(audio.shape)} and {len(titles)} titles")
+    n, t = video.shape[0], video.shape[2]
+    video = video.detach().float().cpu()
+    audio = audio.detach().float().cpu()
+    picks = torch.linspace(0, t - 1, min(frames, t)).round().long()
+    fig = Figure(figsize=(0.9 * len(picks) + 2.5, 1.1 * n + 0.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(n, 2, width_ratios=[len(picks), 3])
+    for i in range(n):
+        strip = ((video[i][:, picks] + 1) / 2).clamp(0, 1).expand(3, -1, -1, -1)
+        ax = fig.add_subplot(grid[i, 0])
+        ax.imshow(strip.permute(2, 1, 3, 0).flatten(1, 2).numpy(), interpolation="nearest")  # h (t w) c
+        ax.set_axis_off()
+        ax.set_title(titles[i], fontsize=7, loc="left")
+        wav = audio[i].mean(0) if audio.ndim == 3 else audio[i]
+        spec, _ = spectrogram_db(wav, sample_rate)
+        ax = fig.add_subplot(grid[i, 1])
+        ax.imshow(spec.numpy(), origin="lower", aspect="auto", cmap="magma")
+        ax.set_axis_off()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    return path
