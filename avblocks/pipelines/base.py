@@ -1,0 +1,146 @@
+"""The base of every pipeline: one folder in (``from_pretrained``), one folder out
+(``save_pretrained``), the components moved together (``to``).
+
+    from avblocks.pipelines import Pipeline
+    pipe = Pipeline.from_pretrained("outputs/demo/pipeline")   # the class the folder names
+    pipe(labels=[0]).save("clip.mp4")
+
+A subclass declares its components (``components``: name -> the class saved in that
+sub-folder) and how to rebuild itself from them, the :class:`~avblocks.spec.AVSpec` and its
+``settings`` (plain JSON: sampling defaults, layout choices). :mod:`avblocks.pipelines.folder`
+holds the folder format and its checks.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+import avblocks
+from avblocks.audio.vocoder import GriffinLim, Vocoder
+from avblocks.pipelines.folder import (
+    FORMAT_VERSION,
+    component_folder,
+    read_manifest,
+    verify_files,
+    write_folder,
+)
+from avblocks.saveload import CheckpointError
+from avblocks.spec import AVSpec
+
+__all__ = ["Pipeline", "PIPELINES", "audio_inverse", "inverse_settings"]
+
+PIPELINES: dict[str, type["Pipeline"]] = {}
+"""Every pipeline class by name: what ``pipeline.json``'s ``class`` may say."""
+
+
+def inverse_settings(inverse: nn.Module | None) -> dict[str, Any]:
+    """How a pipeline folder records its audio inverse (a component or Griffin-Lim's settings)."""
+    if inverse is None or isinstance(inverse, GriffinLim):
+        g = inverse or GriffinLim.__init__.__kwdefaults__
+        keys = ("n_iter", "momentum", "nnls_iter")
+        return {"kind": "griffin_lim"} | {k: (getattr(g, k) if inverse is not None else g[k]) for k in keys}
+    if isinstance(inverse, Vocoder):
+        return {"kind": "vocoder", "component": "vocoder"}
+    raise ValueError(f"cannot save an audio inverse of type {type(inverse).__name__}")
+
+
+def audio_inverse(spec: AVSpec, settings: dict[str, Any], components: dict[str, nn.Module]) -> nn.Module:
+    """The audio inverse :func:`inverse_settings` recorded."""
+    kind = settings.get("kind")
+    if kind == "griffin_lim":
+        return GriffinLim(mel=spec.mel, **{k: v for k, v in settings.items() if k != "kind"})
+    if kind == "vocoder":
+        return components[settings["component"]]
+    raise CheckpointError(f"unknown audio inverse {kind!r} (known: 'griffin_lim', 'vocoder')")
+
+
+class Pipeline:
+    """Shared ``from_pretrained`` / ``save_pretrained`` / ``to`` of the system pipelines."""
+
+    components: ClassVar[dict[str, type]] = {}
+    """Component name -> class (with ``from_pretrained`` / ``save_pretrained``)."""
+
+    spec: AVSpec
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        PIPELINES[cls.__name__] = cls
+
+    # ------------------------------------------------------------ subclass hooks
+    def modules(self) -> dict[str, nn.Module]:
+        """The components to save, by name (optional ones present only when used)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Plain-JSON settings a reload needs besides the components and the spec."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_parts(cls, spec: AVSpec, modules: dict[str, nn.Module], settings: dict[str, Any]) -> "Pipeline":
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ folder
+    def save_pretrained(self, folder: "str | os.PathLike[str]") -> Path:
+        """Write the whole pipeline into ``folder`` (replacing it atomically)."""
+        modules = self.modules()
+        unknown = sorted(set(modules) - set(self.components))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: components {unknown} are not declared")
+        manifest = {
+            "class": type(self).__name__, "format_version": FORMAT_VERSION,
+            "avblocks_version": avblocks.__version__, "spec": self.spec.to_dict(),
+            "settings": self.settings(),
+            "components": {name: type(module).__name__ for name, module in modules.items()},
+        }
+
+        def write(tmp: Path) -> None:
+            for name, module in modules.items():
+                module.save_pretrained(tmp / name)
+
+        return write_folder(folder, manifest, write)
+
+    @classmethod
+    def from_pretrained(cls, folder: "str | os.PathLike[str]", *, device: "str | torch.device" = "cpu",
+                        dtype: torch.dtype | None = None, verify: bool = True) -> "Pipeline":
+        """Load a folder written by :meth:`save_pretrained`: checks every file's SHA-256 first
+        (``verify=False`` skips that), reads nothing outside the folder, unpickles nothing."""
+        manifest = read_manifest(folder)
+        name = manifest["class"]
+        if name not in PIPELINES:
+            raise CheckpointError(f"{Path(folder) / 'pipeline.json'}: unknown pipeline class {name!r} "
+                                  f"(known: {sorted(PIPELINES)})")
+        klass = PIPELINES[name]
+        if cls is not Pipeline and klass is not cls:
+            raise CheckpointError(f"{folder} holds a {name}, not a {cls.__name__}")
+        if verify:
+            verify_files(folder, manifest)
+        try:
+            spec = AVSpec.from_dict(manifest["spec"])
+        except ValueError as e:
+            raise CheckpointError(f"{Path(folder) / 'pipeline.json'}: bad spec: {e}") from e
+        modules = {}
+        for part, saved_class in manifest["components"].items():
+            expected = klass.components.get(part)
+            if expected is None or expected.__name__ != saved_class:
+                raise CheckpointError(f"{Path(folder) / 'pipeline.json'}: component {part!r} is a {saved_class}; "
+                                      f"{name} expects {expected.__name__ if expected else 'no such component'}")
+            modules[part] = expected.from_pretrained(component_folder(folder, manifest, part))
+        return klass.from_parts(spec, modules, manifest["settings"]).to(device, dtype)
+
+    # ------------------------------------------------------------ device
+    def to(self, device: "str | torch.device | None" = None, dtype: torch.dtype | None = None) -> "Pipeline":
+        """Move every component (and the codec's tables) to ``device`` / ``dtype``."""
+        for module in self._all_modules():
+            module.to(device=device, dtype=dtype)
+        return self
+
+    def _all_modules(self) -> list[nn.Module]:
+        return list(self.modules().values())
+
+    @property
+    def device(self) -> torch.device:
+        first = next(iter(self.modules().values()))
+        return next(first.parameters()).device
