@@ -14,7 +14,7 @@ side by side in one process, and reports per setting:
 - quality against the baseline output with the same seed: PSNR of the decoded video
   (``[-1, 1]``, peak-to-peak 2, MSE over all clips at once; ``exact`` when identical) and of
   the decoded normalised audio frames, and the AV-sync score of the decoded clips
-  (``recipes.proav_dit.evaluate.sync_scores``: fraction of audio onsets with a visual bounce
+  (``recipes.common.evaluation.sync_scores``: fraction of audio onsets with a visual bounce
   within one frame; the baseline's own score is the reference, not 1.0);
 - 8-bit values changed: the share of video values that differ from the baseline once both
   are quantised to 8 bits as the mp4 writer does (0 = the written file's pixels are the
@@ -187,7 +187,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from recipes.proav_dit.evaluate import sync_scores
+    from recipes.common.evaluation import sync_scores
     from recipes.proav_dit.sample import generate, render
 
     run = args.run or next(

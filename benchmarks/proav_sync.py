@@ -6,7 +6,7 @@
 Every denoiser samples the same held-out labels with the same noise (Heun, ``--steps``
 steps), jointly, audio-to-video (the audio planes held clean at the held-out clips' encoded
 audio; scored with the real audio) and video-to-audio (the converse; scored with the real
-video), and is scored against those clips (:func:`recipes.proav_dit.evaluate.sync_scores`):
+video), and is scored against those clips (:func:`recipes.common.evaluation.sync_scores`):
 the fraction of audio onsets with a visual bounce within one frame, the reverse fraction,
 and how many onsets / bounces were detected (real clips have about 3 of each). The rows
 "real" and "shuffled" (each video with the next clip's audio: the chance level) give the
@@ -19,8 +19,8 @@ import torch
 
 from avblocks.dit.stdit import STDiT
 from recipes.common import load_config
+from recipes.common.evaluation import generation_metrics, sync_scores
 from recipes.proav_dit import train_dit
-from recipes.proav_dit.evaluate import generation_metrics, sync_scores
 from recipes.proav_dit.latents import LatentSpace
 from recipes.proav_dit.sample import generate, render
 

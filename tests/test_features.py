@@ -21,13 +21,13 @@ from avblocks.metrics.features import (
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet
 from avblocks.metrics.torchscript_features import TorchScriptFeatures
 from avblocks.saveload import CheckpointError
-from recipes.proav_dit import train_features
-from recipes.proav_dit.train_features import (
+from recipes.common.feature_net import (
     AUDIO_CORRUPTIONS,
     VIDEO_CORRUPTIONS,
     load_split,
     synthetic_split,
 )
+from recipes.features.train import main as train_features_main
 
 TINY = dict(
     dim=16, channels=(8, 16), temporal_channels=16, num_classes=4, num_frames=8, size=16,
@@ -147,7 +147,7 @@ def trained(tmp_path_factory):
     """The recipe's entry point on a tiny config: a few dozen steps, model and report saved."""
     out = tmp_path_factory.mktemp("features")
     overrides = [f"model.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
-    report = train_features.main([
+    report = train_features_main([
         *overrides, "optim.steps=60", "optim.batch_size=8", "optim.warmup=3",
         "data.held_out_clips=48", "run.log_every=20", "run.progress=false",
         "run.distances=false", "run.threads=0", f"run.output_dir={out}",

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from recipes.proav_dit import demo, train_autoencoder, train_dit, train_features
+from recipes.common import feature_net
+from recipes.proav_dit import demo, train_autoencoder, train_dit
 
 DATA = ["data.num_clips=8", "data.num_frames=8", "data.size=16"]
 AE = [*DATA, "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
@@ -37,6 +38,6 @@ def test_demo_writes_samples_contact_sheet_and_metrics(tmp_path, monkeypatch):
     assert written["sync_real"]["score"] == 1.0  # the detectors on real clips (see test_sync_metrics)
 
     # a second run reuses every trained stage and only samples again
-    for module, name in ((train_autoencoder, "train"), (train_dit, "train"), (train_features, "train")):
+    for module, name in ((train_autoencoder, "train"), (train_dit, "train"), (feature_net, "train")):
         monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("retrained a finished stage"))
     demo.main(args(tmp_path))

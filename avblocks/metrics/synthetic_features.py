@@ -1,7 +1,7 @@
 """A small video + audio feature network for the synthetic sounding-video set.
 
 :class:`SyntheticFeatureNet` is trained on the synthetic set
-(``recipes/proav_dit/train_features.py``) so the demo has Fréchet/kernel distances without
+(the ``features.train`` recipe) so the demo has Fréchet/kernel distances without
 downloaded weights. Numbers from it are *not* FVD/FAD and are not comparable with papers.
 It is a :class:`~avblocks.metrics.features.FeatureExtractor` and follows that module's input
 conventions.

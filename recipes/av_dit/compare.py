@@ -17,7 +17,7 @@ Each stage is skipped when its ``model/`` already exists (a rerun only evaluates
 systems then generate ``per_class`` clips per class with the same labels, using the same
 number of model evaluations (ProAV-DiT: Heun, ``sample_steps`` steps = 2 x ``sample_steps``
 evaluations; AV-DiT: DDIM, 2 x ``sample_steps`` steps) and the same guidance scale, and are
-scored against the same held-out real clips by :func:`recipes.proav_dit.evaluate.generation_metrics`:
+scored against the same held-out real clips by :func:`recipes.common.evaluation.generation_metrics`:
 AV-sync (onsets with a bounce within a frame; real and shuffled clips for scale) and Fréchet /
 kernel distances of the synthetic-set feature network (the ProAV-DiT run's, or one trained here).
 
@@ -40,9 +40,9 @@ from avblocks.metrics.synthetic_features import SyntheticFeatureNet
 from recipes.av_dit import pretrain, train, train_autoencoder
 from recipes.av_dit.sample import generate as av_generate
 from recipes.av_dit.sample import render as av_render
-from recipes.common import load_config, parse_cli
-from recipes.proav_dit import train_dit, train_features
-from recipes.proav_dit.evaluate import generation_metrics
+from recipes.common import feature_net, load_config, parse_cli
+from recipes.common.evaluation import generation_metrics
+from recipes.proav_dit import train_dit
 from recipes.proav_dit.latents import LatentSpace
 from recipes.proav_dit.sample import generate as proav_generate
 from recipes.proav_dit.sample import render as proav_render
@@ -102,7 +102,7 @@ def _features(cfg: CompareConfig, out: Path) -> SyntheticFeatureNet:
     """The ProAV-DiT run's feature network when it has one, else one trained here."""
     theirs = Path(cfg.proav_run) / "features"
     folder = theirs if (theirs / "model" / "config.json").is_file() else out / "features"
-    return train_features.load_or_train(folder, steps=cfg.feature_steps, seed=cfg.seed,
+    return feature_net.load_or_train(folder, steps=cfg.feature_steps, seed=cfg.seed,
                                         progress=cfg.progress, overrides=cfg.feature_overrides)
 
 

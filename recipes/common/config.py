@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from avblocks.atomic import atomic_write_text
 from avblocks.config import ConfigError, config_from_dict, config_to_dict
 
 C = TypeVar("C")
@@ -49,7 +50,12 @@ def load_config(config_class: type[C], path: str | Path | None = None, overrides
     """Build ``config_class`` from an optional YAML file and a list of ``key=value`` strings."""
     tree: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
         tree = loaded or {}
@@ -59,7 +65,15 @@ def load_config(config_class: type[C], path: str | Path | None = None, overrides
 
 
 def dump_config(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML (atomically)."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def require(ok: bool, message: str) -> None:
+    """The one check every recipe's ``validate`` is made of: a :class:`ConfigError` with
+    ``message`` (which names the fields and their values) unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
 
 
 def parse_cli(config_class: type[C], argv=None, description: str = "") -> C:

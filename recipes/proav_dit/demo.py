@@ -25,9 +25,9 @@ import torch
 
 from avblocks.atomic import atomic_path
 from avblocks.dit.stdit import STDiT
-from recipes.common import load_config, parse_cli
-from recipes.proav_dit import train_autoencoder, train_dit, train_features
-from recipes.proav_dit.evaluate import generation_metrics
+from recipes.common import feature_net, load_config, parse_cli
+from recipes.common.evaluation import generation_metrics
+from recipes.proav_dit import train_autoencoder, train_dit
 from recipes.proav_dit.latents import LatentSpace
 from recipes.proav_dit.sample import generate, render, write_samples
 
@@ -82,7 +82,7 @@ def run(cfg: DemoConfig) -> dict:
         summary["dit"] = train_dit.train(dit_cfg)
 
     _stage("3/5 feature network")
-    features = train_features.load_or_train(out / "features", steps=cfg.feature_steps, seed=cfg.seed,
+    features = feature_net.load_or_train(out / "features", steps=cfg.feature_steps, seed=cfg.seed,
                                             progress=cfg.progress, overrides=cfg.feature_overrides)
 
     _stage("4/5 sampling")

@@ -1,5 +1,5 @@
-"""Evaluate generated sounding video: AV-sync against real and shuffled clips, and Fréchet /
-kernel distances of features.
+"""Evaluate generated sounding video (every recipe that samples reports these): AV-sync
+against real and shuffled clips, and Fréchet / kernel distances of features.
 
 AV-sync (the synthetic set's alignment score): the fraction of audio onsets that have a
 visual bounce within one frame (:func:`avblocks.metrics.batch_sync_score`), for generated

@@ -1,7 +1,9 @@
-"""Train the small feature network for Fréchet / kernel distances on the synthetic set.
+"""The small feature network for Fréchet / kernel distances on the synthetic set: its training
+(the ``features.train`` recipe) and :func:`load_or_train`, which every recipe that reports
+distances uses.
 
-    python -m recipes.proav_dit.train_features [--config FILE] [key=value ...]
-    python -m recipes.proav_dit.train_features optim.steps=400 run.output_dir=outputs/features
+    avblocks run features.train [--config FILE] [key=value ...]
+    avblocks run features.train optim.steps=400 run.output_dir=outputs/features
 
 The network (:class:`avblocks.metrics.SyntheticFeatureNet`) learns, per modality, the class
 label (appearance / timbre) and which frames hold a bounce (motion / timing); its embeddings
@@ -41,8 +43,8 @@ from avblocks.metrics.features import (
     extract_video_features,
 )
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet, SyntheticFeatureNetConfig
-from recipes.common import StepBatchSampler, load_config, parse_cli, warmup_cosine
-from recipes.common.config import dump_config
+from recipes.common.config import dump_config, load_config
+from recipes.common.schedule import StepBatchSampler, warmup_cosine
 
 
 @dataclass
@@ -319,12 +321,3 @@ def load_or_train(folder: str | Path, *, steps: int, seed: int = 0, progress: bo
         f"run.output_dir={folder}", f"optim.steps={steps}", "run.threads=0", "run.distances=false",
         f"run.seed={seed}", f"run.progress={str(progress).lower()}", *overrides])
     return train(cfg)[0].eval()
-
-
-def main(argv=None) -> dict:
-    cfg = parse_cli(FeatureRecipe, argv, description=__doc__.splitlines()[0])
-    return train(cfg)[1]
-
-
-if __name__ == "__main__":
-    main()

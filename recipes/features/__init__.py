@@ -1,0 +1,1 @@
+"""The feature network behind the Fréchet / kernel distances every recipe reports."""
