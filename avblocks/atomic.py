@@ -21,13 +21,14 @@ Choices (documented because callers rely on them):
 
 import contextlib
 import json
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "finite_or_none"]
 
 
 def _temp_name(path: Path) -> Path:
@@ -107,12 +108,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None`` (JSON's null), in dicts,
+    lists and tuples at any depth: for reports where a number can be undefined (a score over
+    no events)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, nan_as_null: bool = False) -> Path:
     """Write ``obj`` as indented JSON (plus a final newline) to ``path`` atomically.
 
     Raises ValueError naming ``path`` if ``obj`` holds NaN or an infinity, before anything
-    is written: they are not JSON.
+    is written: they are not JSON. ``nan_as_null=True`` writes them as ``null`` instead
+    (:func:`finite_or_none`).
     """
+    if nan_as_null:
+        obj = finite_or_none(obj)
     try:
         text = json.dumps(obj, indent=2, allow_nan=False)
     except ValueError as e:

@@ -2,7 +2,7 @@
 
 For a trained demo model (an autoencoder run and an ST-DiT run, e.g. ``outputs/demo`` from
 ``python -m recipes.proav_dit.demo``), generates the same clips (same labels, same seed,
-same noise) with ``recipes.proav_dit.sample.generate`` under each acceleration setting,
+same noise) with the saved pipeline's sampler under each acceleration setting,
 side by side in one process, and reports per setting:
 
 - ``ms/run`` (median over ``--repeats`` runs; the settings are interleaved repeat by repeat
@@ -71,6 +71,8 @@ from avblocks.dit.compile import bf16_autocast, compile_blocks  # noqa: E402
 from avblocks.dit.stdit import STDiT  # noqa: E402
 from avblocks.latent.chunked import decode_chunked  # noqa: E402
 from avblocks.latent.mdsa import AVLatent  # noqa: E402
+from avblocks.pipelines import ProAVDiTPipeline  # noqa: E402
+from recipes.common.evaluation import sync_scores  # noqa: E402
 
 DEFAULT_SETTINGS = [
     "baseline", "fbcache@0.05", "fbcache@0.1", "fbcache@0.2", "teacache@0.1", "teacache@0.2",
@@ -106,14 +108,9 @@ def _uint8_changed(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def load(run: Path):
-    from recipes.common.config import load_config
-    from recipes.proav_dit.latents import LatentSpace
-    from recipes.proav_dit.train_dit import DiTRecipe
-
-    ae_dir, dit_dir = run / "autoencoder", run / "dit"
-    cfg = load_config(DiTRecipe, dit_dir / "config.yaml")
-    space = LatentSpace.from_run(ae_dir, multiple=cfg.model.patch)
-    return space, STDiT.from_pretrained(dit_dir / "model").eval()
+    """The run's codec and denoiser: a demo folder's saved pipeline (``run/pipeline``)."""
+    pipe = ProAVDiTPipeline.from_pretrained(run / "pipeline")
+    return pipe.codec, pipe.denoiser
 
 
 class Setting:
@@ -187,25 +184,24 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from recipes.common.evaluation import sync_scores
-    from recipes.proav_dit.sample import generate, render
-
     run = args.run or next(
-        (Path(d) for d in ("outputs/demo", "outputs/accel") if (Path(d) / "dit" / "model").is_dir()),
+        (Path(d) for d in ("outputs/demo", "outputs/accel") if (Path(d) / "pipeline" / "pipeline.json").is_file()),
         None,
     )
     if run is None:
-        raise SystemExit("no trained run found: pass --run (a folder with autoencoder/ and dit/)")
-    space, base = load(run)
-    labels = torch.arange(space.data.num_classes).repeat_interleave(args.per_class)
+        raise SystemExit("no trained run found: pass --run (a demo folder holding pipeline/)")
+    codec, base = load(run)
+    labels = torch.arange(base.y_embedder.num_classes).repeat_interleave(args.per_class)
+
+    def generate(model: STDiT, steps: int) -> torch.Tensor:
+        return ProAVDiTPipeline(codec, model).sample_latents(
+            labels, steps=steps, sampler=args.sampler, cfg_scale=args.cfg_scale, seed=args.seed, progress=False)
     settings = [Setting(name, base) for name in args.settings]
     if settings[0].name != "baseline":
         raise SystemExit("the first setting must be 'baseline' (the reference)")
 
     def sample(setting: Setting) -> torch.Tensor:
-        return generate(space, setting.model, labels, steps=setting.steps or args.steps,
-                        sampler=args.sampler,
-                        cfg_scale=args.cfg_scale, seed=args.seed, progress=False)
+        return generate(setting.model, setting.steps or args.steps)
 
     outputs = {}
     for s in settings:  # warm-up (compiles the compiled settings); deterministic: its output
@@ -216,9 +212,7 @@ def main() -> None:
         s.compile_s = time.perf_counter() - t0 if s.compiled else None
     converged = None
     if args.reference_steps:
-        converged = render(space, generate(
-            space, base, labels, steps=args.reference_steps, sampler=args.sampler,
-            cfg_scale=args.cfg_scale, seed=args.seed, progress=False))[0]
+        converged = codec.decode(generate(base, args.reference_steps))[0]
     times = {s.name: [] for s in settings}
     load_start = os.getloadavg()
     for _ in range(args.repeats):
@@ -229,15 +223,15 @@ def main() -> None:
                 times[s.name].append(time.perf_counter() - t0)
     load_end = os.getloadavg()
     rows = []
-    c = space.data.config
+    c = codec.spec
     reference = None
     for s in settings:
         mem: dict = {}
         with s.applied(), peak_memory(mem):
             sample(s)
         latent = outputs[s.name]
-        video, waveform = render(space, latent)
-        _, audio = space.decode(latent)
+        video, waveform = codec.decode(latent)
+        _, audio = codec.decode_frames(latent)
         sync = sync_scores(video, waveform, c.sample_rate, c.fps)["score"]
         if reference is None:
             reference = (video, audio)
@@ -288,21 +282,21 @@ def main() -> None:
     print(table)
     text = table
     if args.decode_frames:
-        text += "\n" + decode_section(space, args)
+        text += "\n" + decode_section(codec, args)
     if args.out:
         args.out.write_text(text)
 
 
-def decode_section(space, args) -> str:
+def decode_section(codec, args) -> str:
     """Whole vs chunked decode of a long random latent of the autoencoder's plane shapes."""
-    ae = space.autoencoder
-    shapes = [tuple(p) for p in space.stack.shapes]  # (h, w), (t, h), (t, w) per modality
+    ae = codec.autoencoder
+    shapes = [tuple(p) for p in codec.plane_shapes]  # (h, w), (t, h), (t, w) per modality
     t = args.decode_frames
     g = torch.Generator().manual_seed(0)
     planes = []
     for i, (a, b) in enumerate(shapes):
         size = (a, b) if i % 3 == 0 else (t, b)
-        planes.append(torch.randn(1, space.stack.channels, *size, generator=g))
+        planes.append(torch.randn(1, codec.channels, *size, generator=g))
     latent = AVLatent.from_planes(planes)
     rows = []
     for name, fn in (

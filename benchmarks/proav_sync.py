@@ -18,11 +18,12 @@ import argparse
 import torch
 
 from avblocks.dit.stdit import STDiT
+from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
+from avblocks.pipelines import ProAVDiTPipeline
 from recipes.common import load_config
 from recipes.common.evaluation import generation_metrics, sync_scores
-from recipes.proav_dit import train_dit
-from recipes.proav_dit.latents import LatentSpace
-from recipes.proav_dit.sample import generate, render
+from recipes.proav_dit.codec import load_codec
+from recipes.proav_dit.config import DiTRecipe
 
 
 def _row(name: str, s: dict) -> str:
@@ -41,12 +42,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    patch = load_config(train_dit.DiTRecipe, f"{args.dits[0]}/config.yaml").model.patch
-    space = LatentSpace.from_run(args.autoencoder, multiple=patch)
-    batch = space.data.held_out_batch(args.clips)
-    video, audio, labels = space.data.model_inputs(batch)
-    sr, fps = space.data.config.sample_rate, space.data.config.fps
-    condition = space.encode(video, audio)
+    patch = load_config(DiTRecipe, f"{args.dits[0]}/config.yaml").model.patch
+    codec, data = load_codec(args.autoencoder, patch=patch)
+    batch = data.held_out_batch(args.clips)
+    video, audio, labels = data.model_inputs(batch)
+    sr, fps = data.spec.sample_rate, data.spec.fps
+    condition = codec.encode_frames(video, audio)
     reference = generation_metrics(batch["video"], batch["audio"], batch["video"], batch["audio"],
                                    sample_rate=sr, fps=fps)
     print("| clips | AV-sync | reverse | onsets | bounces |")
@@ -54,14 +55,18 @@ def main(argv=None) -> None:
     print(_row("real", reference["sync_real"]))
     print(_row("shuffled real pairs", reference["sync_shuffled"]))
     for run in args.dits:
-        steps = load_config(train_dit.DiTRecipe, f"{run}/config.yaml").optim.steps
-        denoiser = STDiT.from_pretrained(f"{run}/model").eval()
+        steps = load_config(DiTRecipe, f"{run}/config.yaml").optim.steps
+        pipe = ProAVDiTPipeline(codec, STDiT.from_pretrained(f"{run}/model"))
         for scale in args.guidance:
             for mode in ("joint", "a2v", "v2a"):
-                latent = generate(space, denoiser, labels, steps=args.steps, cfg_scale=scale, mode=mode,
-                                  condition=None if mode == "joint" else condition, seed=args.seed,
-                                  progress=False)
-                gen_video, gen_wave = render(space, latent)
+                clean = None
+                if mode != "joint":
+                    clean = torch.zeros(len(labels), 6, dtype=torch.bool)
+                    clean[:, AUDIO_PLANES if mode == "a2v" else VIDEO_PLANES] = True
+                latent = pipe.sample_latents(labels, condition=None if clean is None else condition, clean=clean,
+                                             steps=args.steps, sampler="heun", cfg_scale=scale, seed=args.seed,
+                                             progress=False)
+                gen_video, gen_wave = codec.decode(latent)
                 wave = batch["audio"] if mode == "a2v" else gen_wave
                 if mode == "v2a":
                     gen_video = batch["video"]

@@ -66,5 +66,5 @@ def test_unknown_override_fails_before_training(tmp_path, capsys):
 
 def test_evaluate_entry_point_reads_a_finished_run(tmp_path):
     run(tmp_path)
-    metrics = evaluate_main([str(tmp_path), "--clips", "2"])
+    metrics = evaluate_main([f"run_dir={tmp_path}", "clips=2"])
     assert metrics["clips"] == 2 and metrics["psnr"] > 0

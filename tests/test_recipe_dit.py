@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from avblocks.codecs import TriPlaneCodec
+from avblocks.data import read_clip
 from avblocks.dit.stdit import STDiT
-from recipes.proav_dit import latents as latents_module
+from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
+from avblocks.pipelines import Pipeline, ProAVDiTPipeline
 from recipes.proav_dit import train_autoencoder, train_dit
-from recipes.proav_dit.latents import AUDIO, VIDEO, LatentSpace, cached_latents
-from recipes.proav_dit.sample import generate
-from recipes.proav_dit.sample import main as sample_main
+from recipes.proav_dit.codec import cached_latents, load_codec
 from recipes.proav_dit.train_dit import clean_masks
 
 REFERENCE = Path(__file__).parent / "references" / "dit_tiny_losses.json"
@@ -59,45 +60,61 @@ def test_tiny_run_matches_reference_and_resumes_exactly(tmp_path, autoencoder_ru
 
 
 def test_latents_are_cached_and_round_trip_through_the_stack(autoencoder_run, monkeypatch):
-    space = LatentSpace.from_run(autoencoder_run, multiple=2)
-    first = cached_latents(space, autoencoder_run, progress=False)
+    codec, data = load_codec(autoencoder_run, patch=2)
+    first = cached_latents(codec, data, autoencoder_run, progress=False)
     assert first["latents"].shape[:3] == (8, 4, 6) and first["labels"].shape == (8,)
-    assert torch.all(first["latents"] * ~space.valid_mask == 0)  # padding is exactly zero
-    monkeypatch.setattr(latents_module.LatentSpace, "encode", lambda *a: pytest.fail("re-encoded"))
-    again = cached_latents(space, autoencoder_run, progress=False)
+    assert torch.all(first["latents"] * ~codec.valid_mask == 0)  # padding is exactly zero
+    monkeypatch.setattr(TriPlaneCodec, "encode_frames", lambda *a: pytest.fail("re-encoded"))
+    again = cached_latents(codec, data, autoencoder_run, progress=False)
     assert torch.equal(again["latents"], first["latents"])
 
 
 def test_clean_masks_hold_one_modality():
     mask = clean_masks(4000, 0.2, 0.3, torch.Generator().manual_seed(0))
-    audio_only = mask[:, AUDIO].all(1) & ~mask[:, VIDEO].any(1)
-    video_only = mask[:, VIDEO].all(1) & ~mask[:, AUDIO].any(1)
+    audio_only = mask[:, AUDIO_PLANES].all(1) & ~mask[:, VIDEO_PLANES].any(1)
+    video_only = mask[:, VIDEO_PLANES].all(1) & ~mask[:, AUDIO_PLANES].any(1)
     assert (audio_only | video_only | ~mask.any(1)).all()
     assert audio_only.float().mean() == pytest.approx(0.2, abs=0.03)
     assert video_only.float().mean() == pytest.approx(0.3, abs=0.03)
 
 
-@pytest.mark.parametrize("mode, held", [("a2v", AUDIO), ("v2a", VIDEO)])
-def test_conditional_modes_keep_the_given_planes_exactly(tmp_path, autoencoder_run, mode, held):
-    run_dit(tmp_path, autoencoder_run)
-    space = LatentSpace.from_run(autoencoder_run, multiple=2)
-    denoiser = STDiT.from_pretrained(tmp_path / "model")
-    condition = cached_latents(space, autoencoder_run, progress=False)["latents"][:2]
-    out = generate(space, denoiser, torch.tensor([0, 1]), steps=2, mode=mode, condition=condition,
-                   progress=False)
+@pytest.fixture(scope="module")
+def dit_run(tmp_path_factory, autoencoder_run) -> Path:
+    out = tmp_path_factory.mktemp("dit")
+    run_dit(out, autoencoder_run)
+    return out
+
+
+@pytest.mark.parametrize("held", [AUDIO_PLANES, VIDEO_PLANES])
+def test_conditional_modes_keep_the_given_planes_exactly(dit_run, autoencoder_run, held):
+    pipe = ProAVDiTPipeline.from_pretrained(dit_run / "pipeline")
+    codec, data = load_codec(autoencoder_run, patch=2)
+    condition = cached_latents(codec, data, autoencoder_run, progress=False)["latents"][:2]
+    clean = torch.zeros(2, 6, dtype=torch.bool)
+    clean[:, held] = True
+    out = pipe.sample_latents(torch.tensor([0, 1]), condition=condition, clean=clean, steps=2, sampler="heun",
+                              cfg_scale=1.0, seed=0, progress=False)
     assert torch.equal(out[:, :, held], condition[:, :, held])
     assert not torch.equal(out, condition)
-    with pytest.raises(ValueError, match="needs a condition"):
-        generate(space, denoiser, torch.tensor([0]), steps=2, mode=mode, progress=False)
+    # decoded, the given modality is exactly the codec round trip of what was given
+    given = pipe.codec.decode_frames(condition)
+    decoded = pipe.codec.decode_frames(out)
+    index = 1 if held == AUDIO_PLANES else 0
+    assert torch.equal(decoded[index], given[index])
+    assert not torch.equal(decoded[1 - index], given[1 - index])
 
 
-def test_sample_entry_point_writes_playable_files(tmp_path, autoencoder_run):
-    run_dit(tmp_path, autoencoder_run)
-    summary = sample_main([str(tmp_path), "--per-class", "1", "--steps", "2", "--out", str(tmp_path / "s")])
-    mp4s = sorted((tmp_path / "s").glob("*.mp4"))
-    assert summary["clips"] == len(mp4s) == 4  # 4 classes x 1
-    from avblocks.data import read_clip
-
-    clip = read_clip(mp4s[0], num_frames=8, fps=8, sample_rate=16000)
-    assert clip.video.shape[1] == 8 and clip.audio.shape[-1] == 16000
-    assert (tmp_path / "s" / "joint_contact_sheet.png").stat().st_size > 0
+def test_the_run_saves_a_pipeline_that_samples_playable_files(tmp_path, dit_run):
+    pipe = Pipeline.from_pretrained(dit_run / "pipeline")
+    assert isinstance(pipe, ProAVDiTPipeline)
+    assert pipe.sampling.steps == 16 and pipe.sampling.sampler == "heun"  # the recipe's `sample` section
+    denoiser = STDiT.from_pretrained(dit_run / "model")
+    assert all(torch.equal(a, b) for a, b in zip(pipe.denoiser.state_dict().values(),
+                                                  denoiser.state_dict().values(), strict=True))
+    clips = pipe(labels=[0, 1, 2, 3], steps=2, progress=False)
+    paths = clips.save(tmp_path / "s" / "joint.mp4")
+    assert len(paths) == 4
+    clip = read_clip(paths[0], num_frames=8, fps=8, sample_rate=16000)
+    assert clip.video.shape == (3, 8, 16, 16) and clip.audio.shape[-1] == 16000
+    clips.preview(tmp_path / "s" / "joint.png")
+    assert (tmp_path / "s" / "joint.png").stat().st_size > 0

@@ -22,8 +22,7 @@ from avblocks.saveload import CheckpointError
 from recipes.common import CheckpointManager
 from recipes.common import distributed as D
 from recipes.proav_dit import train_autoencoder, train_dit
-from recipes.proav_dit.train_autoencoder import AutoencoderRecipe
-from recipes.proav_dit.train_dit import DiTRecipe
+from recipes.proav_dit.config import AutoencoderRecipe, DiTRecipe
 
 
 class _Payload:
@@ -191,12 +190,17 @@ def test_impossible_autoencoder_sizes_fail_naming_the_field(tmp_path, override, 
     assert not out.exists()
 
 
-def test_validate_accepts_the_shipped_configs_and_checks_ranks():
+def test_validate_accepts_the_shipped_configs_and_checks_ranks(tmp_path):
     from recipes.common.config import load_config
 
     root = Path(__file__).resolve().parents[1] / "recipes" / "proav_dit" / "configs"
     train_autoencoder.validate(load_config(AutoencoderRecipe, root / "autoencoder_tiny.yaml"))
-    train_dit.validate(load_config(DiTRecipe, root / "dit_tiny.yaml"))
+    run = tmp_path / "autoencoder"  # the denoiser's config names a trained autoencoder run
+    (run / "model").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    train_dit.validate(load_config(DiTRecipe, root / "dit_tiny.yaml", [f"autoencoder={run}"]))
+    with pytest.raises(ConfigError, match=r"autoencoder \(.*missing\) must be a trained autoencoder run folder"):
+        train_dit.validate(load_config(DiTRecipe, root / "dit_tiny.yaml", [f"autoencoder={tmp_path / 'missing'}"]))
     train_autoencoder.validate(ae_config())
     with pytest.raises(ConfigError, match=r"number of ranks \(4\)"):
         train_autoencoder.validate(ae_config(), world_size=4)

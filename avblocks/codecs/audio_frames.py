@@ -67,12 +67,17 @@ class AudioFrames(nn.Module):
             raise ValueError(f"a b n waveform is mono; the spec has {self.spec.channels} channels")
         return self.normalizer.normalize(self.video_like(waveform))
 
+    @shapecheck
+    def log_mel(self, frames: Float[Tensor, "b c t f w"]) -> Float[Tensor, "b c f cols"]:
+        """Normalised frames -> the clip's natural-log mel spectrogram (exact inverse reshape)."""
+        return self.video_like.to_spectrogram(self.normalizer.denormalize(frames))
+
     @torch.no_grad()
     @shapecheck
     def decode(self, frames: Float[Tensor, "b c t f w"]) -> Float[Tensor, "b n"] | Float[Tensor, "b c n"]:
         """Waveform of ``t * samples_per_frame`` samples (``b n`` for mono, else ``b c n``)."""
         b, c, t = frames.shape[:3]
-        log_mel = self.video_like.to_spectrogram(self.normalizer.denormalize(frames.float()))
+        log_mel = self.log_mel(frames.float())
         wave = self.inverse.decode(log_mel.flatten(0, 1), self.spec.mel)
         n = t * self.spec.samples_per_frame
         wave = torch.nn.functional.pad(wave[..., :n], (0, max(0, n - wave.shape[-1]))).clamp(-1, 1)

@@ -29,6 +29,7 @@ indices as a ``LongTensor``.
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from jaxtyping import Float
@@ -71,7 +72,7 @@ def _default_hop(sample_rate: int, fps: float, target_s: float = 0.008) -> int:
 def detect_audio_onsets(
     audio: Float[Tensor, "*batch n"],
     sample_rate: int,
-    fps: int | float,
+    fps: "int | float | Fraction",
     *,
     hop_length: int | None = None,
     rise_hops: int = 2,
@@ -367,7 +368,7 @@ def batch_sync_score(
     video: Float[Tensor, "b c t h w"],
     audio: Float[Tensor, "b n"],
     sample_rate: int,
-    fps: int | float,
+    fps: "int | float | Fraction",
     *,
     tolerance: int = 1,
 ) -> SyncReport:
@@ -388,7 +389,7 @@ def clip_sync_score(
     video: Float[Tensor, "c t h w"],
     audio: Float[Tensor, " n"],
     sample_rate: int,
-    fps: int | float,
+    fps: "int | float | Fraction",
     *,
     tolerance: int = 1,
 ) -> SyncReport:

@@ -85,8 +85,8 @@ def parse_cli(config_class: type[C], argv=None, description: str = "") -> C:
     args = parser.parse_args(argv)
     try:
         config = load_config(config_class, args.config, args.overrides)
-    except ConfigError as error:
-        parser.error(str(error))
+    except ConfigError as error:  # one line naming the key, not argparse's usage block
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
         raise SystemExit(0)

@@ -15,12 +15,14 @@ kernel distance between real and generated features, per modality (the formulas 
 FVD/KVD and FAD; the numbers are comparable only for the same extractor).
 """
 
+from fractions import Fraction
+
 import torch
 
 from avblocks.metrics import batch_sync_score, frechet_distance, kernel_distance
 
 
-def sync_scores(video: torch.Tensor, waveform: torch.Tensor, sample_rate: int, fps: int) -> dict:
+def sync_scores(video: torch.Tensor, waveform: torch.Tensor, sample_rate: int, fps: "int | Fraction") -> dict:
     report = batch_sync_score(video, waveform, sample_rate, fps)
     return {"score": report.score, "reverse": report.reverse_score,
             "onsets": sum(len(o) for o in report.onset_frames),
@@ -28,7 +30,7 @@ def sync_scores(video: torch.Tensor, waveform: torch.Tensor, sample_rate: int, f
 
 
 def generation_metrics(generated_video: torch.Tensor, generated_wave: torch.Tensor,
-                       real_video: torch.Tensor, real_wave: torch.Tensor, *, sample_rate: int, fps: int,
+                       real_video: torch.Tensor, real_wave: torch.Tensor, *, sample_rate: int, fps: "int | Fraction",
                        features=None) -> dict:
     """Metrics of ``b`` generated clips against ``m`` real clips (``m >= 2``)."""
     shuffled_wave = real_wave.roll(1, dims=0)

@@ -1,22 +1,24 @@
 """The MDSA ablation: the tiny autoencoder with each attention stage switched off, same budget.
 
-    python -m recipes.proav_dit.ablate_autoencoder [--minutes 4] [--jobs 2] [--out outputs/ablation]
+    avblocks run proav_dit.ablate_autoencoder [minutes=4] [jobs=2] [output_dir=outputs/ablation]
 
 Trains ``configs/autoencoder_tiny.yaml`` once with every fusion stage and once without each
-of them (MT-SelfAttn, hw self-attention, GCM-Attn, Bi-Block), each for ``--minutes`` of wall
-time, ``--jobs`` at a time (one thread each), then writes ``ablation.md``: reconstruction
+of them (MT-SelfAttn, hw self-attention, GCM-Attn, Bi-Block), each for ``minutes`` of wall
+time, ``jobs`` at a time (one thread each), then writes ``ablation.md``: reconstruction
 PSNR/SSIM, audio log-spectral distance, mel L1, event sync of the reconstruction and the
-event recall per modality. Runs already finished in ``--out`` are reused.
+event recall per modality. Runs already finished in ``output_dir`` are reused.
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from avblocks.atomic import atomic_write_text
 from avblocks.latent.fusion import STAGES
+from recipes.common.config import parse_cli
+from recipes.proav_dit.config import AblationConfig
 
 CONFIG = Path(__file__).parent / "configs" / "autoencoder_tiny.yaml"
 COLUMNS = ["psnr", "ssim", "lsd", "mel_l1", "sync_reconstruction", "event_recall_video",
@@ -37,21 +39,18 @@ def command(out: Path, stages: list[str], minutes: float) -> list[str]:
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=4.0)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("outputs/ablation"))
-    args = parser.parse_args(argv)
+    cfg = parse_cli(AblationConfig, argv, description=__doc__.splitlines()[0])
+    out = Path(cfg.output_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    pending = [(name, args.out / name.replace(" ", "_"), stages) for name, stages in variants().items()]
+    pending = [(name, out / name.replace(" ", "_"), stages) for name, stages in variants().items()]
     todo = [(n, d, s) for n, d, s in pending if not (d / "eval" / "metrics.json").is_file()]
     running: list[subprocess.Popen] = []
     for name, folder, stages in todo:
-        while len(running) >= args.jobs:
+        while len(running) >= cfg.jobs:
             running.pop(0).wait()
         folder.mkdir(parents=True, exist_ok=True)
         print(f"training: {name}", flush=True)
-        running.append(subprocess.Popen(command(folder, stages, args.minutes), env=env,
+        running.append(subprocess.Popen(command(folder, stages, cfg.minutes), env=env,
                                         stdout=open(folder / "stdout.log", "w"), stderr=subprocess.STDOUT))
     for process in running:
         process.wait()
@@ -64,7 +63,7 @@ def main(argv=None) -> str:
             f"{metrics[c]:.3f}" if isinstance(metrics.get(c), float) else str(metrics.get(c, "-")) for c in COLUMNS
         ) + " |")
     table = header + "\n".join(rows) + "\n"
-    (args.out / "ablation.md").write_text(f"{args.minutes} min per run, {args.jobs} at a time\n\n" + table)
+    atomic_write_text(out / "ablation.md", f"{cfg.minutes} min per run, {cfg.jobs} at a time\n\n" + table)
     print(table)
     return table
 

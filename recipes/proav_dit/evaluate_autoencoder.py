@@ -1,6 +1,6 @@
 """Evaluate a trained MDSA autoencoder on held-out clips.
 
-    python -m recipes.proav_dit.evaluate_autoencoder outputs/autoencoder [--clips 64]
+    avblocks run proav_dit.evaluate_autoencoder run_dir=outputs/autoencoder [clips=64]
 
 Writes ``eval/metrics.json`` and, for the first few clips, side-by-side mp4 files (original
 left, reconstruction right, with the reconstructed audio) and PNG previews.
@@ -12,14 +12,13 @@ reconstructed video, within one frame), next to the same score for the originals
 synthetic set, the recall of the ground-truth events in each reconstructed modality.
 """
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from avblocks.atomic import atomic_path
+from avblocks.atomic import atomic_write_json
 from avblocks.data import write_mp4
 from avblocks.data.preview import save_preview
 from avblocks.latent.mdsa import MDSA
@@ -30,8 +29,9 @@ from avblocks.metrics.sync import (
     detect_bounces,
     match_events,
 )
-from recipes.common.config import load_config
-from recipes.proav_dit.data import AVData
+from recipes.common.config import load_config, parse_cli
+from recipes.common.data import ClipData
+from recipes.proav_dit.config import AutoencoderRecipe, EvaluateAutoencoderConfig
 
 
 def _events(mask: torch.Tensor) -> list[int]:
@@ -39,7 +39,7 @@ def _events(mask: torch.Tensor) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate(model: MDSA, data: AVData, out_dir: Path, *, num_clips: int = 32, batch_size: int = 8,
+def evaluate(model: MDSA, data: ClipData, out_dir: Path, *, num_clips: int = 32, batch_size: int = 8,
              write: int = 4) -> dict:
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +57,7 @@ def evaluate(model: MDSA, data: AVData, out_dir: Path, *, num_clips: int = 32, b
         n = video.shape[0]
         sums["psnr"] += video_psnr(rec_video, video).sum().item()
         sums["ssim"] += video_ssim(rec_video, video).sum().item()
-        log_mel = data.frames.to_spectrogram(data.normalizer.denormalize(audio))[:, 0]
-        rec_log_mel = data.frames.to_spectrogram(data.normalizer.denormalize(rec_audio))[:, 0]
+        log_mel, rec_log_mel = data.audio.log_mel(audio)[:, 0], data.audio.log_mel(rec_audio)[:, 0]
         sums["lsd"] += log_spectral_distance((2 * rec_log_mel).exp(), (2 * log_mel).exp()).sum().item()
         sums["mel_l1"] += (rec_log_mel - log_mel).abs().mean(dim=(1, 2)).sum().item()
         rec_wave = data.waveform(rec_audio)
@@ -68,20 +67,20 @@ def evaluate(model: MDSA, data: AVData, out_dir: Path, *, num_clips: int = 32, b
             for i in range(n):
                 truth = _events(batch["event_frames"][i])
                 v = match_events(detect_bounces(rec_video[i]), truth, tolerance=1)
-                a = match_events(detect_audio_onsets(rec_wave[i], data.config.sample_rate, data.config.fps),
+                a = match_events(detect_audio_onsets(rec_wave[i], data.spec.sample_rate, data.spec.fps),
                                  truth, tolerance=1)
                 video_recall = v if video_recall is None else video_recall + v
                 audio_recall = a if audio_recall is None else audio_recall + a
         for i in range(max(0, min(n, write - count))):
             side = torch.cat([video[i], rec_video[i]], dim=-1)
             write_mp4(out_dir / f"clip{count + i:02d}_original_vs_reconstruction.mp4", side, rec_wave[i],
-                      data.config.fps, data.config.sample_rate)
+                      data.spec.fps, data.spec.sample_rate)
             save_preview(out_dir / f"clip{count + i:02d}_reconstruction.png", rec_video[i], rec_wave[i],
-                         data.config.sample_rate, fps=data.config.fps, title="reconstruction")
+                         data.spec.sample_rate, fps=data.spec.fps, title="reconstruction")
         count += n
-    cfg = data.config
-    real = batch_sync_score(torch.cat(real_v), torch.cat(real_a), cfg.sample_rate, cfg.fps)
-    rec = batch_sync_score(torch.cat(rec_v_all), torch.cat(rec_a_all), cfg.sample_rate, cfg.fps)
+    spec = data.spec
+    real = batch_sync_score(torch.cat(real_v), torch.cat(real_a), spec.sample_rate, spec.fps)
+    rec = batch_sync_score(torch.cat(rec_v_all), torch.cat(rec_a_all), spec.sample_rate, spec.fps)
     metrics = {k: v / count for k, v in sums.items()} | {
         "clips": count,
         "sync_reconstruction": rec.score,
@@ -91,21 +90,18 @@ def evaluate(model: MDSA, data: AVData, out_dir: Path, *, num_clips: int = 32, b
     if video_recall is not None:
         metrics["event_recall_video"] = video_recall.recall
         metrics["event_recall_audio"] = audio_recall.recall
-    with atomic_path(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2))
+    atomic_write_json(out_dir / "metrics.json", metrics, nan_as_null=True)
     return metrics
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="an autoencoder output folder (holds config.yaml, model/)")
-    parser.add_argument("--clips", type=int, default=32)
-    args = parser.parse_args(argv)
-    from recipes.proav_dit.train_autoencoder import AutoencoderRecipe
-
-    config = load_config(AutoencoderRecipe, args.run_dir / "config.yaml")
-    model = MDSA.from_pretrained(args.run_dir / "model")
-    metrics = evaluate(model, AVData(config.data), args.run_dir / "eval", num_clips=args.clips)
+    cfg = parse_cli(EvaluateAutoencoderConfig, argv, description=__doc__.splitlines()[0])
+    run_dir = Path(cfg.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not an autoencoder run folder (no config.yaml)")
+    config = load_config(AutoencoderRecipe, run_dir / "config.yaml")
+    model = MDSA.from_pretrained(run_dir / "model")
+    metrics = evaluate(model, ClipData(config.data), run_dir / "eval", num_clips=cfg.clips)
     print(json.dumps(metrics, indent=2))
     return metrics
 

@@ -31,8 +31,6 @@ cross-field constraints before anything is built.
 
 import inspect
 import json
-from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -54,51 +52,15 @@ from avblocks.latent.losses import (
     hinge_g_loss,
     multiscale_spectral_l1,
 )
-from avblocks.latent.mdsa import MDSA, MDSAConfig
+from avblocks.latent.mdsa import MDSA
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
-from recipes.common import StepBatchSampler, loop
+from avblocks.timing import frame_columns
+from recipes.common import StepBatchSampler, require
 from recipes.common import distributed as dist_utils
+from recipes.common.data import ClipData
 from recipes.common.loop import ema_model, fit, make_optimizer, run_entry_point, start_run
-from recipes.proav_dit.data import AVData, DataConfig
+from recipes.proav_dit.config import AutoencoderRecipe
 from recipes.proav_dit.evaluate_autoencoder import evaluate
-
-
-@dataclass
-class LossConfig:
-    pixel: float = 1.0
-    pixel_mse: float = 4.0
-    mel: float = 1.0
-    spectral: float = 1.0
-    kl: float = 1e-6
-    adversarial: float = 0.0  # 0: no adversarial stage
-    adversarial_start: int = 1000
-
-
-@dataclass
-class OptimConfig(loop.OptimConfig):
-    """:class:`recipes.common.loop.OptimConfig` with the autoencoder's defaults."""
-
-    batch_size: int = 8
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05
-    ema_decay: float = 0.99
-
-
-@dataclass
-class RunConfig(loop.RunConfig):
-    """:class:`recipes.common.loop.RunConfig` with the autoencoder's defaults, plus ``eval_clips``."""
-
-    output_dir: str = "outputs/autoencoder"
-    eval_clips: int = 32  # held-out clips of the final evaluation (eval/)
-
-
-@dataclass
-class AutoencoderRecipe:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: MDSAConfig = field(default_factory=MDSAConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
 
 
 def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
@@ -108,11 +70,6 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
     (:func:`avblocks.config.config_from_dict`); this adds what one field alone cannot say.
     """
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
-
     for name, value in (("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
                         ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
                         ("run.checkpoint_every", r.checkpoint_every),
@@ -121,45 +78,45 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
                         ("data.n_mels", d.n_mels), ("model.heads", m.heads), ("model.groups", m.groups),
                         ("model.block_frames", m.block_frames),
                         ("model.hidden_channels", m.hidden_channels)):
-        need(value >= 1, f"{name} ({value}) must be >= 1")
-    need(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
-    need(o.batch_size % (world_size * o.grad_accum) == 0,
-         f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
-         f"x optim.grad_accum ({o.grad_accum})")
+        require(value >= 1, f"{name} ({value}) must be >= 1")
+    require(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
+    require(o.batch_size % (world_size * o.grad_accum) == 0,
+            f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
+            f"x optim.grad_accum ({o.grad_accum})")
     if d.folder is None:
-        need(o.batch_size <= d.num_clips,
-             f"optim.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
+        require(o.batch_size <= d.num_clips,
+                f"optim.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
     for name, patch in (("model.video_patch", m.video_patch), ("model.audio_patch", m.audio_patch)):
-        need(all(p >= 1 for p in patch), f"{name} {patch} must hold positive sizes")
-    need(m.video_patch[0] == m.audio_patch[0],
-         f"model.video_patch[0] ({m.video_patch[0]}) and model.audio_patch[0] ({m.audio_patch[0]}) "
-         "must be equal (both latents share one t axis)")
-    need(d.num_frames % m.video_patch[0] == 0,
-         f"model.video_patch[0] ({m.video_patch[0]}) must divide data.num_frames ({d.num_frames})")
+        require(all(p >= 1 for p in patch), f"{name} {patch} must hold positive sizes")
+    require(m.video_patch[0] == m.audio_patch[0],
+            f"model.video_patch[0] ({m.video_patch[0]}) and model.audio_patch[0] ({m.audio_patch[0]}) "
+            "must be equal (both latents share one t axis)")
+    require(d.num_frames % m.video_patch[0] == 0,
+            f"model.video_patch[0] ({m.video_patch[0]}) must divide data.num_frames ({d.num_frames})")
     for axis in (1, 2):
-        need(d.size % m.video_patch[axis] == 0,
-             f"model.video_patch[{axis}] ({m.video_patch[axis]}) must divide data.size ({d.size})")
-    columns = Fraction(d.sample_rate) / (d.fps * d.hop)
-    need(columns.denominator == 1,
-         f"data.sample_rate / (data.fps * data.hop) = {d.sample_rate} / ({d.fps} * {d.hop}) must be a "
-         "whole number of spectrogram columns per video frame")
-    need(d.n_mels % m.audio_patch[1] == 0,
-         f"model.audio_patch[1] ({m.audio_patch[1]}) must divide data.n_mels ({d.n_mels})")
-    need(int(columns) % m.audio_patch[2] == 0,
-         f"model.audio_patch[2] ({m.audio_patch[2]}) must divide the {int(columns)} spectrogram columns "
-         f"per frame (data.sample_rate / (data.fps * data.hop))")
+        require(d.size % m.video_patch[axis] == 0,
+                f"model.video_patch[{axis}] ({m.video_patch[axis]}) must divide data.size ({d.size})")
+    try:
+        columns = frame_columns(d.sample_rate, d.fps, d.hop)
+    except ValueError as e:
+        raise ConfigError(f"data.sample_rate / (data.fps * data.hop): {e}") from None
+    require(d.n_mels % m.audio_patch[1] == 0,
+            f"model.audio_patch[1] ({m.audio_patch[1]}) must divide data.n_mels ({d.n_mels})")
+    require(columns % m.audio_patch[2] == 0,
+            f"model.audio_patch[2] ({m.audio_patch[2]}) must divide the {columns} spectrogram columns "
+            f"per frame (data.sample_rate / (data.fps * data.hop))")
     frames = d.num_frames // m.video_patch[0]
     latent = f"the {frames} latent frames (data.num_frames / model.video_patch[0])"
-    need(m.hidden_channels % m.heads == 0,
-         f"model.heads ({m.heads}) must divide model.hidden_channels ({m.hidden_channels})")
+    require(m.hidden_channels % m.heads == 0,
+            f"model.heads ({m.heads}) must divide model.hidden_channels ({m.hidden_channels})")
     norm_groups = inspect.signature(VolumeEncoder).parameters["groups"].default
-    need(m.hidden_channels % norm_groups == 0,
-         f"model.hidden_channels ({m.hidden_channels}) must be a multiple of the encoder's "
-         f"{norm_groups} normalisation groups")
+    require(m.hidden_channels % norm_groups == 0,
+            f"model.hidden_channels ({m.hidden_channels}) must be a multiple of the encoder's "
+            f"{norm_groups} normalisation groups")
     if "gcm" in m.stages:
-        need(frames % m.groups == 0, f"model.groups ({m.groups}) must divide {latent}")
+        require(frames % m.groups == 0, f"model.groups ({m.groups}) must divide {latent}")
     if "biblock" in m.stages:
-        need(frames % m.block_frames == 0, f"model.block_frames ({m.block_frames}) must divide {latent}")
+        require(frames % m.block_frames == 0, f"model.block_frames ({m.block_frames}) must divide {latent}")
 
 
 # FSDP2 shards these sub-modules one by one (each all-gathered only while it runs), then the
@@ -182,9 +139,9 @@ class VideoDiscriminator(torch.nn.Module):
         return hinge_g_loss(self.frames(fake)) + hinge_g_loss(self.clip(fake))
 
 
-def reconstruction_losses(cfg: AutoencoderRecipe, data: AVData, model: MDSA, video, audio) -> dict:
+def reconstruction_losses(cfg: AutoencoderRecipe, data: ClipData, model: MDSA, video, audio) -> dict:
     rec_video, rec_audio, posterior = model(video, audio)
-    spectrogram = data.frames.to_spectrogram
+    spectrogram = data.audio.video_like.to_spectrogram
     losses = {
         "pixel": (rec_video - video).abs().mean(),
         "pixel_mse": (rec_video - video).square().mean(),
@@ -196,7 +153,7 @@ def reconstruction_losses(cfg: AutoencoderRecipe, data: AVData, model: MDSA, vid
     return losses | {"_rec_video": rec_video}
 
 
-def step_loader(data: AVData, ctx: dist_utils.DistContext, *, batch_size: int, total_steps: int,
+def step_loader(data: ClipData, ctx: dist_utils.DistContext, *, batch_size: int, total_steps: int,
                 start_step: int, seed: int) -> DataLoader:
     """This rank's slice of every step's global batch (the unchanged loader in one process)."""
     if not ctx.enabled:
@@ -208,7 +165,7 @@ def step_loader(data: AVData, ctx: dist_utils.DistContext, *, batch_size: int, t
                                                                    world_size=ctx.world_size))
 
 
-def report_skipped_files(data: AVData, out: Path) -> None:
+def report_skipped_files(data: ClipData, out: Path) -> None:
     """Print and write ``skipped_files.json``: every file of data.folder that is not trained on."""
     dataset = data.dataset
     if not isinstance(dataset, VideoFolder):
@@ -228,7 +185,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     dist_utils.barrier()
     torch.manual_seed(cfg.run.seed)
-    data = AVData(cfg.data)
+    data = ClipData(cfg.data)
     if ctx.is_main:
         report_skipped_files(data, out)
     if len(data.dataset) < cfg.optim.batch_size:

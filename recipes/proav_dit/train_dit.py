@@ -3,7 +3,7 @@
     python -m recipes.proav_dit.train_dit --config recipes/proav_dit/configs/dit_tiny.yaml [key=value ...]
 
 ``autoencoder`` names an autoencoder run folder (``train_autoencoder``'s output); its data
-config is reused, and its latents are encoded once and cached (:mod:`recipes.proav_dit.latents`).
+config is reused, and its latents are encoded once and cached (:mod:`recipes.proav_dit.codec`).
 
 Objective: rectified flow on the stacked ``b c 6 s s`` latent with *per-plane* timesteps.
 Each training example is, at random:
@@ -21,26 +21,31 @@ velocity is 0), so padding never looks like signal. Class labels are dropped wit
 ``model.class_dropout`` for classifier-free guidance.
 
 Writes to ``run.output_dir``: ``config.yaml``, ``checkpoints/`` (atomic, exact resume),
-``log.jsonl``, ``model/`` (EMA weights, ``config.json + model.safetensors``).
+``log.jsonl``, ``model/`` (EMA weights, ``config.json + model.safetensors``) and
+``pipeline/``: the self-contained :class:`~avblocks.pipelines.ProAVDiTPipeline` folder (the
+autoencoder, the denoiser, the clip spec and the ``sample`` defaults), which
+``avblocks sample`` and ``ProAVDiTPipeline.from_pretrained`` load.
 
 Distributed / faults: as in :mod:`recipes.proav_dit.train_autoencoder` (``torchrun`` + DDP,
 ``optim.batch_size`` global, ``optim.grad_accum`` micro-batches, ``run.on_nonfinite``);
 :func:`validate` checks the cross-field constraints before anything is built.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
-from avblocks.config import ConfigError
+from avblocks.codecs import TriPlaneCodec
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
 from avblocks.dit.stdit import STDiT
+from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
+from avblocks.pipelines import FlowSampling, ProAVDiTPipeline
 from recipes.common import distributed as dist_utils
+from recipes.common import require
 from recipes.common.loop import (
-    OptimConfig,
-    RunConfig,
     ema_model,
     fit,
     make_optimizer,
@@ -48,120 +53,75 @@ from recipes.common.loop import (
     start_run,
     step_batches,
 )
-from recipes.proav_dit.latents import AUDIO, VIDEO, LatentSpace, cached_latents
-
-
-@dataclass
-class DenoiserConfig:
-    patch: int | tuple[int, int] = 2  # (rows, cols): rows are time on the time planes
-    hidden_size: int = 128
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    class_dropout: float = 0.1
-
-
-@dataclass
-class DiffusionConfig:
-    time_distribution: str = "logit_normal"
-    shift: float = 1.0
-    p_audio_to_video: float = 0.1  # hold the audio planes clean
-    p_video_to_audio: float = 0.1  # hold the video planes clean
-
-
-@dataclass
-class DiTOptimConfig(OptimConfig):
-    """:class:`recipes.common.loop.OptimConfig` with the denoiser's defaults."""
-
-    steps: int = 2000
-    batch_size: int = 32
-    warmup: int = 100
-
-
-@dataclass
-class DiTRunConfig(RunConfig):
-    """:class:`recipes.common.loop.RunConfig` with the denoiser's defaults."""
-
-    output_dir: str = "outputs/dit"
-    checkpoint_every: int = 500
-
-
-@dataclass
-class DiTRecipe:
-    autoencoder: str = "outputs/autoencoder_tiny"
-    model: DenoiserConfig = field(default_factory=DenoiserConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    optim: DiTOptimConfig = field(default_factory=DiTOptimConfig)
-    run: DiTRunConfig = field(default_factory=DiTRunConfig)
+from recipes.proav_dit.codec import cached_latents, load_codec
+from recipes.proav_dit.config import DiTRecipe
 
 
 def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
     """Cross-field constraints, checked before anything is built; the error names the fields.
 
-    The latent canvas is padded to a multiple of ``model.patch`` (:class:`LatentSpace`), so the
-    patch always divides it; what can be impossible is checked here.
+    The latent canvas is padded to a multiple of ``model.patch`` (:class:`TriPlaneCodec`), so
+    the patch always divides it; what can be impossible is checked here.
     """
     m, d, o, r = cfg.model, cfg.diffusion, cfg.optim, cfg.run
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
-
     patch = (m.patch,) if isinstance(m.patch, int) else m.patch
-    need(min(patch) >= 1, f"model.patch ({m.patch}) must be >= 1")
+    require(min(patch) >= 1, f"model.patch ({m.patch}) must be >= 1")
     for name, value in (("model.depth", m.depth),
                         ("model.num_heads", m.num_heads), ("model.hidden_size", m.hidden_size),
                         ("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
                         ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
                         ("run.checkpoint_every", r.checkpoint_every),
                         ("run.keep_checkpoints", r.keep_checkpoints)):
-        need(value >= 1, f"{name} ({value}) must be >= 1")
-    need(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
-    need(m.hidden_size % m.num_heads == 0,
-         f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
-    need(m.hidden_size % 4 == 0,
-         f"model.hidden_size ({m.hidden_size}) must be divisible by 4 (2D sin-cos position table)")
-    need(0.0 <= m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in [0, 1)")
+        require(value >= 1, f"{name} ({value}) must be >= 1")
+    require(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
+    require(m.hidden_size % m.num_heads == 0,
+            f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
+    require(m.hidden_size % 4 == 0,
+            f"model.hidden_size ({m.hidden_size}) must be divisible by 4 (2D sin-cos position table)")
+    require(0.0 <= m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in [0, 1)")
     for name, p in (("diffusion.p_audio_to_video", d.p_audio_to_video),
                     ("diffusion.p_video_to_audio", d.p_video_to_audio)):
-        need(0.0 <= p <= 1.0, f"{name} ({p}) must lie in [0, 1]")
-    need(d.p_audio_to_video + d.p_video_to_audio <= 1.0,
-         f"diffusion.p_audio_to_video + diffusion.p_video_to_audio "
-         f"({d.p_audio_to_video} + {d.p_video_to_audio}) must be <= 1")
-    need(o.batch_size % (world_size * o.grad_accum) == 0,
-         f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
-         f"x optim.grad_accum ({o.grad_accum})")
+        require(0.0 <= p <= 1.0, f"{name} ({p}) must lie in [0, 1]")
+    require(d.p_audio_to_video + d.p_video_to_audio <= 1.0,
+            f"diffusion.p_audio_to_video + diffusion.p_video_to_audio "
+            f"({d.p_audio_to_video} + {d.p_video_to_audio}) must be <= 1")
+    require(o.batch_size % (world_size * o.grad_accum) == 0,
+            f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
+            f"x optim.grad_accum ({o.grad_accum})")
+    require((Path(cfg.autoencoder) / "config.yaml").is_file() and (Path(cfg.autoencoder) / "model").is_dir(),
+            f"autoencoder ({cfg.autoencoder}) must be a trained autoencoder run folder (config.yaml and "
+            "model/); train one with proav_dit.train_autoencoder")
 
 
-def build_denoiser(cfg: DiTRecipe, space: LatentSpace) -> STDiT:
+def build_denoiser(cfg: DiTRecipe, codec: TriPlaneCodec, num_classes: int) -> STDiT:
     m = cfg.model
-    return STDiT(in_channels=space.stack.channels, side=space.stack.side, frames=space.stack.num_planes,
+    return STDiT(in_channels=codec.channels, side=codec.side, frames=codec.num_planes,
                  patch=m.patch, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
-                 mlp_ratio=m.mlp_ratio, num_classes=space.data.num_classes, class_dropout=m.class_dropout)
+                 mlp_ratio=m.mlp_ratio, num_classes=num_classes, class_dropout=m.class_dropout)
 
 
 def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """``b 6`` bool: which planes each example holds clean (see the module docstring)."""
     u = torch.rand(batch, generator=generator)
     mask = torch.zeros(batch, 6, dtype=torch.bool)
-    mask[u < p_a2v, AUDIO] = True
-    mask[(u >= p_a2v) & (u < p_a2v + p_v2a), VIDEO] = True
+    mask[u < p_a2v, AUDIO_PLANES] = True
+    mask[(u >= p_a2v) & (u < p_a2v + p_v2a), VIDEO_PLANES] = True
     return mask
 
 
 def train(cfg: DiTRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
-    space = LatentSpace.from_run(cfg.autoencoder, multiple=cfg.model.patch)
+    codec, data = load_codec(cfg.autoencoder, patch=cfg.model.patch)
     if ctx.is_main:  # rank 0 encodes and writes the cache; the others read it
-        cache = cached_latents(space, cfg.autoencoder, progress=cfg.run.progress)
+        cache = cached_latents(codec, data, cfg.autoencoder, progress=cfg.run.progress)
     dist_utils.barrier()
     if not ctx.is_main:
-        cache = cached_latents(space, cfg.autoencoder, progress=False)
+        cache = cached_latents(codec, data, cfg.autoencoder, progress=False)
     latents, labels = cache["latents"], cache["labels"]
-    valid = space.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s
+    valid = codec.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s
 
-    model = build_denoiser(cfg, space)
+    model = build_denoiser(cfg, codec, data.num_classes)
     o, d = cfg.optim, cfg.diffusion
     flow = FlowMatching(time_distribution=d.time_distribution, shift=d.shift)
     net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=(STDiTBlock,))
@@ -183,9 +143,11 @@ def train(cfg: DiTRecipe) -> dict:
                  batches=step_batches(len(latents), o, cfg.run.seed, ctx), micro_step=micro_step)
     dist_utils.barrier()
     result = fitted.summary()
-    model = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: build_denoiser(cfg, space))
+    model = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: build_denoiser(cfg, codec, data.num_classes))
     if ctx.is_main:
         model.save_pretrained(out / "model")
+        pipeline = ProAVDiTPipeline(codec, model.eval(), sampling=FlowSampling(**asdict(cfg.sample)))
+        pipeline.save_pretrained(out / "pipeline")
     dist_utils.barrier()
     return result
 

@@ -1,0 +1,164 @@
+"""Every config section of the ProAV-DiT recipes, in one module that imports no trainer.
+
+The YAML files under ``configs/`` and ``key=value`` overrides fill these dataclasses
+(:func:`recipes.common.config.load_config`); each trainer's ``validate`` checks what one field
+alone cannot say. The shared sections (``data``, ``optim``, ``run``) come from
+:mod:`recipes.common`; a recipe subclasses them only to change defaults.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from avblocks.latent.mdsa import MDSAConfig
+from recipes.common import loop
+from recipes.common.data import DataConfig
+
+__all__ = [
+    "AblationConfig",
+    "AutoencoderOptimConfig",
+    "AutoencoderRecipe",
+    "AutoencoderRunConfig",
+    "DataConfig",
+    "DemoConfig",
+    "DenoiserConfig",
+    "DiffusionConfig",
+    "DiTOptimConfig",
+    "DiTRecipe",
+    "DiTRunConfig",
+    "EvaluateAutoencoderConfig",
+    "LossConfig",
+    "SampleConfig",
+]
+
+
+# ------------------------------------------------------------------ the autoencoder (MDSA)
+
+
+@dataclass
+class LossConfig:
+    pixel: float = 1.0
+    pixel_mse: float = 4.0
+    mel: float = 1.0
+    spectral: float = 1.0
+    kl: float = 1e-6
+    adversarial: float = 0.0  # 0: no adversarial stage
+    adversarial_start: int = 1000
+
+
+@dataclass
+class AutoencoderOptimConfig(loop.OptimConfig):
+    """:class:`recipes.common.loop.OptimConfig` with the autoencoder's defaults."""
+
+    batch_size: int = 8
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.99
+
+
+@dataclass
+class AutoencoderRunConfig(loop.RunConfig):
+    """:class:`recipes.common.loop.RunConfig` with the autoencoder's defaults, plus ``eval_clips``."""
+
+    output_dir: str = "outputs/autoencoder"
+    eval_clips: int = 32  # held-out clips of the final evaluation (eval/)
+
+
+@dataclass
+class AutoencoderRecipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: MDSAConfig = field(default_factory=MDSAConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: AutoencoderOptimConfig = field(default_factory=AutoencoderOptimConfig)
+    run: AutoencoderRunConfig = field(default_factory=AutoencoderRunConfig)
+
+
+@dataclass
+class EvaluateAutoencoderConfig:
+    run_dir: str = "outputs/autoencoder_tiny"  # a train_autoencoder output folder
+    clips: int = 32  # held-out clips to evaluate
+
+
+@dataclass
+class AblationConfig:
+    minutes: float = 4.0  # wall time per training run
+    jobs: int = 2  # runs at a time (one thread each)
+    output_dir: str = "outputs/ablation"
+
+
+# ------------------------------------------------------------------ the denoiser (ST-DiT)
+
+
+@dataclass
+class DenoiserConfig:
+    patch: int | tuple[int, int] = 2  # (rows, cols): rows are time on the time planes
+    hidden_size: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    class_dropout: float = 0.1
+
+
+@dataclass
+class DiffusionConfig:
+    time_distribution: str = "logit_normal"
+    shift: float = 1.0
+    p_audio_to_video: float = 0.1  # hold the audio planes clean
+    p_video_to_audio: float = 0.1  # hold the video planes clean
+
+
+@dataclass
+class SampleConfig:
+    """The sampling defaults the saved pipeline folder records (what the benchmarks found best)."""
+
+    steps: int = 16
+    sampler: Literal["heun", "euler"] = "heun"
+    # guidance 1 (none): AV-sync falls as guidance rises at every budget measured
+    # (benchmarks/README.md, "ProAV-DiT demo"), and it halves the sampling cost
+    cfg_scale: float = 1.0
+
+
+@dataclass
+class DiTOptimConfig(loop.OptimConfig):
+    """:class:`recipes.common.loop.OptimConfig` with the denoiser's defaults."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    warmup: int = 100
+
+
+@dataclass
+class DiTRunConfig(loop.RunConfig):
+    """:class:`recipes.common.loop.RunConfig` with the denoiser's defaults."""
+
+    output_dir: str = "outputs/dit"
+    checkpoint_every: int = 500
+
+
+@dataclass
+class DiTRecipe:
+    autoencoder: str = "outputs/autoencoder_tiny"  # a train_autoencoder output folder
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    optim: DiTOptimConfig = field(default_factory=DiTOptimConfig)
+    run: DiTRunConfig = field(default_factory=DiTRunConfig)
+
+
+# ------------------------------------------------------------------ the demo
+
+
+@dataclass
+class DemoConfig:
+    output_dir: str = "outputs/demo"
+    autoencoder_minutes: float = 4.5  # the config's 1200 steps normally end first (~4 min)
+    dit_minutes: float = 4.0  # likewise 750 steps (~3.5 min)
+    feature_steps: int = 200  # held-out accuracy is already 1.0 by then
+    # extra key=value overrides of each stage's config (e.g. to shrink everything in tests)
+    autoencoder_overrides: list[str] = field(default_factory=list)
+    dit_overrides: list[str] = field(default_factory=list)
+    feature_overrides: list[str] = field(default_factory=list)
+    per_class: int = 4
+    sample_steps: int = 16
+    cfg_scale: float = 1.0
+    seed: int = 0
+    progress: bool = True
