@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m recipes.proav_dit.demo
+	$(VENV)/bin/avblocks run proav_dit.demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q
