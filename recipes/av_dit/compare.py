@@ -1,10 +1,14 @@
 """AV-DiT next to ProAV-DiT on the synthetic set at equal training minutes: one table.
 
     python -m recipes.av_dit.compare proav_run=outputs/demo [key=value ...]
+    python -m recipes.av_dit.compare --config my_compare.yaml [key=value ...]
 
-``proav_run`` is a ProAV-DiT demo folder (:mod:`recipes.proav_dit.demo`: ``autoencoder/``,
-``dit/``, ``metrics.json`` with each stage's training minutes, and ``features/``). The AV-DiT
-stages are trained here, on the same data config, under wall-time budgets taken from that run:
+``proav_run`` is a ProAV-DiT demo folder, read without any ProAV-DiT recipe code:
+``pipeline/`` (the saved :class:`~avblocks.pipelines.ProAVDiTPipeline`),
+``autoencoder/config.yaml`` (only its ``data`` section: the clips both systems train and are
+scored on), ``metrics.json`` (each stage's ``train_minutes``) and, when present, ``features/``
+(the feature network). The AV-DiT stages are trained here, on that data section, under
+wall-time budgets taken from that run:
 
 - image autoencoder: the ProAV-DiT autoencoder's minutes;
 - image-DiT pretraining + adapters: the ProAV-DiT denoiser's minutes, split by
@@ -13,62 +17,39 @@ stages are trained here, on the same data config, under wall-time budgets taken 
   training minutes" (set ``pretrain_fraction`` to 0 and give ``pretrain_minutes`` to
   charge it nothing).
 
-Each stage is skipped when its ``model/`` already exists (a rerun only evaluates). Both
-systems then generate ``per_class`` clips per class with the same labels, using the same
-number of model evaluations (ProAV-DiT: Heun, ``sample_steps`` steps = 2 x ``sample_steps``
-evaluations; AV-DiT: DDIM, 2 x ``sample_steps`` steps) and the same guidance scale, and are
-scored against the same held-out real clips by :func:`recipes.common.evaluation.generation_metrics`:
-AV-sync (onsets with a bounce within a frame; real and shuffled clips for scale) and Fréchet /
-kernel distances of the synthetic-set feature network (the ProAV-DiT run's, or one trained here).
+Each stage is skipped when its ``result.json`` exists (written when it finished), so a rerun
+only evaluates. Both pipelines then generate ``per_class`` clips per class with the same
+labels, using the same number of model evaluations (ProAV-DiT: Heun, ``sample_steps`` steps =
+2 x ``sample_steps`` evaluations; AV-DiT: DDIM, 2 x ``sample_steps`` steps) and the same
+guidance scale, and are scored against the same held-out real clips by
+:func:`recipes.common.evaluation.generation_metrics`: AV-sync (onsets with a bounce within a
+frame; real and shuffled clips for scale) and Fréchet / kernel distances of the
+synthetic-set feature network (the ProAV-DiT run's, or one trained here).
 
 Writes ``output_dir``: ``compare.json``, ``compare.md`` (the side-by-side table), mp4 samples
-of both systems, and the AV-DiT stage folders.
+and a contact sheet of both systems, and the AV-DiT stage folders (``adapters/pipeline`` is
+the AV-DiT pipeline that was scored).
 """
 
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
-from avblocks.atomic import atomic_path
-from avblocks.dit.adapter_io import count_parameters
-from avblocks.dit.stdit import STDiT
+from avblocks.atomic import atomic_write_text
+from avblocks.config import config_from_dict
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet
+from avblocks.pipelines import AVDiTPipeline, ProAVDiTPipeline, SoundingVideo
 from recipes.av_dit import pretrain, train, train_autoencoder
-from recipes.av_dit.sample import generate as av_generate
-from recipes.av_dit.sample import render as av_render
-from recipes.common import feature_net, load_config, parse_cli
+from recipes.av_dit.config import AutoencoderRecipe, AVDiTRecipe, CompareConfig, PretrainRecipe
+from recipes.common import feature_net, load_config, parse_cli, require
+from recipes.common.data import ClipData, DataConfig
 from recipes.common.evaluation import generation_metrics
-from recipes.proav_dit import train_dit
-from recipes.proav_dit.latents import LatentSpace
-from recipes.proav_dit.sample import generate as proav_generate
-from recipes.proav_dit.sample import render as proav_render
-from recipes.proav_dit.sample import write_samples
 
 CONFIGS = Path(__file__).parent / "configs"
-
-
-@dataclass
-class CompareConfig:
-    output_dir: str = "outputs/av_dit/compare"
-    proav_run: str = "outputs/demo"
-    proav_autoencoder_minutes: float = 0.0  # 0: read from proav_run/metrics.json
-    proav_dit_minutes: float = 0.0  # 0: read from proav_run/metrics.json
-    pretrain_fraction: float = 0.5  # share of the denoiser minutes spent pretraining the image DiT
-    pretrain_minutes: float = 0.0  # > 0: this budget instead (not charged to AV-DiT's share)
-    autoencoder_overrides: list[str] = field(default_factory=list)
-    pretrain_overrides: list[str] = field(default_factory=list)
-    adapter_overrides: list[str] = field(default_factory=list)
-    feature_overrides: list[str] = field(default_factory=list)
-    feature_steps: int = 200
-    per_class: int = 4
-    sample_steps: int = 16
-    cfg_scale: float = 1.0  # the ProAV-DiT demo's scale
-    seed: int = 0
-    progress: bool = True
 
 
 def proav_minutes(cfg: CompareConfig) -> tuple[float, float]:
@@ -86,15 +67,22 @@ def proav_minutes(cfg: CompareConfig) -> tuple[float, float]:
     return ae, dit
 
 
-def _stage(folder: Path, recipe_class, config_file: str, overrides: list[str], data, trainer) -> dict:
-    """Train one AV-DiT stage unless ``folder/model`` exists; its result is kept in result.json."""
-    if (folder / "model" / "config.json").is_file() and (folder / "result.json").is_file():
+def proav_data(proav_run: str | Path) -> DataConfig:
+    """The ``data`` section of ``proav_run/autoencoder/config.yaml``, read as plain YAML."""
+    path = Path(proav_run) / "autoencoder" / "config.yaml"
+    require(path.is_file(), f"{path} does not exist: proav_run must be a ProAV-DiT demo folder")
+    tree = yaml.safe_load(path.read_text())
+    require(isinstance(tree, dict) and isinstance(tree.get("data"), dict), f"{path} has no data section")
+    return config_from_dict(DataConfig, tree["data"])
+
+
+def _stage(folder: Path, recipe_class, config_file: str, overrides: list[str], trainer, **replace) -> dict:
+    """Train one AV-DiT stage unless it finished before; its result is kept in result.json."""
+    if (folder / "result.json").is_file():
         return json.loads((folder / "result.json").read_text())
-    cfg = load_config(recipe_class, CONFIGS / config_file, overrides)
-    if data is not None:
-        cfg = dataclasses.replace(cfg, data=data)
+    cfg = dataclasses.replace(load_config(recipe_class, CONFIGS / config_file, overrides), **replace)
     result = trainer(cfg)
-    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(folder / "result.json", json.dumps(result, indent=2))
     return result
 
 
@@ -103,7 +91,13 @@ def _features(cfg: CompareConfig, out: Path) -> SyntheticFeatureNet:
     theirs = Path(cfg.proav_run) / "features"
     folder = theirs if (theirs / "model" / "config.json").is_file() else out / "features"
     return feature_net.load_or_train(folder, steps=cfg.feature_steps, seed=cfg.seed,
-                                        progress=cfg.progress, overrides=cfg.feature_overrides)
+                                     progress=cfg.progress, overrides=cfg.feature_overrides)
+
+
+def _save_samples(folder: Path, clips: SoundingVideo, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    clips.save(folder / f"{name}.mp4")
+    clips.preview(folder / f"{name}_contact_sheet.png")
 
 
 def _row(name: str, av, proav, fmt: str = "{:.3f}") -> str:
@@ -138,62 +132,56 @@ def table(report: dict) -> str:
 
 
 def run(cfg: CompareConfig) -> dict:
+    cfg.validate()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     proav = Path(cfg.proav_run)
     ae_minutes, dit_minutes = proav_minutes(cfg)
-    dit_cfg = load_config(train_dit.DiTRecipe, proav / "dit" / "config.yaml")
-    space = LatentSpace.from_run(dit_cfg.autoencoder, multiple=dit_cfg.model.patch)
-    data_cfg = space.data.config
+    data = ClipData(proav_data(proav))
+    proav_pipe = ProAVDiTPipeline.from_pretrained(proav / "pipeline")
+    if proav_pipe.spec != data.spec:
+        raise ValueError(f"{proav / 'pipeline'} makes clips of {proav_pipe.spec}, but its autoencoder was "
+                         f"trained on {data.spec}")
     pre_minutes = cfg.pretrain_minutes if cfg.pretrain_minutes > 0 else cfg.pretrain_fraction * dit_minutes
     adapter_minutes = dit_minutes - (0.0 if cfg.pretrain_minutes > 0 else pre_minutes)
     flag = f"run.progress={str(cfg.progress).lower()}"
 
     ae_dir, pre_dir, av_dir = out / "autoencoder", out / "pretrain", out / "adapters"
     results = {
-        "autoencoder": _stage(ae_dir, train_autoencoder.AutoencoderRecipe, "autoencoder_tiny.yaml",
+        "autoencoder": _stage(ae_dir, AutoencoderRecipe, "autoencoder_tiny.yaml",
                               [f"run.output_dir={ae_dir}", f"run.max_minutes={ae_minutes}", flag,
-                               *cfg.autoencoder_overrides], data_cfg, train_autoencoder.train)}
-    if pre_minutes > 0:
-        results["pretrain"] = _stage(pre_dir, pretrain.PretrainRecipe, "pretrain_tiny.yaml",
-                                     [f"autoencoder={ae_dir}", f"run.output_dir={pre_dir}",
-                                      f"run.max_minutes={pre_minutes}", flag, *cfg.pretrain_overrides],
-                                     None, pretrain.train)
-    else:
-        raise ValueError("AV-DiT needs a pretrained image DiT: pretrain_fraction or pretrain_minutes > 0")
-    results["adapters"] = _stage(av_dir, train.AVDiTRecipe, "av_dit_tiny.yaml",
-                                 [f"autoencoder={ae_dir}", f"pretrained={pre_dir}", f"run.output_dir={av_dir}",
-                                  f"run.max_minutes={adapter_minutes}", flag, *cfg.adapter_overrides],
-                                 None, train.train)
+                               *cfg.autoencoder_overrides], train_autoencoder.train, data=data.config),
+        "pretrain": _stage(pre_dir, PretrainRecipe, "pretrain_tiny.yaml",
+                           [f"autoencoder={ae_dir}", f"run.output_dir={pre_dir}", f"run.max_minutes={pre_minutes}",
+                            flag, *cfg.pretrain_overrides], pretrain.train),
+        "adapters": _stage(av_dir, AVDiTRecipe, "av_dit_tiny.yaml",
+                           [f"autoencoder={ae_dir}", f"pretrained={pre_dir}", f"run.output_dir={av_dir}",
+                            f"run.max_minutes={adapter_minutes}", flag, *cfg.adapter_overrides], train.train),
+    }
+    av_pipe = AVDiTPipeline.from_pretrained(av_dir / "pipeline")
     features = _features(cfg, out)
 
-    labels = torch.arange(space.data.num_classes).repeat_interleave(cfg.per_class)
-    real = space.data.held_out_batch(len(labels))
-    c = data_cfg
-    scores = lambda v, w: generation_metrics(v, w, real["video"], real["audio"], sample_rate=c.sample_rate,  # noqa: E731
-                                             fps=c.fps, features=features)
+    labels = torch.arange(data.num_classes).repeat_interleave(cfg.per_class)
+    real = data.held_out_batch(len(labels))
+    options = dict(cfg_scale=cfg.cfg_scale, seed=cfg.seed, progress=cfg.progress)
+    av_clips = av_pipe(labels=labels, steps=2 * cfg.sample_steps, sampler="ddim", **options)
+    proav_clips = proav_pipe(labels=labels, steps=cfg.sample_steps, sampler="heun", **options)
+    _save_samples(out / "samples_av_dit", av_clips, "av_dit")
+    _save_samples(out / "samples_proav_dit", proav_clips, "proav_dit")
 
-    av_cfg, av_space, av_model = train.load_run(av_dir)
-    latent = av_generate(av_space, av_model, pretrain.build_ddpm(av_cfg.diffusion), labels,
-                         steps=2 * cfg.sample_steps, cfg_scale=cfg.cfg_scale, seed=cfg.seed, progress=cfg.progress)
-    av_video, av_wave = av_render(av_space, latent)
-    write_samples(out / "samples_av_dit", av_space, av_video, av_wave, labels, prefix="av_dit")
+    def scores(clips: SoundingVideo) -> dict:  # float fps: the sync metric takes no Fraction
+        return generation_metrics(clips.video, clips.audio, real["video"], real["audio"],
+                                  sample_rate=data.spec.sample_rate, fps=float(data.spec.fps), features=features)
 
-    denoiser = STDiT.from_pretrained(proav / "dit" / "model")
-    latent = proav_generate(space, denoiser, labels, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,
-                            seed=cfg.seed, progress=cfg.progress)
-    pro_video, pro_wave = proav_render(space, latent)
-    write_samples(out / "samples_proav_dit", space, pro_video, pro_wave, labels, prefix="proav_dit")
-
-    denoiser_params = count_parameters(denoiser)
+    proav_params = sum(p.numel() for p in proav_pipe.denoiser.parameters())  # ProAV-DiT trains all of them
     minutes = {k: float(v.get("train_minutes", 0.0)) for k, v in results.items()}
     report = {
-        "av_dit": {"metrics": scores(av_video, av_wave), "parameters": av_model.parameter_counts(),
+        "av_dit": {"metrics": scores(av_clips), "parameters": av_pipe.denoiser.parameter_counts(),
                    "minutes": {**minutes, "total": round(sum(minutes.values()), 2)},
                    "budget_minutes": {"autoencoder": ae_minutes, "pretrain": pre_minutes, "adapters": adapter_minutes}},
-        "proav_dit": {"metrics": scores(pro_video, pro_wave),
-                      "parameters": {"trainable": denoiser_params[0], "total": denoiser_params[1]},
+        "proav_dit": {"metrics": scores(proav_clips),
+                      "parameters": {"trainable": proav_params, "total": proav_params},
                       "minutes": {"autoencoder": ae_minutes, "denoiser": dit_minutes,
                                   "total": round(ae_minutes + dit_minutes, 2)}},
         "clips": len(labels), "proav_run": str(proav), "sample_evaluations": 2 * cfg.sample_steps,
@@ -201,10 +189,9 @@ def run(cfg: CompareConfig) -> dict:
     }
     report["table"] = table(report)
     report["compare_minutes"] = round((time.monotonic() - began) / 60, 2)
-    with atomic_path(out / "compare.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    with atomic_path(out / "compare.md") as tmp:
-        tmp.write_text(f"# AV-DiT vs ProAV-DiT ({len(labels)} clips each, synthetic set)\n\n{report['table']}")
+    atomic_write_text(out / "compare.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "compare.md",
+                      f"# AV-DiT vs ProAV-DiT ({len(labels)} clips each, synthetic set)\n\n{report['table']}")
     return report
 
 

@@ -28,77 +28,29 @@ Writes ``run.output_dir``: ``config.yaml``, ``checkpoints/``, ``log.jsonl``, ``m
 weights as ``config.json + model.safetensors``: ``DiT.from_pretrained`` loads it).
 """
 
-from dataclasses import dataclass, field
-
 import torch
 
-from avblocks.diffusion import DDPM
+from avblocks.codecs import ImageLatentCodec
 from avblocks.dit.dit import DiT
-from recipes.av_dit.images import ImageLatents
-from recipes.av_dit.trainer import (
-    OptimConfig,
-    RunConfig,
-    need,
-    train_module,
-    validate_common,
-)
+from recipes.av_dit.codec import encode_clips, load_codec
+from recipes.av_dit.config import PretrainRecipe
+from recipes.av_dit.trainer import build_ddpm, train_module
 from recipes.common import distributed as dist_utils
 from recipes.common.loop import run_entry_point, start_run
 
 
-@dataclass
-class ImageDiTConfig:
-    patch_size: int = 2
-    hidden_size: int = 128
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    class_dropout_prob: float = 0.1
-    learn_sigma: bool = False
-
-
-@dataclass
-class DDPMConfig:
-    schedule: str = "linear"
-    num_timesteps: int = 1000
-
-
-@dataclass
-class PretrainRecipe:
-    autoencoder: str = "outputs/av_dit_autoencoder"
-    p_audio: float = 0.5
-    model: ImageDiTConfig = field(default_factory=ImageDiTConfig)
-    diffusion: DDPMConfig = field(default_factory=DDPMConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=64))
-    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/av_dit_pretrain"))
-
-
-def validate(cfg: PretrainRecipe, *, world_size: int = 1) -> None:
-    validate_common(cfg.optim, cfg.run, world_size=world_size)
+def build_dit(cfg: PretrainRecipe, codec: ImageLatentCodec, clip_classes: int) -> DiT:
+    """The image DiT on the codec's latents, with ``2 x clip_classes`` image classes."""
     m = cfg.model
-    need(m.hidden_size % m.num_heads == 0,
-         f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
-    need(m.hidden_size % 4 == 0, f"model.hidden_size ({m.hidden_size}) must be divisible by 4")
-    need(0.0 <= cfg.p_audio <= 1.0, f"p_audio ({cfg.p_audio}) must lie in [0, 1]")
-    need(0.0 < m.class_dropout_prob < 1.0,
-         f"model.class_dropout_prob ({m.class_dropout_prob}) must lie in (0, 1): guidance needs the null class")
-
-
-def build_dit(cfg: PretrainRecipe, space: ImageLatents) -> DiT:
-    m = cfg.model
-    side = space.latent_size[0]
-    if space.latent_size[0] != space.latent_size[1]:
-        raise ValueError(f"DiT needs square latents, got {space.latent_size}")
+    side = codec.latent_size[0]
+    if codec.latent_size[0] != codec.latent_size[1]:
+        raise ValueError(f"DiT needs square latents, got {codec.latent_size}")
     if side % m.patch_size:
         raise ValueError(f"model.patch_size ({m.patch_size}) must divide the latent side ({side})")
-    return DiT(input_size=side, patch_size=m.patch_size, in_channels=space.channels, hidden_size=m.hidden_size,
+    return DiT(input_size=side, patch_size=m.patch_size, in_channels=codec.channels, hidden_size=m.hidden_size,
                depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
-               class_dropout_prob=m.class_dropout_prob, num_classes=2 * space.data.num_classes,
+               class_dropout_prob=m.class_dropout_prob, num_classes=2 * clip_classes,
                learn_sigma=m.learn_sigma)
-
-
-def build_ddpm(cfg: DDPMConfig) -> DDPM:
-    return DDPM(schedule=cfg.schedule, num_timesteps=cfg.num_timesteps, prediction="epsilon")
 
 
 def epsilon(dit: torch.nn.Module, channels: int):
@@ -119,18 +71,17 @@ def pick_images(latents: torch.Tensor, labels: torch.Tensor, frames: int, num_cl
 
 
 def train(cfg: PretrainRecipe) -> dict:
-    ctx, out = start_run(cfg, validate)
+    ctx, out = start_run(cfg, PretrainRecipe.validate)
     torch.manual_seed(cfg.run.seed)
-    space = ImageLatents.from_run(cfg.autoencoder)
-    cache = space.encode_dataset(space.data.dataset)
-    latents, labels = cache["latents"], cache["labels"]
-    model = build_dit(cfg, space)
+    codec, data = load_codec(cfg.autoencoder)
+    latents, labels = encode_clips(data, codec.encode_frames)
+    model = build_dit(cfg, codec, data.num_classes)
     ddpm = build_ddpm(cfg.diffusion)
-    frames, classes = space.images.num_frames, space.data.num_classes
+    frames, classes = codec.num_frames, data.num_classes
 
     def micro_step(index: list[int], step: int, net) -> dict[str, torch.Tensor]:
         x0, y = pick_images(latents[index], labels[index], frames, classes, cfg.p_audio)
-        return {"total": ddpm.loss(epsilon(net, space.channels), x0, model_kwargs={"y": y})}
+        return {"total": ddpm.loss(epsilon(net, codec.channels), x0, model_kwargs={"y": y})}
 
     fitted, ema = train_module(model, desc="image DiT", out=out, ctx=ctx, optim=cfg.optim, run=cfg.run,
                                num_items=len(latents), micro_step=micro_step)

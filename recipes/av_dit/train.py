@@ -1,4 +1,4 @@
-"""Stage 3 of AV-DiT: train the adapters on top of the frozen image DiT.
+"""Stage 3 of AV-DiT: train the adapters on top of the frozen image DiT, and save the pipeline.
 
     python -m recipes.av_dit.train --config recipes/av_dit/configs/av_dit_tiny.yaml [key=value ...]
 
@@ -7,7 +7,7 @@ when ``dit_checkpoint`` is set, from an original facebookresearch/DiT checkpoint
 (``.pt`` / ``.safetensors``) built as ``dit_preset`` at the autoencoder's latent size
 (:func:`avblocks.dit.dit.load_dit_checkpoint`; its classes are ImageNet's, so use
 ``model.class_labels=adapter``). Clips are encoded once into latents ``b z (tv + ta) h w``
-(:class:`recipes.av_dit.images.ImageLatents`) and kept in memory.
+(:class:`avblocks.codecs.ImageLatentCodec`, :mod:`recipes.av_dit.codec`) and kept in memory.
 
 Objective: the frozen DiT's own, DDPM epsilon prediction with linear betas over 1000 steps
 (adapters must fit the noise levels the backbone knows; flow matching would ask a frozen
@@ -22,89 +22,61 @@ frozen weights stay bit-identical. The run prints the trainable / total paramete
 
 Writes ``run.output_dir``: ``config.yaml``, ``checkpoints/`` (atomic, exact resume),
 ``log.jsonl``, ``model/`` (EMA adapters + frozen DiT, ``AVDiT.from_pretrained``),
-``adapters.safetensors`` (the trainable weights alone) and ``parameters.json``.
+``adapters.safetensors`` (the trainable weights alone), ``parameters.json`` and
+``pipeline/``: everything sampling needs in one folder (codec, denoiser, audio inverse, and
+the ``diffusion`` and ``sample`` sections as its sampling defaults), so
+
+    avblocks sample outputs/av_dit/adapters/pipeline
+    AVDiTPipeline.from_pretrained("outputs/av_dit/adapters/pipeline")(labels=[0, 1]).save("clip.mp4")
 """
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from avblocks.codecs import ImageLatentCodec
 from avblocks.dit.adapter_io import save_adapters
 from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiT, load_dit_checkpoint
-from recipes.av_dit.images import ImageLatents
-from recipes.av_dit.pretrain import DDPMConfig, build_ddpm
-from recipes.av_dit.trainer import (
-    OptimConfig,
-    RunConfig,
-    need,
-    train_module,
-    validate_common,
-)
+from avblocks.pipelines import AVDiTPipeline, DDPMSampling
+from recipes.av_dit.codec import encode_clips, load_codec
+from recipes.av_dit.config import AVDiTRecipe
+from recipes.av_dit.trainer import build_ddpm, train_module
 from recipes.common import distributed as dist_utils
 from recipes.common.loop import run_entry_point, start_run
 
 
-@dataclass
-class AdapterConfig:
-    lora_targets: tuple[str, ...] = ("blocks.*.attn.qkv", "blocks.*.attn.proj")
-    lora_rank: int = 8
-    lora_alpha: float = 8.0
-    bottleneck: int = 0
-    fusion_every: int = 2
-    class_labels: str = "pretrained"
-    class_dropout: float = 0.1
-
-
-@dataclass
-class AVDiTRecipe:
-    autoencoder: str = "outputs/av_dit_autoencoder"
-    pretrained: str = "outputs/av_dit_pretrain"
-    dit_checkpoint: str | None = None  # an original DiT file; overrides `pretrained`
-    dit_preset: str = "DiT-XL/2"  # the architecture of `dit_checkpoint`
-    audio_weight: float = 1.0
-    model: AdapterConfig = field(default_factory=AdapterConfig)
-    diffusion: DDPMConfig = field(default_factory=DDPMConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(batch_size=16, lr=1e-3))
-    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/av_dit"))
-
-
-def validate(cfg: AVDiTRecipe, *, world_size: int = 1) -> None:
-    validate_common(cfg.optim, cfg.run, world_size=world_size)
-    m = cfg.model
-    need(m.class_labels in ("pretrained", "adapter"),
-         f"model.class_labels ({m.class_labels!r}) must be 'pretrained' or 'adapter'")
-    need(cfg.dit_checkpoint is None or m.class_labels == "adapter",
-         "an original DiT checkpoint has ImageNet classes: set model.class_labels=adapter")
-    need(0.0 <= m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in [0, 1)")
-    need(m.lora_rank >= 1, f"model.lora_rank ({m.lora_rank}) must be >= 1")
-    need(cfg.audio_weight >= 0, f"audio_weight ({cfg.audio_weight}) must be >= 0")
-
-
-def frozen_dit(cfg: AVDiTRecipe, space: ImageLatents) -> DiT:
+def frozen_dit(cfg: AVDiTRecipe, codec: ImageLatentCodec) -> DiT:
     """The frozen backbone: a pretrain run's EMA DiT, or an original checkpoint file."""
     if cfg.dit_checkpoint is None:
         return DiT.from_pretrained(Path(cfg.pretrained) / "model")
-    side, channels = space.latent_size[0], space.channels
-    dit = DiT.from_preset(cfg.dit_preset, input_size=side, in_channels=channels)
+    dit = DiT.from_preset(cfg.dit_preset, input_size=codec.latent_size[0], in_channels=codec.channels)
     return load_dit_checkpoint(dit, cfg.dit_checkpoint)
 
 
-def build_model(cfg: AVDiTRecipe, space: ImageLatents) -> AVDiT:
-    dit = frozen_dit(cfg, space)
-    if space.latent_size != (dit.input_size, dit.input_size) or space.channels != dit.in_channels:
+def build_model(cfg: AVDiTRecipe, codec: ImageLatentCodec, clip_classes: int) -> AVDiT:
+    dit = frozen_dit(cfg, codec)
+    if codec.latent_size != (dit.input_size, dit.input_size) or codec.channels != dit.in_channels:
         raise ValueError(f"the DiT takes {dit.in_channels} x {dit.input_size} x {dit.input_size} latents, the "
-                         f"autoencoder gives {space.channels} x {space.latent_size[0]} x {space.latent_size[1]}")
-    m, classes = cfg.model, space.data.num_classes
-    model = AVDiT(dit=dit.config, video_frames=space.images.num_frames, audio_images=space.images.audio_images,
+                         f"autoencoder gives {codec.channels} x {codec.latent_size[0]} x {codec.latent_size[1]}")
+    m = cfg.model
+    model = AVDiT(dit=dit.config, video_frames=codec.num_frames, audio_images=codec.audio_images,
                   lora_targets=tuple(m.lora_targets), lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
                   bottleneck=m.bottleneck, fusion_every=m.fusion_every, class_labels=m.class_labels,
-                  num_clip_classes=classes, audio_label_offset=classes if m.class_labels == "pretrained" else 0,
+                  num_clip_classes=clip_classes,
+                  audio_label_offset=clip_classes if m.class_labels == "pretrained" else 0,
                   class_dropout=m.class_dropout)
     model.load_frozen(dit)
     return model
+
+
+def build_pipeline(cfg: AVDiTRecipe, codec: ImageLatentCodec, model: AVDiT) -> AVDiTPipeline:
+    """The trained model with its codec, sampling as ``cfg.diffusion`` and ``cfg.sample`` say."""
+    d, s = cfg.diffusion, cfg.sample
+    sampling = DDPMSampling(schedule=d.schedule, num_timesteps=d.num_timesteps, steps=s.steps,
+                            sampler=s.sampler, cfg_scale=s.cfg_scale)
+    return AVDiTPipeline(codec, model, sampling=sampling)
 
 
 def split_losses(pred: torch.Tensor, target: torch.Tensor, frames: int, audio_weight: float) -> dict:
@@ -114,18 +86,17 @@ def split_losses(pred: torch.Tensor, target: torch.Tensor, frames: int, audio_we
 
 
 def train(cfg: AVDiTRecipe) -> dict:
-    ctx, out = start_run(cfg, validate)
+    ctx, out = start_run(cfg, AVDiTRecipe.validate)
     torch.manual_seed(cfg.run.seed)
-    space = ImageLatents.from_run(cfg.autoencoder)
-    cache = space.encode_dataset(space.data.dataset)
-    latents, labels = cache["latents"], cache["labels"]
-    model = build_model(cfg, space)
+    codec, data = load_codec(cfg.autoencoder)
+    latents, labels = encode_clips(data, codec.encode_frames)
+    model = build_model(cfg, codec, data.num_classes)
     counts = model.parameter_counts()
     if ctx.is_main:
         print(f"AV-DiT parameters: {counts['trainable']:,} trainable of {counts['total']:,} "
               f"({100 * counts['trainable_share']:.2f}%); frozen DiT {counts['frozen']:,}")
     ddpm = build_ddpm(cfg.diffusion)
-    frames = space.images.num_frames
+    frames = codec.num_frames
 
     def micro_step(index: list[int], step: int, net) -> dict[str, torch.Tensor]:
         x0, y = latents[index], labels[index]
@@ -143,17 +114,9 @@ def train(cfg: AVDiTRecipe) -> dict:
         model.save_pretrained(out / "model")
         save_adapters(model, out / "adapters.safetensors")
         (out / "parameters.json").write_text(json.dumps(counts, indent=2))
+        build_pipeline(cfg, codec, model).save_pretrained(out / "pipeline")
     dist_utils.barrier()
     return result
-
-
-def load_run(run_dir: str | Path) -> tuple[AVDiTRecipe, ImageLatents, AVDiT]:
-    """``(config, latent space, trained model in eval mode)`` of a finished run."""
-    from recipes.common.config import load_config
-
-    run_dir = Path(run_dir)
-    cfg = load_config(AVDiTRecipe, run_dir / "config.yaml")
-    return cfg, ImageLatents.from_run(cfg.autoencoder), AVDiT.from_pretrained(run_dir / "model").eval()
 
 
 def main(argv=None) -> dict:
