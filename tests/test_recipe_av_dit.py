@@ -24,6 +24,7 @@ from avblocks.dit.stdit import STDiT
 from avblocks.latent.mdsa import MDSA
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet
 from avblocks.pipelines import AVDiTPipeline, DDPMSampling, ProAVDiTPipeline
+from recipes import cli
 from recipes.av_dit import compare, pretrain, train, train_autoencoder
 from recipes.av_dit.codec import encode_clips, load_codec
 from recipes.av_dit.config import AutoencoderRecipe, AVDiTRecipe, CompareConfig
@@ -198,6 +199,10 @@ def test_adapters_stage_saves_a_pipeline_that_samples_playable_mp4s(tmp_path, st
         read_clip(paths[0], num_frames=spec.num_frames + 1, fps=spec.fps, sample_rate=spec.sample_rate)
     assert clips.preview(tmp_path / "s" / "clips.png").stat().st_size > 0
 
+    assert cli.main(["sample", str(folder), "--labels", "2", "--steps", "2", "--out", str(tmp_path / "cli.mp4")]) == 0
+    cli_clip = read_clip(tmp_path / "cli.mp4", num_frames=4, fps=8, sample_rate=16000)
+    assert cli_clip.video.shape == (3, 4, 16, 16) and (tmp_path / "cli.png").stat().st_size > 0
+
 
 def test_configs_are_checked_before_anything_runs():
     with pytest.raises(ConfigError, match="class_labels=adapter"):
@@ -280,7 +285,8 @@ def test_compare_trains_av_dit_on_the_proav_data_and_scores_both_pipelines(tmp_p
     report = compare.main(compare_args(proav, out))
 
     assert (out / "compare.md").read_text().endswith(report["table"])
-    assert json.loads((out / "compare.json").read_text())["table"] == report["table"]
+    written = json.loads((out / "compare.json").read_text())  # strict JSON: NaN refused, null allowed
+    assert written["table"] == report["table"] and written["clips"] == 4
     trained_on = load_config(AutoencoderRecipe, out / "autoencoder" / "config.yaml").data
     assert trained_on == PROAV_DATA  # the ProAV-DiT run's data section, not the stage config's
     assert AVDiTPipeline.from_pretrained(out / "adapters" / "pipeline").spec == PROAV_DATA.spec()

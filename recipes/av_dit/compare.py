@@ -26,9 +26,9 @@ guidance scale, and are scored against the same held-out real clips by
 frame; real and shuffled clips for scale) and Fréchet / kernel distances of the
 synthetic-set feature network (the ProAV-DiT run's, or one trained here).
 
-Writes ``output_dir``: ``compare.json``, ``compare.md`` (the side-by-side table), mp4 samples
-and a contact sheet of both systems, and the AV-DiT stage folders (``adapters/pipeline`` is
-the AV-DiT pipeline that was scored).
+Writes ``output_dir``: ``compare.json`` (undefined scores as null), ``compare.md`` (the
+side-by-side table), mp4 samples and a contact sheet of both systems, and the AV-DiT stage
+folders (``adapters/pipeline`` is the AV-DiT pipeline that was scored).
 """
 
 import dataclasses
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from avblocks.atomic import atomic_write_text
+from avblocks.atomic import atomic_write_json, atomic_write_text
 from avblocks.config import config_from_dict
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet
 from avblocks.pipelines import AVDiTPipeline, ProAVDiTPipeline, SoundingVideo
@@ -170,9 +170,9 @@ def run(cfg: CompareConfig) -> dict:
     _save_samples(out / "samples_av_dit", av_clips, "av_dit")
     _save_samples(out / "samples_proav_dit", proav_clips, "proav_dit")
 
-    def scores(clips: SoundingVideo) -> dict:  # float fps: the sync metric takes no Fraction
+    def scores(clips: SoundingVideo) -> dict:
         return generation_metrics(clips.video, clips.audio, real["video"], real["audio"],
-                                  sample_rate=data.spec.sample_rate, fps=float(data.spec.fps), features=features)
+                                  sample_rate=data.spec.sample_rate, fps=data.spec.fps, features=features)
 
     proav_params = sum(p.numel() for p in proav_pipe.denoiser.parameters())  # ProAV-DiT trains all of them
     minutes = {k: float(v.get("train_minutes", 0.0)) for k, v in results.items()}
@@ -189,7 +189,7 @@ def run(cfg: CompareConfig) -> dict:
     }
     report["table"] = table(report)
     report["compare_minutes"] = round((time.monotonic() - began) / 60, 2)
-    atomic_write_text(out / "compare.json", json.dumps(report, indent=2))
+    atomic_write_json(out / "compare.json", report, nan_as_null=True)  # a score over no events: null
     atomic_write_text(out / "compare.md",
                       f"# AV-DiT vs ProAV-DiT ({len(labels)} clips each, synthetic set)\n\n{report['table']}")
     return report
