@@ -3,7 +3,6 @@ save_preview. Every file is made here with PyAV (tests/media_factory.py)."""
 
 import math
 import os
-import time
 from fractions import Fraction
 
 import av
@@ -15,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from media_factory import decode_index, frame_energy, index_colors, make_media
 
-from avblocks.data import MediaError, probe, read_clip, save_preview, write_mp4
+from avblocks.data import MediaError, media, probe, read_clip, save_preview, write_mp4
 
 FPS = [Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30)]
 RATES = [16000, 22050, 44100, 48000]
@@ -288,17 +287,22 @@ def test_probe_reports_streams_and_true_ends(tmp_path):
     assert -1e-3 <= extra <= 1024 / 22050 + 1e-3
 
 
-def test_reading_a_clip_is_fast(tmp_path):
-    path = make_media(
-        tmp_path / "speed.mp4", num_frames=50, size=(64, 64), flash=30, beep_t=Fraction(30, 25)
-    )
-    read_clip(path, start=0.4, num_frames=16, fps=25, sample_rate=16000)  # warm imports
-    times = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        read_clip(path, start=0.4, num_frames=16, fps=25, sample_rate=16000)
-        times.append(time.perf_counter() - t0)
-    assert sorted(times)[3] < 0.1, times
+def test_reading_late_in_a_file_seeks_instead_of_decoding_from_the_start(tmp_path, monkeypatch):
+    """Deterministic stand-in for speed: count the video frames decoded (a timed assertion
+    would fail on a busy machine)."""
+    path = make_media(tmp_path / "long.mp4", num_frames=200, size=(32, 32), gop=10)
+    decoded = []
+    frame_time = media._frame_time
+
+    def counting(frame):
+        if isinstance(frame, av.VideoFrame):
+            decoded.append(frame.pts)
+        return frame_time(frame)
+
+    monkeypatch.setattr(media, "_frame_time", counting)
+    clip = read_clip(path, start=Fraction(175, 25), num_frames=4, fps=25, sample_rate=16000)
+    assert clip.video.shape[1] == 4
+    assert 4 <= len(decoded) <= 30, decoded  # from the keyframe before frame 175, not from 0
 
 
 # ---- write_mp4 ----------------------------------------------------------------------------------
