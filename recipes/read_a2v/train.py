@@ -2,7 +2,8 @@
 
     python -m recipes.read_a2v.train --config recipes/read_a2v/configs/tiny.yaml [key=value ...]
 
-Two stages, one entry point (each stage resumes exactly on its own):
+Two training stages and the folder they make, one entry point (each stage resumes exactly on
+its own):
 
 1. **audio codec** (``codec_optim``): :class:`avblocks.audio.frame_codes.FrameAudioCodec` on the
    normalised video-like log-mel of each clip, loss ``MSE(reconstruction) + contrastive_weight
@@ -19,128 +20,41 @@ Two stages, one entry point (each stage resumes exactly on its own):
    clean mask. With probability ``model.audio_dropout`` an example hears no audio (the
    learned null code), for classifier-free guidance (``schedule.guidance``) at sampling.
    Writes ``denoiser/`` likewise.
+3. **pipeline**: the two trained models and the sampling settings (``schedule.sample_steps``,
+   ``guidance``, ``lag``, ``shift``) as one self-contained folder, ``pipeline/``
+   (:class:`avblocks.pipelines.ReadPipeline`): what ``recipes.read_a2v.generate`` and
+   ``evaluate`` load, and what a user drives with their own sound and picture.
 
 Randomness: the choice of windows, timesteps and noise of step ``s`` comes from a generator
 seeded with ``(run.seed, s)``, so a resumed run repeats an uninterrupted one exactly. The loop
 itself (resume, EMA, checkpoints, progress bar, ``run.max_minutes``) is
-:func:`recipes.common.loop.fit`. The synthetic clips are rendered once into memory.
+:func:`recipes.common.loop.fit`. The synthetic clips are rendered once into memory. The configs
+are in :mod:`recipes.read_a2v.config`.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from avblocks.audio.frame_codes import FrameAudioCodec, frame_infonce
-from avblocks.config import ConfigError
+from avblocks.codecs import FrameCodeCodec
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.diffusion.schedules import ReadSchedule
 from avblocks.dit.read_denoiser import ReadDenoiser
-from recipes.common import distributed as dist_utils
-from recipes.common import loop
-from recipes.common.config import dump_config
-from recipes.common.loop import fit, make_optimizer, run_entry_point, step_batches
-from recipes.proav_dit.data import AVData, DataConfig
+from avblocks.pipelines.read import ReadPipeline, ReadSampling
+from recipes.common.data import ClipData
+from recipes.common.loop import fit, make_optimizer, run_entry_point, start_run, step_batches
+from recipes.read_a2v.config import ReadRecipe, validate
 from recipes.read_a2v.video_embedder import FrameVideoEmbedder
 
-
-@dataclass
-class CodecConfig:
-    strides: tuple[int, ...] = (2, 5)  # product = spectrogram columns per video frame
-    hidden_channels: int = 64
-    code_dim: int = 32
-    video_hidden: int = 32
-    temperature: float = 0.1
-    contrastive_weight: float = 1.0
-
-
-@dataclass
-class DenoiserConfig:
-    patch: int = 4
-    hidden_size: int = 64
-    depth: int = 3
-    num_heads: int = 4
-    mlp_ratio: float = 2.0
-    window: int = 1
-    audio_dropout: float = 0.1  # probability a training example hears no audio (for guidance)
-
-
-@dataclass
-class ScheduleConfig:
-    motion_frames: int = 8  # frames generated per clip (the reference comes on top)
-    lag: int = 1  # levels the first motion frame is ahead of the rest
-    sample_steps: int = 10  # sampling steps; one level = 1 / sample_steps in training too
-    guidance: float = 1.0  # audio classifier-free guidance scale at sampling (1: none)
-    time_distribution: str = "uniform"
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    shift: float = 1.0
-
-
-@dataclass
-class OptimConfig(loop.OptimConfig):
-    """:class:`recipes.common.loop.OptimConfig` with READ's defaults (each stage has its own)."""
-
-    steps: int = 600
-    ema_decay: float = 0.99
-
-
-@dataclass
-class RunConfig(loop.RunConfig):
-    """:class:`recipes.common.loop.RunConfig` with READ's defaults; ``max_minutes`` is per stage."""
-
-    output_dir: str = "outputs/read_a2v"
-    keep_checkpoints: int = 2
-
-
-@dataclass
-class ReadRecipe:
-    data: DataConfig = field(default_factory=lambda: DataConfig(num_clips=256))
-    codec: CodecConfig = field(default_factory=CodecConfig)
-    model: DenoiserConfig = field(default_factory=DenoiserConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    codec_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=300))
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-
-
-def validate(cfg: ReadRecipe) -> None:
-    """Cross-field constraints, checked before anything is built; the error names the fields."""
-    d, s, m = cfg.data, cfg.schedule, cfg.model
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
-
-    need(d.folder is None, "data.folder: this recipe trains on the synthetic set only")
-    need(1 <= s.motion_frames <= d.num_frames,
-         f"schedule.motion_frames ({s.motion_frames}) must lie in [1, data.num_frames={d.num_frames}]")
-    need(s.motion_frames >= 2, f"schedule.motion_frames ({s.motion_frames}) must be >= 2 "
-         "(one frame overlaps the previous clip in long generation)")
-    need(1 <= s.lag <= s.sample_steps,
-         f"schedule.lag ({s.lag}) must lie in [1, schedule.sample_steps={s.sample_steps}]")
-    need(0.0 <= m.audio_dropout < 1.0, f"model.audio_dropout ({m.audio_dropout}) must lie in [0, 1)")
-    need(s.guidance > 0, f"schedule.guidance ({s.guidance}) must be > 0")
-    need(d.size % m.patch == 0, f"model.patch ({m.patch}) must divide data.size ({d.size})")
-    spf = d.sample_rate // d.fps
-    need(spf % d.hop == 0, f"data.hop ({d.hop}) must divide the samples per frame ({spf})")
-    columns = spf // d.hop
-    prod = 1
-    for stride in cfg.codec.strides:
-        prod *= stride
-    need(prod == columns, f"the product of codec.strides {tuple(cfg.codec.strides)} ({prod}) must "
-         f"equal the spectrogram columns per frame ({columns} = sample_rate / fps / hop)")
-    for name, o in (("codec_optim", cfg.codec_optim), ("optim", cfg.optim)):
-        need(o.steps >= 0, f"{name}.steps ({o.steps}) must be >= 0")
-        need(o.batch_size <= d.num_clips,
-             f"{name}.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
+__all__ = ["build_codec", "build_denoiser", "build_schedule", "main", "save_pipeline", "train"]
 
 
 def build_codec(cfg: ReadRecipe) -> FrameAudioCodec:
     d, c = cfg.data, cfg.codec
-    return FrameAudioCodec(mel_bins=d.n_mels, columns_per_frame=d.sample_rate // d.fps // d.hop,
+    return FrameAudioCodec(mel_bins=d.n_mels, columns_per_frame=d.spec().frame_columns,
                            strides=tuple(c.strides), hidden_channels=c.hidden_channels,
                            code_dim=c.code_dim)
 
@@ -160,7 +74,7 @@ def build_schedule(cfg: ReadRecipe) -> ReadSchedule:
                         logit_mean=s.logit_mean, logit_std=s.logit_std, shift=s.shift)
 
 
-def render_clips(data: AVData) -> dict[str, torch.Tensor]:
+def render_clips(data: ClipData) -> dict[str, torch.Tensor]:
     """Every training clip as model inputs: video ``N 3 T h w``, audio frames ``N 1 T f w``."""
     items = [data.dataset[i] for i in range(len(data.dataset))]
     video, audio, _ = data.model_inputs(torch.utils.data.default_collate(items))
@@ -214,18 +128,12 @@ def training_example(clips: dict, index: list[int], codes: torch.Tensor, motion:
     return x0.permute(0, 2, 1, 3, 4).contiguous(), codes[index][rows[:, None], window]
 
 
-@torch.no_grad()
-def encode_codes(codec: FrameAudioCodec, audio: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    codec.eval()
-    return torch.cat([codec.encode(audio[i : i + chunk]) for i in range(0, len(audio), chunk)])
-
-
-def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Path, ctx) -> dict:
+def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Path, ctx) -> dict:
     """Stage 2 (see the module doc); returns the fit summary and saves ``out/model``."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.run.seed)
     model = build_denoiser(cfg)
-    codes = encode_codes(codec, clips["audio"])
+    codes = codec.codes_of_frames(clips["audio"])
     schedule = build_schedule(cfg)
     flow = FlowMatching()
     o = cfg.optim
@@ -253,19 +161,22 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameAudioCodec, out: Pa
     return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
 
 
+def save_pipeline(cfg: ReadRecipe, codec: FrameCodeCodec, denoiser: ReadDenoiser, folder: Path) -> Path:
+    """Stage 3: the trained models and the sampling settings as one pipeline folder."""
+    s = cfg.schedule
+    sampling = ReadSampling(steps=s.sample_steps, guidance=s.guidance, lag=s.lag, shift=s.shift)
+    return ReadPipeline(codec, denoiser, sampling=sampling).save_pretrained(folder)
+
+
 def train(cfg: ReadRecipe) -> dict:
-    ctx = dist_utils.init_distributed()
-    if ctx.enabled:
-        raise ConfigError("recipes.read_a2v.train runs on one process (no torchrun)")
-    validate(cfg)
-    out = Path(cfg.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
-    data = AVData(cfg.data)
+    ctx, out = start_run(cfg, validate)
+    data = ClipData(cfg.data)
     clips = render_clips(data)
     result = {"codec": train_codec(cfg, clips, out / "codec", ctx)}
-    codec = FrameAudioCodec.from_pretrained(out / "codec" / "model")
+    codec = FrameCodeCodec(data.spec, FrameAudioCodec.from_pretrained(out / "codec" / "model"))
     result["denoiser"] = train_denoiser(cfg, clips, codec, out / "denoiser", ctx)
+    denoiser = ReadDenoiser.from_pretrained(out / "denoiser" / "model")
+    result["pipeline"] = str(save_pipeline(cfg, codec, denoiser, out / "pipeline"))
     return result
 
 
