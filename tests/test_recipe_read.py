@@ -1,20 +1,33 @@
 """The READ audio-to-video recipe on a tiny config: losses vs a stored reference, exact resume,
-deterministic long generation streamed to a playable mp4, the evaluation's bookkeeping."""
+the pipeline folder it ends with (driven by a user's wav and png, saved and streamed to mp4),
+the generate and evaluate entry points, and the recipe's import rules."""
 
+import ast
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from avblocks.data import read_clip
+from avblocks.audio.frame_codes import FrameAudioCodec
+from avblocks.data import probe, read_clip
 from avblocks.dit.read_denoiser import ReadDenoiser
-from recipes.read_a2v import generate, train
+from avblocks.pipelines import Pipeline, ReadPipeline
+from avblocks.pipelines.read import ReadSampling
+from recipes.common.config import load_config
+from recipes.read_a2v import evaluate, generate, train
+from recipes.read_a2v.config import ReadRecipe
 from recipes.read_a2v.evaluate import boundary_pairs, discontinuity
-from recipes.read_a2v.generate import iter_long_generation, load_run, num_clips
+from tests.media_factory import write_png, write_wav
 
-CONFIG = Path(__file__).parent.parent / "recipes" / "read_a2v" / "configs" / "test.yaml"
+ROOT = Path(__file__).parent.parent
+RECIPE = ROOT / "recipes" / "read_a2v"
+CONFIG = RECIPE / "configs" / "test.yaml"
 REFERENCE = Path(__file__).parent / "references" / "read_a2v_tiny_losses.json"
 
 
@@ -32,6 +45,25 @@ def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("read")
     run(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def pipe(trained) -> ReadPipeline:
+    return ReadPipeline.from_pretrained(trained / "pipeline")
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory) -> tuple[Path, Path, torch.Tensor]:
+    """A stereo 22.05 kHz wav of 11.4 video frames (at the spec's 8 fps) and a 32 x 32 png."""
+    folder = tmp_path_factory.mktemp("user")
+    sr, n = 22050, 31500
+    t = np.arange(n) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sign(np.sin(2 * np.pi * 2 * t)))  # bursts
+    wav = write_wav(folder / "speech.wav", np.stack([tone, 0.5 * tone]), sr)
+    y, x = np.mgrid[0:32, 0:32]
+    rgb = np.stack([y * 8, x * 8, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+    png = write_png(folder / "face.png", rgb)
+    return wav, png, torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
 
 
 def test_tiny_run_matches_reference_and_resumes_exactly(trained, tmp_path):
@@ -57,45 +89,96 @@ def test_tiny_run_matches_reference_and_resumes_exactly(trained, tmp_path):
     assert all(torch.equal(final[k], resumed[k]) for k in final)
 
 
-def test_clip_count_covers_the_video_exactly():
-    for motion in (2, 3, 4, 8):
-        for frames in range(1, 40):
-            covered, clips = motion, 1
-            while covered < frames:
-                covered, clips = covered + motion - 1, clips + 1
-            assert num_clips(frames, motion) == clips
+def test_the_run_ends_with_a_self_contained_pipeline_folder(trained, tmp_path):
+    cfg = load_config(ReadRecipe, trained / "config.yaml")
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(trained / "pipeline", moved)  # nothing outside the folder is needed
+    pipe = Pipeline.from_pretrained(moved)
+    assert isinstance(pipe, ReadPipeline)
+    assert pipe.spec == cfg.data.spec()
+    s = cfg.schedule
+    assert pipe.sampling == ReadSampling(steps=s.sample_steps, guidance=s.guidance, lag=s.lag, shift=s.shift)
+    assert pipe.denoiser.frames == 1 + s.motion_frames
+    for module, saved in ((pipe.denoiser, ReadDenoiser.from_pretrained(trained / "denoiser" / "model")),
+                          (pipe.codec.audio_codec, FrameAudioCodec.from_pretrained(trained / "codec" / "model"))):
+        mine, theirs = module.state_dict(), saved.state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
-def test_long_generation_is_deterministic_and_four_clips_long(trained):
-    cfg, data, codec, model, schedule = load_run(trained)
+def test_pipeline_takes_a_users_wav_at_another_rate_and_a_png(pipe, user_files, tmp_path):
+    wav, png, reference = user_files
+    spf = pipe.spec.samples_per_frame
+    out = pipe(audio=wav, reference=png, steps=2)
+    frames = 31500 * pipe.spec.sample_rate // 22050 // spf  # the audio's whole frames at the spec's rate
+    assert frames == 11 and pipe.spec.sample_rate != 22050
+    assert out.video.shape == (1, 3, frames, 32, 32) and out.audio.shape == (1, frames * spf)
+    assert out.spec.num_frames == frames and out.spec.fps == 8
+    # frame 0 is the reference picture (the png is lossless at the spec's size)
+    assert (out.video[0, :, 0] - reference).abs().mean() < 0.05
+    assert (reference - reference.mean()).abs().mean() > 0.3  # ...which is no flat picture
+
+    saved = out.save(tmp_path / "talking.mp4")
+    info = probe(saved)
+    assert info.fps == 8 and round((info.video_end - info.video_start) * info.fps) == frames
+    assert (info.width, info.height, info.sample_rate) == (32, 32, pipe.spec.sample_rate)
+    clip = read_clip(saved, num_frames=frames, fps=8, sample_rate=pipe.spec.sample_rate)
+    assert clip.video.shape == (3, frames, 32, 32) and clip.audio.shape == (1, frames * spf)
+    assert (clip.video - out.video[0]).abs().mean() < 0.05  # H.264 at crf 18
+    assert pipe(audio=wav, reference=png, steps=2, frames=5).video.shape[2] == 5
+
+
+def test_streaming_writes_the_frames_of_the_call(pipe, user_files, tmp_path):
+    wav, png, _ = user_files
+    pipe(audio=wav, reference=png, steps=2, seed=3).save(tmp_path / "called.mp4")
+    pipe.stream(wav, png, tmp_path / "streamed.mp4", steps=2, seed=3)
+    called = read_clip(tmp_path / "called.mp4", num_frames=11, fps=8, sample_rate=16000)
+    streamed = read_clip(tmp_path / "streamed.mp4", num_frames=11, fps=8, sample_rate=16000)
+    assert torch.equal(called.video, streamed.video) and torch.equal(called.audio, streamed.audio)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["called.mp4", "streamed.mp4"]  # no temporaries
+
+
+def test_long_generation_is_deterministic_and_four_clips_long(trained, pipe):
+    cfg = load_config(ReadRecipe, trained / "config.yaml")
     motion = cfg.schedule.motion_frames
     frames = 4 * (motion + 1)  # at least 4x a training clip (reference included)
-    video, _, audio = generate.driving_clip(cfg, data, frames)
-    codes = codec.encode(audio)
+    video, wave = generate.driving_clip(cfg.data, frames)
 
-    def once(seed):
-        parts = list(iter_long_generation(model, codes, video[None, :, 0], schedule=schedule,
-                                          steps=2, seed=seed))
+    def once(seed, carry=True):
+        _, clips = pipe.frames(wave, video[:, 0], frames=frames, steps=2, seed=seed, carry=carry)
+        parts = list(clips)
         return parts, torch.cat(parts, dim=2)
 
     parts, a = once(0)
     _, b = once(0)
     _, c = once(1)
+    _, no_carry = once(0, carry=False)
     assert a.shape == (1, 3, frames, cfg.data.size, cfg.data.size)
     sizes = [p.shape[2] for p in parts]
     assert sizes[:-1] == [motion] + [motion - 1] * (len(parts) - 2) and 1 <= sizes[-1] < motion
-    assert len(parts) == num_clips(frames, motion) >= 4
-    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(parts) >= 4
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, no_carry)
 
 
 def test_generate_entry_point_streams_a_playable_mp4(trained, tmp_path):
-    summary = generate.main([str(trained), "--frames", "11", "--steps", "2",
-                             "--out", str(tmp_path / "long.mp4")])
+    summary = generate.main([f"run_dir={trained}", "frames=11", "steps=2", f"out={tmp_path / 'long.mp4'}"])
     assert summary["frames"] == 11
     clip = read_clip(tmp_path / "long.mp4", num_frames=11, fps=8, sample_rate=16000)
     assert clip.video.shape == (3, 11, 32, 32)
     assert clip.audio.shape[-1] == 11 * 2000
-    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed, not left
+    assert not list(tmp_path.glob(".*"))  # the temporary file was renamed, not left
+    with pytest.raises(SystemExit):  # one argument style: key=value, not flags
+        generate.main([str(trained), "--frames", "11"])
+
+
+def test_evaluate_entry_point_and_the_carry_ablation(trained, tmp_path):
+    args = [f"run_dir={trained}", "clips=2", "frames=11", "steps=2"]
+    report = evaluate.main([*args, f"out={tmp_path / 'eval.json'}"])
+    assert json.loads((tmp_path / "eval.json").read_text()) == report
+    assert (report["frames"], report["clip_frames"], report["carry"]) == (11, 4, True)
+    assert report["sync"]["real"] == {"score": 1.0, "reverse": 1.0}  # the synthetic clips are in sync
+    assert report["discontinuity"]["generated"]["boundary"] is not None
+    ablated = evaluate.main([*args, "carry=false"])
+    assert ablated["carry"] is False and ablated["discontinuity"]["real"] == report["discontinuity"]["real"]
 
 
 def test_boundary_bookkeeping():
@@ -107,34 +190,34 @@ def test_boundary_bookkeeping():
     assert discontinuity(video, 4) == {"boundary": 1.5, "within": 0.0}
 
 
-def test_audio_guidance_combines_the_two_branches():
-    torch.manual_seed(0)
-    model = ReadDenoiser(size=16, frames=3, patch=8, hidden_size=16, depth=1, num_heads=2,
-                         audio_dim=4).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    x, t, audio = torch.randn(2, 3, 3, 16, 16), torch.rand(2, 3), torch.randn(2, 2, 4)
-    dropped = torch.ones(2, dtype=torch.bool)
-    null = model(x, t, audio, dropped)
-    assert torch.equal(null, model(x, t, torch.randn(2, 2, 4), dropped))  # audio unheard
-    cond = model(x, t, audio)
-    guided = generate.AudioGuidance(model, 3.0)(x, t, audio)
-    torch.testing.assert_close(guided, null + 3.0 * (cond - null), rtol=1e-5, atol=1e-5)
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """``(module, inside a function)`` of every import in ``path``."""
+    found = []
+
+    def visit(node: ast.AST, nested: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, nested) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                found.append((child.module or "", nested))
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), False)
+    return found
 
 
-@torch.no_grad()
-def test_step_caches_wrap_the_denoiser_blocks():
-    from avblocks.dit.cache import FirstBlockCache, TeaCache
+def test_the_recipe_imports_no_sibling_and_nothing_inside_functions():
+    for path in sorted(RECIPE.glob("*.py")):
+        for module, nested in _imports(path):
+            assert not module.startswith(("recipes.proav_dit", "recipes.av_dit")), (path.name, module)
+            assert not nested, f"{path.name} imports {module} inside a function"
 
-    torch.manual_seed(0)
-    model = ReadDenoiser(size=16, frames=3, patch=8, hidden_size=16, depth=2, num_heads=2,
-                         audio_dim=4).eval()
-    for p in model.parameters():
-        p.add_(torch.randn_like(p) * 0.2)
-    x, t, audio = torch.randn(1, 3, 3, 16, 16), torch.rand(1, 3), torch.randn(1, 2, 4)
-    plain = model(x, t, audio)
-    for kind in (FirstBlockCache, TeaCache):
-        with kind(model, threshold=0.0) as cache:
-            assert torch.equal(model(x, t, audio), plain)  # the audio reached every block
-            assert cache.stats.computed == 1
+
+def test_the_configs_import_without_the_trainers():
+    code = ("import sys, recipes.read_a2v.config; "
+            "print(sorted(m for m in sys.modules if m.startswith('recipes.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = ast.literal_eval(out.stdout)
+    assert "recipes.read_a2v.config" in loaded
+    assert not [m for m in loaded if m.startswith("recipes.read_a2v.") and m != "recipes.read_a2v.config"]

@@ -1,12 +1,13 @@
 """Evaluate long audio-driven generation: AV-sync, clip-boundary discontinuity, speed.
 
-    python -m recipes.read_a2v.evaluate RUN_DIR [--clips 4] [--frames 64] [--seed 0] [--out eval.json]
+    python -m recipes.read_a2v.evaluate run_dir=RUN_DIR [clips=4] [frames=64] [seed=0] [carry=false] [out=eval.json]
 
-For each of ``--clips`` held-out synthetic clips of ``--frames`` frames (default: 4x the
-training clips' ``data.num_frames``), the video is generated from the clip's first frame and
-its soundtrack with :func:`recipes.read_a2v.generate.iter_long_generation`; then
+For each of ``clips`` held-out synthetic clips of ``frames`` frames (default: 4x the training
+clips' ``data.num_frames``), the run's pipeline (``RUN_DIR/pipeline``) generates the video from
+the clip's first frame and its soundtrack (:meth:`avblocks.pipelines.ReadPipeline.frames`:
+the codec, then :func:`avblocks.diffusion.long_generation.iter_long_generation`); then
 
-- **AV-sync** (:func:`avblocks.metrics.sync.batch_sync_score`, tolerance 1 frame): the
+- **AV-sync** (:func:`recipes.common.evaluation.sync_scores`, tolerance 1 frame): the
   generated videos against their driving audio, against *shuffled* audio (clip ``i``'s video
   with clip ``i+1``'s soundtrack: what an unsynchronised video scores), and the real videos
   against their audio (the ceiling). ``score``: onsets with a bounce nearby; ``reverse``:
@@ -15,18 +16,21 @@ its soundtrack with :func:`recipes.read_a2v.generate.iter_long_generation`; then
   the pairs that straddle a clip boundary (the carried frame and the first new frame of the
   next clip) vs all other pairs (within clips), for the generated and the real videos;
 - **speed**: generated frames per second of wall time (codec + sampling, batch 1, one
-  process, ``--threads`` torch threads, default 1), excluding mp4 encoding.
+  process, ``threads`` torch threads, default 1), excluding mp4 encoding.
+
+``carry=false`` is the ablation without READ's overlap (clips joined only by the reference).
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from avblocks.metrics.sync import batch_sync_score
-from recipes.read_a2v.generate import driving_clip, iter_long_generation, load_run
+from recipes.common.config import parse_cli
+from recipes.common.evaluation import sync_scores
+from recipes.read_a2v.config import EvaluateConfig
+from recipes.read_a2v.generate import driving_clip, load_run
 
 __all__ = ["boundary_pairs", "discontinuity", "evaluate", "main"]
 
@@ -50,65 +54,52 @@ def _rounded(value: float) -> float | None:
     return None if value != value else round(value, 3)  # NaN (nothing detected) -> null
 
 
-def evaluate(run_dir, *, clips: int = 4, frames: int | None = None, seed: int = 0,
-             steps: int | None = None, guidance: float | None = None, carry: bool = True) -> dict:
-    cfg, data, codec, model, schedule = load_run(run_dir)
-    guidance = guidance or cfg.schedule.guidance
-    frames = frames or 4 * cfg.data.num_frames
-    steps = steps or cfg.schedule.sample_steps
-    motion = cfg.schedule.motion_frames
+def _sync(video: torch.Tensor, waveform: torch.Tensor, sample_rate: int, fps) -> dict:
+    # the sync metrics take fps as int | float, not the spec's Fraction
+    scores = sync_scores(video, waveform, sample_rate, float(fps))
+    return {"score": _rounded(scores["score"]), "reverse": _rounded(scores["reverse"])}
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    run, pipe = load_run(cfg.run_dir)
+    spec, sampling = pipe.spec, pipe.sampling
+    frames = cfg.frames or 4 * spec.num_frames
+    steps = cfg.steps or sampling.steps
+    guidance = cfg.guidance or sampling.guidance
+    motion = pipe.denoiser.frames - 1
     real, waves, generated, seconds = [], [], [], 0.0
-    for i in range(clips):
-        video, wave, audio = driving_clip(cfg, data, frames, i)
+    for i in range(cfg.clips):
+        video, wave = driving_clip(run.data, frames, i)
         began = time.perf_counter()
         with torch.no_grad():
-            codes = codec.encode(audio)
-        parts = list(iter_long_generation(model, codes, video[None, :, 0], schedule=schedule,
-                                          steps=steps, seed=seed + i, guidance=guidance,
-                                          carry=carry))
+            _, parts = pipe.frames(wave, video[:, 0], frames=frames, steps=steps, guidance=guidance,
+                                   seed=cfg.seed + i, carry=cfg.carry)
+            generated.append(torch.cat(list(parts), dim=2)[0].cpu())
         seconds += time.perf_counter() - began
-        generated.append(torch.cat(parts, dim=2)[0])
         real.append(video)
         waves.append(wave)
     gen, real, waves = torch.stack(generated), torch.stack(real), torch.stack(waves)
-    sr, fps = cfg.data.sample_rate, cfg.data.fps
-    ok = batch_sync_score(gen, waves, sr, fps)
-    shuffled = batch_sync_score(gen, waves.roll(1, dims=0), sr, fps)
-    truth = batch_sync_score(real, waves, sr, fps)
+    sr = spec.sample_rate
     return {
-        "clips": clips, "frames": frames, "clip_frames": motion, "steps": steps,
-        "guidance": guidance, "carry": carry,
-        "sync": {"generated": {"score": _rounded(ok.score), "reverse": _rounded(ok.reverse_score)},
-                 "generated_vs_shuffled_audio": {"score": _rounded(shuffled.score),
-                                                 "reverse": _rounded(shuffled.reverse_score)},
-                 "real": {"score": _rounded(truth.score), "reverse": _rounded(truth.reverse_score)}},
+        "clips": cfg.clips, "frames": frames, "clip_frames": motion, "steps": steps,
+        "guidance": guidance, "carry": cfg.carry,
+        "sync": {"generated": _sync(gen, waves, sr, spec.fps),
+                 "generated_vs_shuffled_audio": _sync(gen, waves.roll(1, dims=0), sr, spec.fps),
+                 "real": _sync(real, waves, sr, spec.fps)},
         "discontinuity": {"generated": discontinuity(gen, motion),
                           "real": discontinuity(real, motion)},
-        "frames_per_second": round(clips * frames / seconds, 2),
+        "frames_per_second": round(cfg.clips * frames / seconds, 2),
         "threads": torch.get_num_threads(),
     }
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--clips", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--guidance", type=float, default=None)
-    parser.add_argument("--no-carry", action="store_true",
-                        help="ablation: no frame carried over between clips")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: steadier on a shared machine)")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    result = evaluate(args.run_dir, clips=args.clips, frames=args.frames, seed=args.seed,
-                      steps=args.steps, guidance=args.guidance, carry=not args.no_carry)
+    cfg = parse_cli(EvaluateConfig, argv, description=__doc__.splitlines()[0])
+    torch.set_num_threads(cfg.threads)
+    result = evaluate(cfg)
     text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    if cfg.out is not None:
+        Path(cfg.out).write_text(text + "\n")
     print(text)
     return result
 
