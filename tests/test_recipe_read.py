@@ -1,13 +1,10 @@
 """The READ audio-to-video recipe on a tiny config: losses vs a stored reference, exact resume,
 the pipeline folder it ends with (driven by a user's wav and png, saved and streamed to mp4),
-the generate and evaluate entry points, and the recipe's import rules."""
+and the generate and evaluate entry points (the import rules are tests/test_structure.py's)."""
 
-import ast
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +20,9 @@ from recipes.common.config import load_config
 from recipes.read_a2v import evaluate, generate, train
 from recipes.read_a2v.config import ReadRecipe
 from recipes.read_a2v.evaluate import boundary_pairs, discontinuity
-from tests.media_factory import write_png, write_wav
+from tests.test_single_stream import write_png, write_wav
 
-ROOT = Path(__file__).parent.parent
-RECIPE = ROOT / "recipes" / "read_a2v"
-CONFIG = RECIPE / "configs" / "test.yaml"
+CONFIG = Path(__file__).parent.parent / "recipes" / "read_a2v" / "configs" / "test.yaml"
 REFERENCE = Path(__file__).parent / "references" / "read_a2v_tiny_losses.json"
 
 
@@ -188,36 +183,3 @@ def test_boundary_bookkeeping():
     video[:, :, 4:] = 1.0  # one jump, at the first boundary
     video[:, :, 7:] = 3.0  # and a bigger one at the second
     assert discontinuity(video, 4) == {"boundary": 1.5, "within": 0.0}
-
-
-def _imports(path: Path) -> list[tuple[str, bool]]:
-    """``(module, inside a function)`` of every import in ``path``."""
-    found = []
-
-    def visit(node: ast.AST, nested: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            inner = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
-            if isinstance(child, ast.Import):
-                found.extend((alias.name, nested) for alias in child.names)
-            elif isinstance(child, ast.ImportFrom):
-                found.append((child.module or "", nested))
-            visit(child, inner)
-
-    visit(ast.parse(path.read_text()), False)
-    return found
-
-
-def test_the_recipe_imports_no_sibling_and_nothing_inside_functions():
-    for path in sorted(RECIPE.glob("*.py")):
-        for module, nested in _imports(path):
-            assert not module.startswith(("recipes.proav_dit", "recipes.av_dit")), (path.name, module)
-            assert not nested, f"{path.name} imports {module} inside a function"
-
-
-def test_the_configs_import_without_the_trainers():
-    code = ("import sys, recipes.read_a2v.config; "
-            "print(sorted(m for m in sys.modules if m.startswith('recipes.')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    loaded = ast.literal_eval(out.stdout)
-    assert "recipes.read_a2v.config" in loaded
-    assert not [m for m in loaded if m.startswith("recipes.read_a2v.") and m != "recipes.read_a2v.config"]

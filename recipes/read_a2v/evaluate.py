@@ -23,6 +23,7 @@ the codec, then :func:`avblocks.diffusion.long_generation.iter_long_generation`)
 
 import json
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -54,9 +55,8 @@ def _rounded(value: float) -> float | None:
     return None if value != value else round(value, 3)  # NaN (nothing detected) -> null
 
 
-def _sync(video: torch.Tensor, waveform: torch.Tensor, sample_rate: int, fps) -> dict:
-    # the sync metrics take fps as int | float, not the spec's Fraction
-    scores = sync_scores(video, waveform, sample_rate, float(fps))
+def _sync(video: torch.Tensor, waveform: torch.Tensor, sample_rate: int, fps: Fraction) -> dict:
+    scores = sync_scores(video, waveform, sample_rate, fps)
     return {"score": _rounded(scores["score"]), "reverse": _rounded(scores["reverse"])}
 
 
