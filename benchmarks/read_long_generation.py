@@ -4,12 +4,17 @@ Each length runs in a fresh subprocess (so no run inherits another's allocations
 pixel frames 3 x 32 x 32 in 8 x 8 patches, 8 motion frames + the reference, width 64,
 depth 3) with random
 weights (memory and speed do not depend on the weights), driven by random audio codes;
-frames are streamed into an mp4 in a temporary folder with
-:class:`recipes.read_a2v.generate.Mp4Stream`. Two modes:
+frames come from :func:`avblocks.diffusion.long_generation.iter_long_generation` and are streamed
+into an mp4 in a temporary folder with :class:`avblocks.data.mp4.Mp4Writer`, as
+:meth:`avblocks.pipelines.ReadPipeline.stream` does. Two modes:
 
-- ``stream``: what ``recipes.read_a2v.generate`` does (frames written as they are made);
+- ``stream``: what ``ReadPipeline.stream`` (and ``recipes.read_a2v.generate``) does (frames
+  written as they are made);
 - ``hold``: the same generation, but every frame is also kept in a list (what a
   generate-then-write pipeline holds), to show what streaming saves.
+
+``--tune zerolatency`` runs libx264 without lookahead (each frame leaves the encoder at once)
+instead of the pipeline's default settings.
 
 Reported per length: the highest RSS seen after each clip minus the RSS before generation
 (MiB; read from ``/proc/self/statm``; the inputs, codes and soundtrack, exist before), peak
@@ -17,7 +22,7 @@ traced Python
 allocations (``tracemalloc``, MiB: tensors are not traced, so this is the Python overhead),
 and frames per second.
 
-    .venv/bin/python benchmarks/read_long_generation.py [--lengths 16 64 256] [--steps 10] [--threads 1]
+    .venv/bin/python benchmarks/read_long_generation.py [--lengths 16 64 256] [--steps 10] [--threads 1] [--tune zerolatency]
 """
 
 import argparse
@@ -26,10 +31,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `recipes` is not installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's avblocks first
 
 
-def child(length: int, steps: int, mode: str, threads: int) -> dict:
+def child(length: int, steps: int, mode: str, threads: int, tune: str | None) -> dict:
     import resource
     import tempfile
     import time
@@ -38,9 +43,10 @@ def child(length: int, steps: int, mode: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
+    from avblocks.data.mp4 import Mp4Writer
+    from avblocks.diffusion.long_generation import iter_long_generation
     from avblocks.diffusion.schedules import ReadSchedule
     from avblocks.dit.read_denoiser import ReadDenoiser
-    from recipes.read_a2v.generate import Mp4Stream, iter_long_generation
 
     torch.manual_seed(0)
     model = ReadDenoiser(frames=9, patch=8, hidden_size=64, depth=3, num_heads=4, audio_dim=32).eval()
@@ -63,11 +69,10 @@ def child(length: int, steps: int, mode: str, threads: int) -> dict:
     held, highest = [], before
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        with Mp4Stream(Path(tmp) / "long.mp4", fps=8, sample_rate=16000,
-                       audio=audio) as stream:
+        with Mp4Writer(Path(tmp) / "long.mp4", fps=8, sample_rate=16000, audio=audio, tune=tune) as writer:
             for new in iter_long_generation(model, codes, reference, schedule=schedule,
                                             steps=steps, seed=0):
-                stream.write(new[0])
+                writer.write(new[0])
                 if mode == "hold":
                     held.append(new)
                 highest = max(highest, rss_mib())
@@ -84,18 +89,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=["stream", "hold"])
+    parser.add_argument("--tune", default=None, help="libx264 tune (default: the pipeline's: none)")
     parser.add_argument("--child", nargs=3, metavar=("LENGTH", "MODE", "STEPS"), default=None)
     args = parser.parse_args()
     if args.child:
         length, mode, steps = args.child
-        print(json.dumps(child(int(length), int(steps), mode, args.threads)))
+        print(json.dumps(child(int(length), int(steps), mode, args.threads, args.tune)))
         return
     print(f"{'frames':>7} {'mode':>6} {'peak RSS growth MiB':>20} {'traced py MiB':>14} {'fps':>6}")
     for mode in args.modes:
         for length in args.lengths:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", str(length), mode, str(args.steps),
-                 "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+                 "--threads", str(args.threads), *(["--tune", args.tune] if args.tune else [])],
+                capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{row['frames']:>7} {row['mode']:>6} {row['peak_rss_growth_mib']:>20} "
                   f"{row['peak_traced_python_mib']:>14} {row['frames_per_second']:>6}", flush=True)
