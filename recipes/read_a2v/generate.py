@@ -1,4 +1,4 @@
-"""Drive a trained run's pipeline with a held-out clip: its sound and first frame in, an mp4 out.
+"""Long generation from a trained run's pipeline, driven by a held-out clip, streamed to mp4.
 
     python -m recipes.read_a2v.generate run_dir=outputs/read_a2v_tiny frames=64 out=long.mp4 [clip=0] [seed=0] [steps=10]
 
