@@ -15,6 +15,7 @@ from avblocks.audio import MelConfig
 from avblocks.audio.frame_codes import FrameAudioCodec
 from avblocks.codecs import FrameCodeCodec, ImageLatentCodec, TriPlaneCodec
 from avblocks.data import MediaError, read_clip
+from avblocks.data.mp4 import Mp4Writer
 from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiTConfig
 from avblocks.dit.read_denoiser import ReadDenoiser
@@ -225,7 +226,7 @@ def test_av_dit_pipeline_samples_and_round_trips(tmp_path):
 # ---- READ ---------------------------------------------------------------------------------
 
 
-def test_read_from_a_reference_picture_and_a_wav_at_another_rate(tmp_path):
+def test_read_from_a_reference_picture_and_a_wav_at_another_rate(tmp_path, monkeypatch):
     pipe = read_pipeline()
     sr = 22050
     wave = (0.2 * np.sin(2 * np.pi * 220 * np.arange(int(2.6 * sr)) / sr)).astype(np.float32)
@@ -239,11 +240,13 @@ def test_read_from_a_reference_picture_and_a_wav_at_another_rate(tmp_path):
     assert clips.spec.num_frames == frames
     path = clips.save(tmp_path / "talk.mp4")
     check_file(path, frames, clips.spec)
-    # streaming writes the same frames as the whole call
+    # streaming hands the writer the frames of the whole call, clip by clip
+    written = []
+    write = Mp4Writer.write
+    monkeypatch.setattr(Mp4Writer, "write", lambda self, new: (written.append(new), write(self, new)))
     streamed = pipe.stream(audio, reference, tmp_path / "stream.mp4")
-    a = read_clip(path, num_frames=frames, fps=8, sample_rate=16000)
-    b = read_clip(streamed, num_frames=frames, fps=8, sample_rate=16000)
-    assert torch.equal(a.video, b.video) and torch.allclose(a.audio, b.audio, atol=1e-4)
+    assert len(written) > 1 and torch.equal(torch.cat(written, dim=1).clamp(-1, 1), clips.video[0])
+    check_file(streamed, frames, clips.spec)
     assert pipe(audio, reference, frames=6).video.shape[2] == 6
     loaded = Pipeline.from_pretrained(pipe.save_pretrained(tmp_path / "pipe"))
     assert torch.equal(loaded(audio, reference).video, clips.video)

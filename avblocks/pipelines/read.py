@@ -10,8 +10,9 @@ spec's rate) becomes one causal code per video frame (:class:`~avblocks.codecs.F
 the video is generated clip by clip with one frame carried over
 (:func:`avblocks.diffusion.long_generation.iter_long_generation`), as long as the audio
 (every whole frame of it) or ``frames`` long. The reference picture is scaled to cover the
-spec's frame size and centre-cropped; it is the identity every clip is anchored to, and video
-frame 0.
+spec's frame size and centre-cropped; it is the identity every clip is anchored to (held
+clean in every clip) and the start of the first one: video frame 0 is generated from it,
+re-noised one level below the others, so it is close to the picture but not a copy of it.
 
 :meth:`ReadPipeline.__call__` returns the whole clip (:class:`SoundingVideo`, with the given
 sound); :meth:`ReadPipeline.stream` encodes frames to an mp4 as they are made, holding only
@@ -133,7 +134,10 @@ class ReadPipeline(Pipeline):
         """Write the generation to an mp4 as it is made (H.264 + AAC, atomic on completion)."""
         wave, clips = self.frames(audio, reference, frames=frames, steps=steps, guidance=guidance, seed=seed,
                                   carry=carry, start=start)
-        with Mp4Writer(path, fps=self.spec.fps, sample_rate=self.spec.sample_rate, audio=wave[0]) as writer:
+        # zerolatency: no encoder lookahead, so frames leave the encoder as they come and its
+        # buffers hold no window of frames (about 4 MiB less on the synthetic set's frames)
+        with Mp4Writer(path, fps=self.spec.fps, sample_rate=self.spec.sample_rate, audio=wave[0],
+                       tune="zerolatency") as writer:
             for new in clips:
                 writer.write(new[0])
         return Path(path)
