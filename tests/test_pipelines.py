@@ -252,3 +252,18 @@ def test_read_from_a_reference_picture_and_a_wav_at_another_rate(tmp_path, monke
     assert torch.equal(loaded(audio, reference).video, clips.video)
     with pytest.raises(MediaError, match="expected an image"):
         pipe(audio, audio)
+
+
+@pytest.mark.parametrize("build", [proav_pipeline, av_dit_pipeline, read_pipeline])
+def test_a_folder_loads_in_bfloat16_and_samples_close_to_float32(tmp_path, build):
+    folder = build().save_pretrained(tmp_path / "pipe")
+    full, half = Pipeline.from_pretrained(folder), Pipeline.from_pretrained(folder, dtype=torch.bfloat16)
+    assert next(half.denoiser.parameters()).dtype == torch.bfloat16
+    if isinstance(full, ReadPipeline):
+        wave = torch.sin(torch.arange(16000) / 5.0)[None] * 0.3
+        run = dict(audio=wave, reference=torch.zeros(3, 16, 16), frames=4)
+    else:
+        run = dict(labels=[0, 1], steps=2, progress=False)
+    a, b = full(**run), half(**run)
+    assert b.video.dtype == torch.float32 and b.video.shape == a.video.shape
+    assert 0 < (a.video - b.video).abs().mean() < 0.1  # bf16 weights: close, not equal

@@ -25,10 +25,14 @@ DEMO = ["per_class=1", "sample_steps=2", "feature_steps=2", "progress=false",
         "dit_overrides=[model.hidden_size=32, model.depth=1, model.num_heads=2, optim.steps=2, optim.batch_size=4]",
         "feature_overrides=[model.num_frames=8, model.size=16, 'model.channels=[8, 8, 8]', model.dim=16, "
         "model.temporal_channels=16, model.groups=4, optim.batch_size=4, data.held_out_clips=8]"]
-THREE_LINES = """from avblocks.pipelines import Pipeline
-pipe = Pipeline.from_pretrained("demo/pipeline")
-pipe(labels=[0, 1]).save("clip.mp4")
-"""
+
+
+def readme_three_lines() -> str:
+    """The README's three-line example, exactly as a user copies it."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## A trained model in three lines"):]
+    block = section[section.index("```python\n") + len("```python\n"):]
+    return block[: block.index("```")]
 
 
 def run(args: list, cwd: Path) -> subprocess.CompletedProcess:
@@ -82,16 +86,19 @@ def test_the_wheel_holds_the_library_the_recipes_and_their_configs(installed):
 
 def test_train_sample_and_the_readme_three_lines_outside_the_repo(installed):
     bin_dir, work = installed
-    run([bin_dir / "avblocks", "run", "proav_dit.demo", "output_dir=demo", *DEMO], cwd=work)
-    manifest = json.loads((work / "demo" / "pipeline" / "pipeline.json").read_text())
+    printed = run([bin_dir / "avblocks", "run", "proav_dit.demo", *DEMO], cwd=work).stdout
+    manifest = json.loads((work / "outputs" / "demo" / "pipeline" / "pipeline.json").read_text())
     assert manifest["class"] == "ProAVDiTPipeline"
-    (work / "three_lines.py").write_text(THREE_LINES)
+    lines = readme_three_lines()
+    assert lines.count("\n") == 3 and "outputs/demo/pipeline" in lines
+    assert lines.strip().splitlines()[1] in printed  # the demo prints the lines it documents
+    (work / "three_lines.py").write_text(lines)
     run([bin_dir / "python", "three_lines.py"], cwd=work)
-    for name in ("clip_00.mp4", "clip_01.mp4"):
-        clip = read_clip(work / name, num_frames=8, fps=8, sample_rate=16000)
+    for i in range(4):
+        clip = read_clip(work / f"clip_{i:02d}.mp4", num_frames=8, fps=8, sample_rate=16000)
         assert clip.video.shape == (3, 8, 16, 16) and clip.audio.shape == (1, 16000)
-    run([bin_dir / "avblocks", "sample", "demo/pipeline", "--labels", "2", "--steps", "2", "--out", "s.mp4"],
-        cwd=work)
+    run([bin_dir / "avblocks", "sample", "outputs/demo/pipeline", "--labels", "2", "--steps", "2",
+         "--out", "s.mp4"], cwd=work)
     assert read_clip(work / "s.mp4", num_frames=8, fps=8, sample_rate=16000).video.shape[1] == 8
 
 

@@ -25,7 +25,7 @@ from avblocks.diffusion.ddpm import DDPM
 from avblocks.diffusion.samplers import DDIMSampler, DPMSolverPP2MSampler
 from avblocks.dit.av_dit import AVDiT
 from avblocks.latent.image_autoencoder import ImageAutoencoder
-from avblocks.pipelines.base import Pipeline, audio_inverse, inverse_settings
+from avblocks.pipelines.base import InWeightsDtype, Pipeline, audio_inverse, inverse_settings
 from avblocks.pipelines.output import SoundingVideo
 from avblocks.spec import AVSpec
 
@@ -75,15 +75,6 @@ class AVDiTPipeline(Pipeline):
         codec = ImageLatentCodec(spec, modules["autoencoder"], audio_images=settings["audio_images"], inverse=inverse)
         return cls(codec, modules["denoiser"], sampling=DDPMSampling(**settings["sampling"]))
 
-    def to(self, device=None, dtype=None) -> "AVDiTPipeline":
-        self.codec.to(device)
-        self.denoiser.to(device=device, dtype=dtype)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.denoiser.parameters()).device
-
     @torch.no_grad()
     def sample_latents(self, labels: torch.Tensor, *, steps: int, sampler: str, cfg_scale: float, seed: int,
                        progress: bool = True) -> torch.Tensor:
@@ -95,7 +86,8 @@ class AVDiTPipeline(Pipeline):
         generator = torch.Generator(device=device).manual_seed(seed)
         noise = torch.randn(len(labels), self.codec.channels, self.codec.num_images, h, w, generator=generator,
                             device=device)
-        guided = ClassifierFreeGuidance(self.denoiser, scale=cfg_scale, null_label=self.denoiser.null_label)
+        guided = ClassifierFreeGuidance(InWeightsDtype(self.denoiser), scale=cfg_scale,
+                                        null_label=self.denoiser.null_label)
         return SAMPLERS[sampler](self.ddpm).sample(guided, noise, steps, model_kwargs={"y": labels.to(device)},
                                                    progress=progress)
 

@@ -30,7 +30,7 @@ from avblocks.pipelines.folder import (
 from avblocks.saveload import CheckpointError
 from avblocks.spec import AVSpec
 
-__all__ = ["Pipeline", "PIPELINES", "audio_inverse", "inverse_settings"]
+__all__ = ["Pipeline", "PIPELINES", "InWeightsDtype", "audio_inverse", "inverse_settings"]
 
 PIPELINES: dict[str, type["Pipeline"]] = {}
 """Every pipeline class by name: what ``pipeline.json``'s ``class`` may say."""
@@ -57,6 +57,35 @@ def audio_inverse(spec: AVSpec, settings: dict[str, Any], components: dict[str, 
     raise CheckpointError(f"unknown audio inverse {kind!r} (known: 'griffin_lim', 'vocoder')")
 
 
+class InWeightsDtype(nn.Module):
+    """Runs a denoiser loaded in another dtype (``from_pretrained(dtype=torch.bfloat16)``) inside
+    a float32 sampler: data-like inputs (floating tensors of 3 or more axes: latents, frames,
+    audio codes) are cast to the weights' dtype, timesteps stay float32 (the denoisers embed
+    them in float32), and the output comes back as float32, so the solver's arithmetic keeps
+    its precision. The identity when the weights are float32."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # the wrapped denoiser's attributes (frames, null_label, ...)
+            return getattr(super().__getattr__("model"), name)
+
+    def forward(self, *args, **kwargs):
+        if self.dtype == torch.float32:
+            return self.model(*args, **kwargs)
+
+        def cast(x):
+            return x.to(self.dtype) if torch.is_tensor(x) and x.is_floating_point() and x.ndim >= 3 else x
+
+        out = self.model(*(cast(a) for a in args), **{k: cast(v) for k, v in kwargs.items()})
+        return out.float()
+
+
 class Pipeline:
     """Shared ``from_pretrained`` / ``save_pretrained`` / ``to`` of the system pipelines."""
 
@@ -64,6 +93,8 @@ class Pipeline:
     """Component name -> class (with ``from_pretrained`` / ``save_pretrained``)."""
 
     spec: AVSpec
+    codec: nn.Module  # media <-> what the denoiser sees
+    denoiser: nn.Module
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -132,15 +163,12 @@ class Pipeline:
 
     # ------------------------------------------------------------ device
     def to(self, device: "str | torch.device | None" = None, dtype: torch.dtype | None = None) -> "Pipeline":
-        """Move every component (and the codec's tables) to ``device`` / ``dtype``."""
-        for module in self._all_modules():
-            module.to(device=device, dtype=dtype)
+        """Move the codec (its tables stay float32: spectrograms need it) to ``device`` and the
+        denoiser to ``device`` / ``dtype``."""
+        self.codec.to(device)
+        self.denoiser.to(device=device, dtype=dtype)
         return self
-
-    def _all_modules(self) -> list[nn.Module]:
-        return list(self.modules().values())
 
     @property
     def device(self) -> torch.device:
-        first = next(iter(self.modules().values()))
-        return next(first.parameters()).device
+        return next(self.denoiser.parameters()).device

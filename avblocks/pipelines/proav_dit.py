@@ -43,7 +43,7 @@ from avblocks.dit.cache import FirstBlockCache, TeaCache
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.mdsa import MDSA
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
-from avblocks.pipelines.base import Pipeline, audio_inverse, inverse_settings
+from avblocks.pipelines.base import InWeightsDtype, Pipeline, audio_inverse, inverse_settings
 from avblocks.pipelines.conditions import load_audio, load_video
 from avblocks.pipelines.output import SoundingVideo
 from avblocks.spec import AVSpec
@@ -122,15 +122,6 @@ class ProAVDiTPipeline(Pipeline):
         codec = TriPlaneCodec(spec, modules["autoencoder"], patch=tuple(settings["patch"]), inverse=inverse)
         return cls(codec, modules["denoiser"], sampling=FlowSampling(**settings["sampling"]))
 
-    def to(self, device=None, dtype=None) -> "ProAVDiTPipeline":
-        self.codec.to(device)
-        self.denoiser.to(device=device, dtype=dtype)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.denoiser.pos_embed.device
-
     @property
     def num_classes(self) -> int:
         return self.denoiser.y_embedder.num_classes
@@ -151,7 +142,8 @@ class ProAVDiTPipeline(Pipeline):
         valid = self.codec.valid_mask.to(device)[None, None].float()
         generator = torch.Generator(device=device).manual_seed(seed)
         noise = torch.randn(self.codec.latent_shape(len(labels)), generator=generator, device=device) * valid
-        guided = ClassifierFreeGuidance(self.denoiser, scale=cfg_scale, null_label=self.denoiser.null_label)
+        guided = ClassifierFreeGuidance(InWeightsDtype(self.denoiser), scale=cfg_scale,
+                                        null_label=self.denoiser.null_label)
         kwargs = dict(model_kwargs={"y": labels.to(device)}, progress=progress,
                       clean_mask=None if clean is None else clean.to(device),
                       fixed=None if condition is None else condition.to(device))

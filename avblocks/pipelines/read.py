@@ -33,7 +33,7 @@ from avblocks.data.mp4 import Mp4Writer
 from avblocks.diffusion.long_generation import iter_long_generation
 from avblocks.diffusion.schedules import ReadSchedule
 from avblocks.dit.read_denoiser import ReadDenoiser
-from avblocks.pipelines.base import Pipeline
+from avblocks.pipelines.base import InWeightsDtype, Pipeline
 from avblocks.pipelines.conditions import load_audio, load_reference
 from avblocks.pipelines.output import SoundingVideo
 from avblocks.spec import AVSpec
@@ -84,15 +84,6 @@ class ReadPipeline(Pipeline):
         return cls(FrameCodeCodec(spec, modules["audio_codec"]), modules["denoiser"],
                    sampling=ReadSampling(**settings["sampling"]))
 
-    def to(self, device=None, dtype=None) -> "ReadPipeline":
-        self.codec.to(device)
-        self.denoiser.to(device=device, dtype=dtype)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.denoiser.null_audio.device
-
     # ------------------------------------------------------------ sampling
     def _inputs(self, audio, reference, frames: int | None, start: float) -> tuple[Tensor, Tensor, Tensor]:
         wave = load_audio(audio, self.spec, num_frames=frames, start=start)
@@ -110,7 +101,7 @@ class ReadPipeline(Pipeline):
         wave, image, codes = self._inputs(audio, reference, frames, start)
         s = self.sampling
         steps = steps or s.steps
-        clips = iter_long_generation(self.denoiser, codes, image, schedule=self.schedule(steps), steps=steps,
+        clips = iter_long_generation(InWeightsDtype(self.denoiser), codes, image, schedule=self.schedule(steps), steps=steps,
                                      seed=seed, guidance=s.guidance if guidance is None else guidance,
                                      carry=carry)
         return wave, clips
