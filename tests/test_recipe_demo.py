@@ -36,6 +36,11 @@ def test_demo_writes_samples_contact_sheet_and_metrics(tmp_path, monkeypatch):
         assert {"score", "reverse", "onsets", "bounces"} <= written[key].keys()
     assert {"video_frechet", "video_kernel", "audio_frechet", "audio_kernel"} <= written.keys()
     assert written["sync_real"]["score"] == 1.0  # the detectors on real clips (see test_sync_metrics)
+    files = written["sync_from_mp4"]  # the same clips through mp4 (see test_sync_eval)
+    assert {"real", "joint", "audio_to_video", "shuffled"} <= files.keys()
+    assert {"event_f1_exact", "event_f1_1frame", "av_align", "onset_ratio", "integrity"} <= files["joint"].keys()
+    assert files["real"]["event_f1_1frame"] == 1.0 and files["real"]["integrity"] == 1.0
+    assert len(list((tmp_path / "sync_eval" / "joint").glob("clip_*.mp4"))) == 4
 
     # a second run reuses every trained stage and only samples again
     for module, name in ((train_autoencoder, "train"), (train_dit, "train"), (feature_net, "train")):

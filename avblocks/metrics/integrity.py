@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from avblocks.data.synthetic import CLASSES, OBJECT_RADIUS
+from avblocks.data.synthetic import CLASSES, FLOOR_Y, OBJECT_RADIUS
 from avblocks.typing import shapecheck
 
 __all__ = ["IntegrityReport", "clip_class", "frame_objects", "object_integrity", "object_mask", "SHAPE_FILL"]
@@ -150,13 +150,18 @@ def _tally(frames: list[list[dict]]) -> IntegrityReport:
 
 @shapecheck
 def clip_class(video: Float[Tensor, "c t h w"], *, num_classes: int = len(CLASSES)) -> int:
-    """The class among the first ``num_classes`` whose object and background colours explain
-    the clip best: the most intact frames, then the most object pixels."""
+    """The class among the first ``num_classes`` whose colours explain the clip best: the most
+    intact frames, then the background colour nearest the clip's (the per-pixel median over
+    time, averaged above the floor; the classes' backgrounds are at least 0.25 apart)."""
     if not 1 <= num_classes <= len(CLASSES):
         raise ValueError(f"num_classes ({num_classes}) must be in [1, {len(CLASSES)}]")
-    def fit(label: int) -> tuple[int, int]:
-        frames = frame_objects(video, label)
-        return _tally(frames).intact, sum(o["area"] for f in frames for o in f)
+    h = video.shape[-2]
+    scene = ((video.float().clamp(-1, 1) + 1) / 2).median(dim=1).values[:, : int(FLOOR_Y * h) - 1].mean(dim=(1, 2))
+
+    def fit(label: int) -> tuple[int, float]:
+        distance = float((scene - torch.tensor(CLASSES[label].background, device=video.device)).norm())
+        return _tally(frame_objects(video, label)).intact, -distance
+
     return max(range(num_classes), key=fit)
 
 

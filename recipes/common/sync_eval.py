@@ -163,8 +163,10 @@ def _shift(audio: torch.Tensor, frames: int, spec: AVSpec) -> torch.Tensor:
 
 def evaluate_sets(out: Path, generated: "dict[str, SoundingVideo]", real: dict[str, torch.Tensor], spec: AVSpec,
                   cfg: SyncEvalConfig, *, num_classes: int, extra: dict | None = None) -> dict:
-    """Write ``generated`` (mode -> clips) and ``real`` as mp4, read them back, score every set
-    next to real, shuffled and shifted pairs; write ``metrics.json`` and ``metrics.md`` in ``out``."""
+    """Write ``generated`` (mode -> clips) and ``real`` (``video``, ``audio``, ``label``) as mp4,
+    read them back, score every set next to real, shuffled and shifted pairs; write
+    ``metrics.json`` and ``metrics.md`` in ``out``. A set's ``labels`` (or else the real
+    clips') are the classes its integrity's class agreement is checked against."""
     labels = real["label"]
     real_clips = SoundingVideo(real["video"], real["audio"], spec, labels)
     video, audio = read_back(_save(real_clips, out / "real"), spec)
@@ -175,7 +177,8 @@ def evaluate_sets(out: Path, generated: "dict[str, SoundingVideo]", real: dict[s
     sets["real"]["onset_ratio"] = 1.0
     for mode, clips in generated.items():
         gen_video, gen_audio = read_back(_save(clips, out / mode), spec)
-        sets[mode] = set_metrics(gen_video, gen_audio, real_onsets=real_onsets, **options)
+        asked = clips.labels if clips.labels is not None else labels  # the classes this set was asked for
+        sets[mode] = set_metrics(gen_video, gen_audio, real_onsets=real_onsets, **(options | {"labels": asked}))
     sets["shuffled"] = set_metrics(video, audio.roll(1, dims=0), real_onsets=real_onsets, **options)
     for k in cfg.shifts:
         sets[f"shifted_{k}"] = set_metrics(video, _shift(audio, k, spec), real_onsets=real_onsets, **options)
