@@ -8,34 +8,23 @@ then :func:`recipes.common.sync_eval.evaluate_sets` writes the mp4 files, reads 
 writes ``metrics.json`` and ``metrics.md`` next to real, shuffled and shifted pairs.
 """
 
-from pathlib import Path
-
 from avblocks.pipelines import AVDiTPipeline
-from recipes.common.sync_eval import (
-    SyncEvalConfig,
-    evaluate_sets,
-    held_out,
-    output_dir,
-    spec_check,
-    sync_eval_main,
-)
+from recipes.common import sync_eval
 
 __all__ = ["evaluate", "main"]
 
 
-def evaluate(cfg: SyncEvalConfig) -> dict:
-    folder = Path(cfg.run_dir) / "pipeline"
-    pipe = AVDiTPipeline.from_pretrained(folder)
-    spec_check(pipe.spec, cfg.data, folder)
-    real = held_out(cfg)
+def evaluate(cfg: sync_eval.SyncEvalConfig) -> dict:
+    pipe, spec, real = sync_eval.open_run(cfg, AVDiTPipeline)
     generated = {"joint": pipe(labels=real["label"], seed=cfg.seed, steps=cfg.steps, progress=cfg.progress)}
-    return evaluate_sets(output_dir(cfg), generated, real, pipe.spec, cfg, num_classes=pipe.denoiser.num_clip_classes,
-                         extra={"system": "av_dit", "pipeline": str(folder),
-                                "steps": cfg.steps or pipe.sampling.steps, "cfg_scale": pipe.sampling.cfg_scale})
+    return sync_eval.evaluate_sets(sync_eval.output_dir(cfg), generated, real, spec, cfg,
+                                   num_classes=pipe.denoiser.num_clip_classes,
+                                   extra={"system": "av_dit", "steps": cfg.steps or pipe.sampling.steps,
+                                          "cfg_scale": pipe.sampling.cfg_scale})
 
 
 def main(argv=None) -> dict:
-    return sync_eval_main(evaluate, argv, __doc__.splitlines()[0])
+    return sync_eval.sync_eval_main(evaluate, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -41,13 +41,13 @@ from avblocks.metrics.events import onset_count_ratio, onset_timing_errors, pool
 from avblocks.metrics.integrity import object_integrity
 from avblocks.metrics.learned import AVSimilarity, OffsetClassifier
 from avblocks.metrics.sync import detect_bounces, detect_onset_samples, pooled_sync_score
-from avblocks.pipelines import SoundingVideo
+from avblocks.pipelines import Pipeline, SoundingVideo
 from avblocks.spec import AVSpec
 from recipes.common.config import parse_cli, require
 from recipes.common.data import ClipData, DataConfig
 
 __all__ = ["SyncEvalConfig", "LearnedModels", "evaluate_sets", "held_out", "read_back", "set_metrics",
-           "markdown_table", "output_dir", "sync_eval_main", "spec_check"]
+           "markdown_table", "open_run", "output_dir", "sync_eval_main", "spec_check"]
 
 
 @dataclass
@@ -102,6 +102,16 @@ def spec_check(spec: AVSpec, data: DataConfig, folder: "str | os.PathLike[str]")
     theirs = (want.fps, want.sample_rate, want.num_frames, want.size)
     require(mine == theirs, f"{folder} makes clips (fps, sample_rate, frames, size) = {mine}; the data section "
             f"describes {theirs}: set data.* to the run's data")
+
+
+def open_run(cfg: SyncEvalConfig, pipeline_class: type[Pipeline], *, any_length: bool = False):
+    """``(pipeline, spec, held-out clips)`` of ``RUN_DIR/pipeline``, checked against the data section
+    (``any_length``: the pipeline makes clips of any length; they are made as long as the data's)."""
+    folder = Path(cfg.run_dir) / "pipeline"
+    pipe = pipeline_class.from_pretrained(folder)
+    spec = pipe.spec.with_frames(cfg.data.num_frames) if any_length else pipe.spec
+    spec_check(spec, cfg.data, folder)
+    return pipe, spec, held_out(cfg)
 
 
 def held_out(cfg: SyncEvalConfig) -> dict[str, torch.Tensor]:
@@ -182,7 +192,7 @@ def evaluate_sets(out: Path, generated: "dict[str, SoundingVideo]", real: dict[s
     sets["shuffled"] = set_metrics(video, audio.roll(1, dims=0), real_onsets=real_onsets, **options)
     for k in cfg.shifts:
         sets[f"shifted_{k}"] = set_metrics(video, _shift(audio, k, spec), real_onsets=real_onsets, **options)
-    metrics = {"clips": len(labels), "seed": cfg.seed, "flow": cfg.flow, "fps": str(spec.fps),
+    metrics = {"run_dir": cfg.run_dir, "clips": len(labels), "seed": cfg.seed, "flow": cfg.flow, "fps": str(spec.fps),
                "sample_rate": spec.sample_rate, "sets": sets, "learned_models": {
                    "desync": cfg.desync_model, "similarity": cfg.similarity_model,
                    "note": None if cfg.desync_model and cfg.similarity_model else

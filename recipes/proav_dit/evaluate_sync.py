@@ -9,26 +9,14 @@ files, reads them back and writes ``metrics.json`` and ``metrics.md`` (event F1,
 onset counts and timing, picture integrity, next to real, shuffled and shifted pairs).
 """
 
-from pathlib import Path
-
 from avblocks.pipelines import ProAVDiTPipeline
-from recipes.common.sync_eval import (
-    SyncEvalConfig,
-    evaluate_sets,
-    held_out,
-    output_dir,
-    spec_check,
-    sync_eval_main,
-)
+from recipes.common import sync_eval
 
 __all__ = ["evaluate", "main"]
 
 
-def evaluate(cfg: SyncEvalConfig) -> dict:
-    folder = Path(cfg.run_dir) / "pipeline"
-    pipe = ProAVDiTPipeline.from_pretrained(folder)
-    spec_check(pipe.spec, cfg.data, folder)
-    real = held_out(cfg)
+def evaluate(cfg: sync_eval.SyncEvalConfig) -> dict:
+    pipe, spec, real = sync_eval.open_run(cfg, ProAVDiTPipeline)
     labels = real["label"]
     options = dict(steps=cfg.steps, progress=cfg.progress)
     generated = {
@@ -36,13 +24,12 @@ def evaluate(cfg: SyncEvalConfig) -> dict:
         "audio_to_video": pipe(labels=labels, audio=real["audio"], seed=cfg.seed + 1, **options),
         "video_to_audio": pipe(labels=labels, video=real["video"], seed=cfg.seed + 2, **options),
     }
-    return evaluate_sets(output_dir(cfg), generated, real, pipe.spec, cfg, num_classes=pipe.num_classes,
-                         extra={"system": "proav_dit", "pipeline": str(folder),
-                                "steps": cfg.steps or pipe.sampling.steps})
+    return sync_eval.evaluate_sets(sync_eval.output_dir(cfg), generated, real, spec, cfg, num_classes=pipe.num_classes,
+                                   extra={"system": "proav_dit", "steps": cfg.steps or pipe.sampling.steps})
 
 
 def main(argv=None) -> dict:
-    return sync_eval_main(evaluate, argv, __doc__.splitlines()[0])
+    return sync_eval.sync_eval_main(evaluate, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

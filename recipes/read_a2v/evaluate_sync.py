@@ -10,41 +10,27 @@ as many frames as the clip has, seed ``seed + i`` for clip ``i``; then
 (``read_a2v.evaluate`` measures long generation: clip boundaries and speed.)
 """
 
-from pathlib import Path
-
 import torch
 
 from avblocks.pipelines import ReadPipeline, SoundingVideo
-from recipes.common.sync_eval import (
-    SyncEvalConfig,
-    evaluate_sets,
-    held_out,
-    output_dir,
-    spec_check,
-    sync_eval_main,
-)
+from recipes.common import sync_eval
 
 __all__ = ["evaluate", "main"]
 
 
-def evaluate(cfg: SyncEvalConfig) -> dict:
-    folder = Path(cfg.run_dir) / "pipeline"
-    pipe = ReadPipeline.from_pretrained(folder)
-    real = held_out(cfg)
-    frames = cfg.data.num_frames
-    spec = pipe.spec.with_frames(frames)
-    spec_check(spec, cfg.data, folder)
-    clips = [pipe(real["audio"][i], real["video"][i, :, 0], frames=frames, steps=cfg.steps, seed=cfg.seed + i)
+def evaluate(cfg: sync_eval.SyncEvalConfig) -> dict:
+    pipe, spec, real = sync_eval.open_run(cfg, ReadPipeline, any_length=True)
+    clips = [pipe(real["audio"][i], real["video"][i, :, 0], frames=spec.num_frames, steps=cfg.steps, seed=cfg.seed + i)
              for i in range(len(real["label"]))]
     generated = SoundingVideo(torch.cat([c.video for c in clips]), torch.cat([c.audio for c in clips]), spec,
                               real["label"])
-    return evaluate_sets(output_dir(cfg), {"audio_to_video": generated}, real, spec, cfg, num_classes=cfg.data.num_classes,
-                         extra={"system": "read_a2v", "pipeline": str(folder),
-                                "steps": cfg.steps or pipe.sampling.steps})
+    return sync_eval.evaluate_sets(sync_eval.output_dir(cfg), {"audio_to_video": generated}, real, spec, cfg,
+                                   num_classes=cfg.data.num_classes,
+                                   extra={"system": "read_a2v", "steps": cfg.steps or pipe.sampling.steps})
 
 
 def main(argv=None) -> dict:
-    return sync_eval_main(evaluate, argv, __doc__.splitlines()[0])
+    return sync_eval.sync_eval_main(evaluate, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
