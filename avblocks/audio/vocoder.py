@@ -4,7 +4,7 @@ no-weights fallback (:class:`GriffinLim`).
 Both share one interface: ``.mel`` (the :class:`MelConfig` they expect) and
 ``decode(mel, mel_config) -> b n``, which refuses, with a :class:`ValueError` naming each field
 and both values, a spectrogram made with other settings. Both produce ``hop * cols`` samples
-for ``cols`` columns: with the column convention of :class:`VideoLikeAudio` (``t*w`` centred
+for ``cols`` columns: with the column convention of :class:`~avblocks.audio.video_like.VideoLikeAudio` (``t*w`` centred
 columns for ``t*w*hop`` samples, the end-boundary column dropped) that is exactly the
 duration of the video.
 """
@@ -23,7 +23,7 @@ from avblocks.atomic import atomic_write, atomic_write_text
 from avblocks.audio.mel import MelConfig
 from avblocks.typing import Float, Tensor, shapecheck
 
-__all__ = ["Vocoder", "GriffinLim"]
+__all__ = ["Vocoder", "GriffinLim", "vocos_config"]
 
 _NNLS_EPS = 1e-9  # positive start for the multiplicative updates (a zero would stay zero)
 _MEL_FEATURES = "vocos.feature_extractors.MelSpectrogramFeatures"
@@ -314,7 +314,7 @@ class GriffinLim(nn.Module):
        mean log-mel error of about 0.3-0.5 on a harmonic tone; 32 updates bring it to about
        0.06-0.12, for a few milliseconds (matmuls only; no autograd, no optimiser).
     3. One column is appended (a copy of the last): the column centred on the end boundary
-       that :class:`VideoLikeAudio` drops, so ``torchaudio.functional.griffinlim`` with
+       that :class:`~avblocks.audio.video_like.VideoLikeAudio` drops, so ``torchaudio.functional.griffinlim`` with
        ``length = hop * cols`` sees a spectrogram consistent with its own STFT of that length.
     4. ``torchaudio.functional.griffinlim`` with the config's ``n_fft``, ``hop``, window and
        ``power`` (centred, reflect padding; ``n_iter`` iterations of fast Griffin-Lim with

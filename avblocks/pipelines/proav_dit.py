@@ -52,6 +52,7 @@ __all__ = ["ProAVDiTPipeline", "FlowSampling", "STEP_CACHES"]
 
 SAMPLERS = {"heun": FlowHeunSampler, "euler": FlowEulerSampler}
 STEP_CACHES = {"first_block": FirstBlockCache, "teacache": TeaCache}
+"""The step caches a call may ask for by name (``cache=...``)."""
 
 
 @dataclass(frozen=True)
