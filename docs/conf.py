@@ -23,7 +23,7 @@ extensions = [
 ]
 root_doc = "index"
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "_ext", "images", "demo_pipeline", "**/.ipynb_checkpoints"]
+exclude_patterns = ["_build", "_ext", "images", "models"]
 html_theme = "furo"
 html_title = "avblocks"
 html_static_path: list[str] = []
