@@ -21,10 +21,10 @@
 """
 
 import importlib
-import inspect
-import re
 import importlib.util
+import inspect
 import pkgutil
+import re
 from types import ModuleType
 from typing import TypeVar
 
@@ -60,8 +60,8 @@ def public_names(module: ModuleType) -> list[str]:
     if hasattr(module, "__all__"):
         return list(module.__all__)
     return [n for n, obj in vars(module).items()
-            if not n.startswith("_") and isinstance(obj, type | type(public_names))
-            and getattr(obj, "__module__", None) == module.__name__]
+            if not n.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+            and obj.__module__ == module.__name__]
 
 
 def import_object(path: str):
@@ -72,7 +72,7 @@ def import_object(path: str):
             obj = importlib.import_module(".".join(parts[:i]))
         except ImportError:
             continue
-        except Exception:  # noqa: BLE001 - a module that fails to import names nothing
+        except Exception:  # a module that fails to import names nothing
             return None
         try:
             for attr in parts[i:]:
@@ -147,6 +147,17 @@ def documented(env) -> set[str]:
     return set(env.get_domain("py").objects)
 
 
+def documented_as(obj, path: str, known: set[str]) -> list[str]:
+    """The names under which the object ``path`` names is documented: its defining module
+    and qualified name, or (a constant) any documented name of the same object."""
+    names = [path]
+    if hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
+        names.append(f"{obj.__module__}.{obj.__qualname__}")
+    last = path.rsplit(".", 1)[-1]
+    names += [d for d in known if d.rsplit(".", 1)[-1] == last and import_object(d) is obj]
+    return [name for name in names if name in known]
+
+
 def check_public_names(app: Sphinx, env) -> None:
     """Warn for every public name the reference does not document."""
     if not app.config.avblocks_check_public_names:
@@ -159,17 +170,11 @@ def check_public_names(app: Sphinx, env) -> None:
             owner = getattr(obj, "__module__", None) if inspect.isclass(obj) or callable(obj) else None
             if owner and owner.split(".")[0] != LIBRARY:
                 continue  # another package's object re-exported for convenience (torch.Tensor)
-            where = {f"{module_name}.{name}"}
-            if hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
-                where.add(f"{obj.__module__}.{obj.__qualname__}")
-            # a re-exported constant: documented under a module that holds the same object
-            where |= {d for d in known if d.rsplit(".", 1)[-1] == name
-                      and import_object(d) is obj and obj is not None}
-            if not where & known:
+            if obj is None or not documented_as(obj, f"{module_name}.{name}", known):
                 logger.warning(
-                    f"public name {module_name}.{name} (listed in {module_name}.__all__) is not "
-                    "in the API reference: give it a docstring (a string right after a "
-                    "constant) and make sure a page in docs/reference/ names its module",
+                    f"public name {module_name}.{name} is not in the API reference: give it "
+                    "a docstring (for a constant, a string on the line after it) and make "
+                    "sure a page in docs/reference/ names its module",
                     type="avblocks", subtype="reference")
 
 
@@ -193,14 +198,12 @@ def resolve_reference(app: Sphinx, env, node, contnode):
         owner = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
         if (owner or path).split(".")[0] != LIBRARY:
             return contnode  # another package's object: it exists, it has no page here
-        found = [f"{owner}.{obj.__qualname__}"] if hasattr(obj, "__qualname__") else []
-        found += [d for d in known if d.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]
-                  and import_object(d) is obj]  # a constant, under the module defining it
-        for name in found:
-            if name in known:
-                return env.get_domain("py").resolve_xref(
-                    env, node["refdoc"], app.builder, node["reftype"], name, node, contnode)
-        if any(part.startswith("_") for part in (found or [path])[0].split(".")):
+        found = documented_as(obj, path, known)
+        if found:
+            return env.get_domain("py").resolve_xref(
+                env, node["refdoc"], app.builder, node["reftype"], found[-1], node, contnode)
+        qualname = f"{owner}.{getattr(obj, '__qualname__', '')}"
+        if any(part.startswith("_") for part in qualname.split(".")):
             return contnode  # a private base class: named, not linked
         return None  # ours, public, and undocumented: the warning says so
     return None
