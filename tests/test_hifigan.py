@@ -257,3 +257,19 @@ def test_a_pipeline_folder_holds_a_hifigan(tmp_path, config):
     assert isinstance(loaded.codec.audio.inverse, HiFiGAN)
     out = loaded(labels=[1], steps=1, progress=False)
     assert out.audio.shape == (1, 4 * 2048) and math.isfinite(float(out.audio.abs().max()))
+
+
+def test_the_data_config_names_the_hifigan_mel_and_a_vocoder_path():
+    from recipes.common.data import ClipData, DataConfig
+
+    fields = dict(sample_rate=22050, n_fft=1024, hop=256, n_mels=80, fps=Fraction(11025, 1024), size=16,
+                  num_frames=4, num_clips=2)
+    data = ClipData(DataConfig(mel="hifigan", vocoder=str(hifigan_checkpoint()), **fields))
+    assert isinstance(data.audio.inverse, HiFiGAN) and data.spec.mel == MelConfig.hifigan()
+    assert data.spec.frame_columns == 8 and data.spec.samples_per_frame == 2048
+    _, frames, _ = data.model_inputs(data.held_out_batch(2))
+    assert data.waveform(frames).shape == (2, 4 * 2048)
+    with pytest.raises(ValueError, match=r"data.hop \(200\) != 256"):
+        DataConfig(mel="hifigan", **fields | {"hop": 200}).spec()
+    with pytest.raises(ValueError, match="audio inverse was made for another mel"):
+        ClipData(DataConfig(vocoder=str(hifigan_checkpoint()), **fields))  # the default mel, a HiFi-GAN
