@@ -35,7 +35,12 @@ Alignment is by presentation timestamps, never by frame or sample counts:
   (front left/right for the usual layouts). No matrix downmix.
 - **Resampling**: ``torchaudio.functional.resample`` (windowed sinc, sample 0 of input and
   output at the same instant, so no delay is introduced) on a buffer with a 50 ms margin on
-  both sides so the filter never sees the buffer edges inside the clip.
+  both sides so the filter never sees the buffer edges inside the clip. The buffer starts a
+  whole number of periods of the rate ratio (``src_sr / gcd(src_sr, sr)`` source samples, 320
+  for 48 kHz -> 22.05 kHz) before the clip's first sample, so the clip's start is an output
+  sample: a clip equals the whole track resampled once and cut at the clip whenever the
+  clip starts on a source sample (a buffer started anywhere else shifts every output sample
+  by up to half a sample, which changes high frequencies by tens of percent).
 - **Size**: ``size=None`` keeps the native size; ``size=(h, w)`` scales so the frame covers
   ``(h, w)`` (the shorter side relative to the target fits exactly, aspect kept) with
   FFmpeg's area-averaging scaler (anti-aliased when shrinking), then crops the centre.
@@ -465,8 +470,12 @@ def read_clip(
             f" (allowed slack {float(slack)} s)",
         )
     # a buffer on the source grid from b0 ~ t0 - margin, zero-padded where the stream has nothing
-    i0 = math.floor((t0 - _AUDIO_MARGIN - a0) * src_sr)
-    length = math.ceil((duration + 2 * _AUDIO_MARGIN) * src_sr) + 1
+    period = src_sr // math.gcd(src_sr, sample_rate)  # source samples per whole output grid step
+    clip_start = (t0 - a0) * src_sr  # where the clip starts in x, in source samples
+    i0 = math.floor(clip_start - _AUDIO_MARGIN * src_sr)
+    if clip_start.denominator == 1:  # start the buffer a whole number of periods before the clip
+        i0 -= (i0 - int(clip_start)) % period
+    length = math.ceil((duration + 2 * _AUDIO_MARGIN) * src_sr) + 1 + period
     buf = np.zeros((x.shape[0], length), np.float32)
     lo, hi = max(i0, 0), min(i0 + length, x.shape[1])
     if hi > lo:
