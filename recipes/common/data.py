@@ -26,6 +26,7 @@ from fractions import Fraction
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from avblocks.audio import MelConfig, load_vocoder
 from avblocks.codecs import AudioFrames
@@ -33,7 +34,7 @@ from avblocks.data import SyntheticSoundingVideo, VideoFolder
 from avblocks.spec import AVSpec
 from recipes.common.schedule import StepBatchSampler
 
-__all__ = ["DataConfig", "ClipData", "HELD_OUT_SEED_OFFSET"]
+__all__ = ["DataConfig", "ClipData", "Preloaded", "HELD_OUT_SEED_OFFSET"]
 
 HELD_OUT_SEED_OFFSET = 10_000
 """The synthetic held-out clips are drawn with ``data.seed + HELD_OUT_SEED_OFFSET``."""
@@ -45,6 +46,7 @@ class DataConfig:
     stride: float | None = None  # folder: seconds between clip starts (None: the clip length)
     held_out: float = 0.0  # folder: share held out for evaluation (0: evaluate on the training clips)
     held_out_by: str = "file"  # folder: "file" (whole files) or "time" (the tail of every file)
+    preload: bool = False  # folder: decode every training clip once at the start and keep it in memory
     num_clips: int = 512  # synthetic set size
     num_classes: int = 4  # synthetic classes (a folder: one per subfolder, avblocks.data.folder_layout)
     seed: int = 0
@@ -78,6 +80,20 @@ class DataConfig:
                       size=(self.size, self.size), mel=self.mel_config())
 
 
+class Preloaded(Dataset):
+    """Every item of ``source`` read once, in order, and kept in memory (``data.preload``: a
+    folder's clips cost one decode each instead of one per epoch)."""
+
+    def __init__(self, source: Dataset):
+        self.items = [source[i] for i in tqdm(range(len(source)), desc="preloading clips", mininterval=5)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
 class ClipData:
     """The dataset a config names, and its clips as model inputs.
 
@@ -89,12 +105,14 @@ class ClipData:
     def __init__(self, config: DataConfig):
         self.config = config
         self.spec = config.spec()
+        self.folder: VideoFolder | None = None
         if config.folder is None:
             self.dataset: Dataset = self._synthetic(config.num_clips, config.seed)
             self.num_classes = config.num_classes
         else:
-            self.dataset = self._folder("train" if config.held_out else "all")
-            self.num_classes = len(self.dataset.classes)
+            self.folder = self._folder("train" if config.held_out else "all")
+            self.dataset = Preloaded(self.folder) if config.preload else self.folder
+            self.num_classes = len(self.folder.classes)
         inverse = load_vocoder(config.vocoder) if config.vocoder else None
         self.audio = AudioFrames(self.spec, inverse)
 

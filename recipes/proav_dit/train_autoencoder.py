@@ -43,7 +43,6 @@ from avblocks.attention import (
     SpatialAttention,
 )
 from avblocks.config import ConfigError
-from avblocks.data.folder import VideoFolder
 from avblocks.diffusion.ema import EMA
 from avblocks.latent.losses import (
     PatchDiscriminator2d,
@@ -172,8 +171,8 @@ def step_loader(data: ClipData, ctx: dist_utils.DistContext, *, batch_size: int,
 def report_skipped_files(data: ClipData, out: Path) -> None:
     """Print the folder's summary (files, clips, classes, skipped files and why) and write
     ``skipped_files.json``: every file of data.folder that is not trained on."""
-    dataset = data.dataset
-    if not isinstance(dataset, VideoFolder):
+    dataset = data.folder
+    if dataset is None:
         return
     skipped = dict(dataset.skipped)
     for path in sorted(Path(dataset.root).rglob("*")):
