@@ -148,9 +148,11 @@ class VideoFolder(Dataset):
             starts = self._starts(info)
             if not starts:
                 lo, hi = info.usable
+                side = "" if self.split.split == "all" else f" on the {self.split.split} side of the split"
+                lo, hi = self.split.span(lo, max(hi, lo))
                 self._skip(
                     path,
-                    f"too short: {max(0.0, hi - lo):.3f} s with both video and audio,"
+                    f"too short: {max(0.0, hi - lo):.3f} s with both video and audio{side},"
                     f" a clip needs {float(self.duration):.3f} s",
                 )
             self.clips.extend((path, s) for s in starts)

