@@ -201,8 +201,8 @@ class HiFiGAN(nn.Module):
 
     # ------------------------------------------------------------ loading
     @classmethod
-    def from_checkpoint(cls, checkpoint: "str | os.PathLike[str]", config: "Mapping | str | os.PathLike[str]",
-                        ) -> "HiFiGAN":
+    def from_checkpoint(cls, checkpoint: "str | os.PathLike[str]",
+                        config: "Mapping | str | os.PathLike[str]") -> "HiFiGAN":
         """A generator from an original checkpoint file and its config (a dict or a path)."""
         checkpoint = Path(checkpoint)
         if not isinstance(config, Mapping):
