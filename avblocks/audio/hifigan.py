@@ -22,8 +22,8 @@ Choices:
 - **Length.** ``cols`` columns give ``hop * cols`` samples: with the HiFi-GAN padding column
   ``j`` is centred at ``(j + 1/2) * hop``, so a video-like clip of ``t * w`` columns comes
   back as exactly ``t * sr / fps`` samples.
-- **Folder.** :meth:`save_pretrained` writes ``config.json`` (HiFi-GAN's own, unchanged) and
-  ``model.safetensors`` (the folded weights); :meth:`from_pretrained` reads such a folder,
+- **Folder.** :meth:`HiFiGAN.save_pretrained` writes ``config.json`` (HiFi-GAN's own, unchanged) and
+  ``model.safetensors`` (the folded weights); :meth:`HiFiGAN.from_pretrained` reads such a folder,
   an original HiFi-GAN folder (``config.json`` and one checkpoint) or a checkpoint file
   whose folder holds ``config.json``. Local files only.
 """

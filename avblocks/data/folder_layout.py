@@ -22,6 +22,7 @@ from typing import Literal
 __all__ = ["HeldOutSplit", "SPLITS", "class_of_files"]
 
 SPLITS = ("all", "train", "held_out")
+"""The parts of a folder a dataset can be: every clip, the training part, or the held-out part."""
 
 
 def class_of_files(root: Path, files: list[Path]) -> tuple[list[str], dict[Path, int]]:
