@@ -45,6 +45,7 @@ from recipes.av_dit.config import AVDiTRecipe
 from recipes.av_dit.trainer import build_ddpm, train_module
 from recipes.common import distributed as dist_utils
 from recipes.common.loop import run_entry_point, start_run
+from recipes.common.watch import Probes
 
 
 def frozen_dit(cfg: AVDiTRecipe, codec: ImageLatentCodec) -> DiT:
@@ -98,15 +99,30 @@ def train(cfg: AVDiTRecipe) -> dict:
     ddpm = build_ddpm(cfg.diffusion)
     frames = codec.num_frames
 
-    def micro_step(index: list[int], step: int, net) -> dict[str, torch.Tensor]:
-        x0, y = latents[index], labels[index]
+    def loss(net, x0: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         t = ddpm.sample_timesteps(x0.shape[0])
         noise = torch.randn_like(x0)
         pred = net(ddpm.q_sample(x0, t, noise), t, y)
         return split_losses(pred, ddpm.target(x0, noise, t), frames, cfg.audio_weight)
 
+    def probes(ema) -> Probes:
+        """Validation: ``loss`` on ``run.eval_clips`` held-out clips; samples: the pipeline's call."""
+        r, validation = cfg.run, None
+        if r.eval_every > 0 and r.eval_clips > 0:
+            video, audio, y = data.model_inputs(data.held_out_batch(r.eval_clips))
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the training stream stays as it was
+                held = codec.encode_frames(video, audio)
+            validation = lambda: loss(model, held, y)  # noqa: E731
+
+        def samples():
+            with ema.swapped(model):
+                return build_pipeline(cfg, codec, model)(labels=torch.arange(r.samples) % data.num_classes,
+                                                         seed=r.seed, progress=False)
+        return Probes(validation=validation, samples=samples)
+
     fitted, ema = train_module(model, desc="AV-DiT adapters", out=out, ctx=ctx, optim=cfg.optim, run=cfg.run,
-                               num_items=len(latents), micro_step=micro_step)
+                               num_items=len(latents), micro_step=lambda index, step, net: loss(net, latents[index], labels[index]),
+                               probes=probes)
     dist_utils.barrier()
     ema.copy_to(model)
     result = fitted.summary() | {"parameters": counts}

@@ -18,6 +18,7 @@ Choices:
   partly frozen models here.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from avblocks.diffusion.ema import EMA
 from recipes.av_dit.config import DDPMConfig, RunConfig
 from recipes.common import distributed as dist_utils
 from recipes.common.loop import FitResult, OptimConfig, fit, make_optimizer, step_batches
+from recipes.common.watch import Probes
 
 
 def build_ddpm(cfg: DDPMConfig) -> DDPM:
@@ -35,12 +37,14 @@ def build_ddpm(cfg: DDPMConfig) -> DDPM:
 
 
 def train_module(model: torch.nn.Module, *, desc: str, out: Path, ctx: dist_utils.DistContext,
-                 optim: OptimConfig, run: RunConfig, num_items: int, micro_step) -> tuple[FitResult, EMA]:
+                 optim: OptimConfig, run: RunConfig, num_items: int, micro_step,
+                 probes: Callable[[EMA], Probes] | None = None) -> tuple[FitResult, EMA]:
     """Optimise the trainable parameters of ``model`` with :func:`recipes.common.loop.fit`.
 
     ``micro_step(indices, step, net)`` gets this rank's item indices of one micro-batch and
-    the (possibly DDP-wrapped) model. Returns the fit result and the EMA (copy it into the
-    model before exporting).
+    the (possibly DDP-wrapped) model; ``probes(ema)`` what the run is watched with
+    (:mod:`recipes.common.watch`). Returns the fit result and the EMA (copy it into the model
+    before exporting).
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -53,5 +57,6 @@ def train_module(model: torch.nn.Module, *, desc: str, out: Path, ctx: dist_util
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
     fitted = fit(desc=desc, out=out, ctx=ctx, run=run, optim=optim, parts=parts, net=net,
                  batches=step_batches(num_items, optim, run.seed, ctx),
-                 micro_step=lambda index, step: micro_step(index, step, net))
+                 micro_step=lambda index, step: micro_step(index, step, net),
+                 probes=None if probes is None else probes(ema))
     return fitted, ema
