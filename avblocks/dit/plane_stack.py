@@ -151,6 +151,20 @@ class PlaneStack(nn.Module):
         """Same as :meth:`stack`."""
         return self.stack(planes)
 
+    def split(self, latent: Tensor) -> tuple[Tensor, ...]:
+        """Same as :meth:`unstack` (the name both layouts share)."""
+        return self.unstack(latent)
+
+    def latent_shape(self, batch: int) -> tuple[int, int, int, int, int]:
+        return (batch, self.channels, self.num_planes, self.side, self.side)
+
+    def frame_values(self, values: Tensor) -> Tensor:
+        """One value per plane (``b planes``) along the latent's frame axis: the planes are
+        its frames, so the values as they are."""
+        if values.ndim != 2 or values.shape[1] != self.num_planes:
+            raise ValueError(f"expected b planes = (b, {self.num_planes}) values, got {tuple(values.shape)}")
+        return values
+
     def token_mask(self, patch_size: int | tuple[int, int]) -> Bool[Tensor, "t n"]:
         """Validity per patch token (tokens in ``(h w)`` order per plane): any valid cell."""
         p, q = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size

@@ -1,0 +1,129 @@
+"""Pack the six tri-plane latents of a sounding video into one ``b c L`` latent, and back.
+
+The packed alternative to :class:`~avblocks.dit.plane_stack.PlaneStack`: instead of
+zero-padding every plane onto a common square canvas, the planes' cells are laid end to end,
+``L = sum(rows_i * cols_i)``, so the latent holds no padding at all whatever the plane shapes
+(a 64-frame clip's ``th`` planes are ``64 x 8``, its ``hw`` plane ``8 x 8``: the canvas
+would be ``64 x 64``, 82% padding with row tokens).
+
+Choices:
+
+- order: the planes in :data:`~avblocks.latent.planes.PLANE_ORDER`, each flattened
+  row-major (``c rows cols -> c (rows cols)``); pack -> unpack is bit-exact;
+- the diffusion helpers of :mod:`avblocks.diffusion` index "frames" along axis 2 of the
+  data: for a packed latent that axis is the cells. :meth:`PlanePack.frame_values` turns one
+  value per plane (``b planes``: per-plane timesteps, the held-clean mask of audio-to-video)
+  into one per cell (``b L``, constant within each plane), and
+  :meth:`PlanePack.plane_values` reads them back;
+- :attr:`PlanePack.valid_mask` is all True (``L``): the same interface as the canvas's mask,
+  which callers multiply noise by, so code that serves both layouts needs no branch.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from avblocks.latent.planes import PLANE_ORDER
+from avblocks.typing import Bool, Float, Tensor, shapecheck
+
+__all__ = ["PlanePack"]
+
+
+class PlanePack(nn.Module):
+    """Planes ``b c rows_i cols_i`` (in :data:`PLANE_ORDER`) <-> one latent ``b c L``.
+
+    Args:
+        shapes: ``(rows, cols)`` of each plane, in order (six for ProAV-DiT; any number >= 1).
+        channels: channels ``c`` every plane must have.
+    """
+
+    def __init__(self, *, shapes: Sequence[tuple[int, int]], channels: int) -> None:
+        super().__init__()
+        shapes = tuple(tuple(int(v) for v in shape) for shape in shapes)
+        if not shapes:
+            raise ValueError("shapes is empty: give the (rows, cols) of at least one plane")
+        for i, shape in enumerate(shapes):
+            if len(shape) != 2 or min(shape) < 1:
+                raise ValueError(f"plane {self._name(i)} shape {shape} must be two positive ints")
+        if channels < 1:
+            raise ValueError(f"channels ({channels}) must be >= 1")
+        self.shapes = shapes
+        self.channels = channels
+        self.sizes = tuple(rows * cols for rows, cols in shapes)
+        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(shapes)))
+        self.cells = sum(self.sizes)
+        self.register_buffer("valid_mask", torch.ones(self.cells, dtype=torch.bool), persistent=False)
+
+    @classmethod
+    def for_av(cls, *, video_thw: tuple[int, int, int], audio_tfw: tuple[int, int, int],
+               channels: int) -> "PlanePack":
+        """The six planes of a video latent ``(t, h, w)`` and an audio latent ``(t, f, w)``."""
+        tv, h, w = video_thw
+        ta, f, wa = audio_tfw
+        return cls(shapes=[(h, w), (tv, h), (tv, w), (f, wa), (ta, f), (ta, wa)], channels=channels)
+
+    @property
+    def num_planes(self) -> int:
+        return len(self.shapes)
+
+    @staticmethod
+    def _name(i: int) -> str:
+        return PLANE_ORDER[i] if i < len(PLANE_ORDER) else f"plane_{i}"
+
+    def latent_shape(self, batch: int) -> tuple[int, int, int]:
+        return (batch, self.channels, self.cells)
+
+    def _check(self, planes: Sequence[Tensor]) -> None:
+        if len(planes) != self.num_planes:
+            raise ValueError(f"expected {self.num_planes} planes {PLANE_ORDER[:self.num_planes]}, "
+                             f"got {len(planes)}")
+        batch = planes[0].shape[0] if planes[0].ndim else None
+        for i, (plane, shape) in enumerate(zip(planes, self.shapes, strict=True)):
+            name = self._name(i)
+            if plane.ndim != 4 or plane.shape[1] != self.channels or tuple(plane.shape[2:]) != shape:
+                raise ValueError(f"plane {name} has shape {tuple(plane.shape)}, expected "
+                                 f"b c rows cols = (b, {self.channels}, {shape[0]}, {shape[1]})")
+            if plane.shape[0] != batch:
+                raise ValueError(f"plane {name} has batch {plane.shape[0]}, plane {self._name(0)} has {batch}")
+
+    @shapecheck
+    def pack(self, planes: Sequence[Tensor]) -> Float[Tensor, "b c n"]:
+        """Each plane flattened row-major, the planes end to end (``b c L``)."""
+        self._check(planes)
+        return torch.cat([p.flatten(2) for p in planes], dim=2)
+
+    @shapecheck
+    def unpack(self, latent: Float[Tensor, "b c n"]) -> tuple[Tensor, ...]:
+        """The planes back (views of ``latent``: ``.clone()`` them to keep them apart)."""
+        if tuple(latent.shape[1:]) != (self.channels, self.cells):
+            raise ValueError(f"latent {tuple(latent.shape)} does not match b c L = "
+                             f"(b, {self.channels}, {self.cells})")
+        return tuple(latent[:, :, s:s + n].unflatten(2, shape)
+                     for s, n, shape in zip(self.starts, self.sizes, self.shapes, strict=True))
+
+    def forward(self, planes: Sequence[Tensor]) -> Tensor:
+        """Same as :meth:`pack`."""
+        return self.pack(planes)
+
+    def split(self, latent: Tensor) -> tuple[Tensor, ...]:
+        """Same as :meth:`unpack` (the name both layouts share)."""
+        return self.unpack(latent)
+
+    def frame_values(self, values: Tensor) -> Tensor:
+        """One value per plane (``b planes``) -> one per latent cell (``b L``)."""
+        if values.ndim != 2 or values.shape[1] != self.num_planes:
+            raise ValueError(f"expected b planes = (b, {self.num_planes}) values, got {tuple(values.shape)}")
+        sizes = torch.tensor(self.sizes, device=values.device)
+        return values.repeat_interleave(sizes, dim=1, output_size=self.cells)
+
+    def plane_values(self, values: Tensor) -> Tensor:
+        """One value per latent cell (``b L``) -> the value of each plane's first cell (``b planes``)."""
+        if values.ndim != 2 or values.shape[1] != self.cells:
+            raise ValueError(f"expected b L = (b, {self.cells}) values, got {tuple(values.shape)}")
+        return values[:, list(self.starts)]
+
+    def plane_mask(self) -> Bool[Tensor, "planes n"]:
+        """``planes L`` bool: which cells belong to each plane."""
+        ids = torch.arange(self.num_planes).repeat_interleave(torch.tensor(self.sizes))
+        return ids[None, :] == torch.arange(self.num_planes)[:, None]
