@@ -127,8 +127,7 @@ def within_planes(layout: PackedTokens, q: Tensor, k: Tensor, v: Tensor, heads: 
         return _masked(layout, "within", q, k, v, heads, batch, backend)
     pieces = []
     for first, stop in _spans(layout, lambda a, b: layout.window_mask(a) == layout.window_mask(b)):
-        planes = layout.planes[first:stop]
-        rows = slice(batch * planes[0].start, batch * (planes[-1].start + planes[-1].tokens))
+        planes, rows = layout.planes[first:stop], layout.span_rows(first, stop, batch)
         qs, ks, vs = (x[rows].view(-1, planes[0].tokens, heads, x.shape[-1] // heads).transpose(1, 2)
                       for x in (q, k, v))  # (k b) h n e views
         mask = layout.window_mask(planes[0])
@@ -140,13 +139,11 @@ def within_planes(layout: PackedTokens, q: Tensor, k: Tensor, v: Tensor, heads: 
 
 def _strided(first: int, stop: int, layout: PackedTokens, batch: int, heads: int):
     """``1 (b n h) k e`` view of token ``u`` of each plane ``first..stop`` (one grid)."""
-    planes = layout.planes[first:stop]
-    rows = slice(batch * planes[0].start, batch * (planes[-1].start + planes[-1].tokens))
-    n = planes[0].tokens
+    rows, n = layout.span_rows(first, stop, batch), layout.planes[first].tokens
 
     def view(x: Tensor) -> Tensor:
         e = x.shape[-1] // heads
-        return x[rows].view(len(planes), batch, n, heads, e).permute(1, 2, 3, 0, 4).reshape(1, -1, len(planes), e)
+        return x[rows].view(stop - first, batch, n, heads, e).permute(1, 2, 3, 0, 4).reshape(1, -1, stop - first, e)
 
     return rows, view
 
@@ -175,6 +172,13 @@ def _strided_spans(layout: PackedTokens) -> list[tuple[int, int]]:
             span = (positions[0], positions[-1] + 1)
             found[span] = found.get(span, 0) + 1
     return [span for span, count in found.items() if count == layout.planes[span[0]].tokens]
+
+
+def _append(group: Tensor, hw: Tensor) -> Tensor:
+    """``1 (b n h) k e`` frame-group keys and ``b n h n_hw e`` hw keys -> ``1 (b n h) (k + n_hw) e``."""
+    b, n, h, _, e = hw.shape
+    joined = torch.cat([group.view(b, n, h, -1, e), hw], dim=3)
+    return joined.view(1, b * n * h, -1, e)
 
 
 def across_plan(layout: PackedTokens) -> dict:
@@ -218,10 +222,9 @@ def across_planes(layout: PackedTokens, q: Tensor, k: Tensor, v: Tensor, heads: 
     for first, stop in plan["spans"]:
         rows, view = _strided(first, stop, layout, batch, heads)
         qs, ks, vs = view(q), view(k), view(v)
-        if time_rule:
+        if time_rule:  # every frame group's keys, then the hw keys: one copy, b n h (k + n_hw) e
             n = layout.planes[first].tokens
-            ks = torch.cat([ks, extra(k, n).permute(0, 1, 3, 2, 4).reshape(1, -1, hw_rows.shape[1], e)], dim=2)
-            vs = torch.cat([vs, extra(v, n).permute(0, 1, 3, 2, 4).reshape(1, -1, hw_rows.shape[1], e)], dim=2)
+            ks, vs = (_append(group, extra(x, n).permute(0, 1, 3, 2, 4)) for group, x in ((ks, k), (vs, v)))
         out = attend(qs, ks, vs, backend=backend)  # 1 (b n h) k e, stored k (b n h) e
         pieces.append((rows, out.transpose(1, 2).reshape(-1, d)))
     for size, tokens in plan["groups"].items():

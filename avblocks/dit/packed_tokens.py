@@ -234,6 +234,11 @@ class PackedTokens:
         """A plane's rows in the flat layout."""
         return slice(batch * plane.start, batch * (plane.start + plane.tokens))
 
+    def span_rows(self, first: int, stop: int, batch: int) -> slice:
+        """The rows of the planes at token-order positions ``first..stop-1`` in the flat layout."""
+        last = self.planes[stop - 1]
+        return slice(batch * self.planes[first].start, batch * (last.start + last.tokens))
+
     def flat_rows(self, tokens: Tensor, batch: int) -> Tensor:
         """Flat row of (sample ``i``, token ``tokens``) for every sample: ``b *tokens.shape``."""
         start, count = self._start.to(tokens.device)[tokens], self._count.to(tokens.device)[tokens]

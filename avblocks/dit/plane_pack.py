@@ -22,15 +22,14 @@ Choices:
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from avblocks.latent.planes import PLANE_ORDER
-from avblocks.typing import Bool, Float, Tensor, shapecheck
+from avblocks.dit.plane_layout import PlaneLayout, av_plane_shapes
+from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = ["PlanePack"]
 
 
-class PlanePack(nn.Module):
+class PlanePack(PlaneLayout):
     """Planes ``b c rows_i cols_i`` (in :data:`PLANE_ORDER`) <-> one latent ``b c L``.
 
     Args:
@@ -40,18 +39,9 @@ class PlanePack(nn.Module):
 
     def __init__(self, *, shapes: Sequence[tuple[int, int]], channels: int) -> None:
         super().__init__()
-        shapes = tuple(tuple(int(v) for v in shape) for shape in shapes)
-        if not shapes:
-            raise ValueError("shapes is empty: give the (rows, cols) of at least one plane")
-        for i, shape in enumerate(shapes):
-            if len(shape) != 2 or min(shape) < 1:
-                raise ValueError(f"plane {self._name(i)} shape {shape} must be two positive ints")
-        if channels < 1:
-            raise ValueError(f"channels ({channels}) must be >= 1")
-        self.shapes = shapes
-        self.channels = channels
-        self.sizes = tuple(rows * cols for rows, cols in shapes)
-        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(shapes)))
+        self._set_planes(shapes, channels)
+        self.sizes = tuple(rows * cols for rows, cols in self.shapes)
+        self.starts = tuple(sum(self.sizes[:i]) for i in range(len(self.shapes)))
         self.cells = sum(self.sizes)
         self.register_buffer("valid_mask", torch.ones(self.cells, dtype=torch.bool), persistent=False)
 
@@ -59,33 +49,10 @@ class PlanePack(nn.Module):
     def for_av(cls, *, video_thw: tuple[int, int, int], audio_tfw: tuple[int, int, int],
                channels: int) -> "PlanePack":
         """The six planes of a video latent ``(t, h, w)`` and an audio latent ``(t, f, w)``."""
-        tv, h, w = video_thw
-        ta, f, wa = audio_tfw
-        return cls(shapes=[(h, w), (tv, h), (tv, w), (f, wa), (ta, f), (ta, wa)], channels=channels)
-
-    @property
-    def num_planes(self) -> int:
-        return len(self.shapes)
-
-    @staticmethod
-    def _name(i: int) -> str:
-        return PLANE_ORDER[i] if i < len(PLANE_ORDER) else f"plane_{i}"
+        return cls(shapes=av_plane_shapes(video_thw, audio_tfw), channels=channels)
 
     def latent_shape(self, batch: int) -> tuple[int, int, int]:
         return (batch, self.channels, self.cells)
-
-    def _check(self, planes: Sequence[Tensor]) -> None:
-        if len(planes) != self.num_planes:
-            raise ValueError(f"expected {self.num_planes} planes {PLANE_ORDER[:self.num_planes]}, "
-                             f"got {len(planes)}")
-        batch = planes[0].shape[0] if planes[0].ndim else None
-        for i, (plane, shape) in enumerate(zip(planes, self.shapes, strict=True)):
-            name = self._name(i)
-            if plane.ndim != 4 or plane.shape[1] != self.channels or tuple(plane.shape[2:]) != shape:
-                raise ValueError(f"plane {name} has shape {tuple(plane.shape)}, expected "
-                                 f"b c rows cols = (b, {self.channels}, {shape[0]}, {shape[1]})")
-            if plane.shape[0] != batch:
-                raise ValueError(f"plane {name} has batch {plane.shape[0]}, plane {self._name(0)} has {batch}")
 
     @shapecheck
     def pack(self, planes: Sequence[Tensor]) -> Float[Tensor, "b c n"]:
@@ -112,8 +79,7 @@ class PlanePack(nn.Module):
 
     def frame_values(self, values: Tensor) -> Tensor:
         """One value per plane (``b planes``) -> one per latent cell (``b L``)."""
-        if values.ndim != 2 or values.shape[1] != self.num_planes:
-            raise ValueError(f"expected b planes = (b, {self.num_planes}) values, got {tuple(values.shape)}")
+        self._check_values(values)
         sizes = torch.tensor(self.sizes, device=values.device)
         return values.repeat_interleave(sizes, dim=1, output_size=self.cells)
 
@@ -122,8 +88,3 @@ class PlanePack(nn.Module):
         if values.ndim != 2 or values.shape[1] != self.cells:
             raise ValueError(f"expected b L = (b, {self.cells}) values, got {tuple(values.shape)}")
         return values[:, list(self.starts)]
-
-    def plane_mask(self) -> Bool[Tensor, "planes n"]:
-        """``planes L`` bool: which cells belong to each plane."""
-        ids = torch.arange(self.num_planes).repeat_interleave(torch.tensor(self.sizes))
-        return ids[None, :] == torch.arange(self.num_planes)[:, None]
