@@ -196,8 +196,11 @@ def across_plan(layout: PackedTokens) -> dict:
     for group in layout.across_groups():
         if group[0] not in covered:
             by_size.setdefault(len(group), []).append(group)
-    plan = {"spans": spans, "groups": {g: torch.tensor(v) for g, v in sorted(by_size.items())},
-            "hw": torch.tensor([t for p in layout.hw_planes for t in range(p.start, p.start + p.tokens)])}
+    plan = {"spans": spans, "groups": {g: f"across groups {g}" for g in sorted(by_size)}}
+    for g, name in plan["groups"].items():
+        layout.keep_index(name, torch.tensor(by_size[g]))
+    layout.keep_index("hw tokens", torch.tensor([t for p in layout.hw_planes for t in range(p.start, p.start + p.tokens)],
+                                                dtype=torch.long))
     layout._across_plan = plan
     return plan
 
@@ -211,7 +214,7 @@ def across_planes(layout: PackedTokens, q: Tensor, k: Tensor, v: Tensor, heads: 
     plan, d, device = across_plan(layout), q.shape[-1], q.device
     e = d // heads
     time_rule = layout.across == "time"
-    hw_rows = layout.flat_rows(plan["hw"].to(device), batch) if time_rule else None  # b n_hw
+    hw_rows = layout.flat_rows(layout.index("hw tokens", device), batch) if time_rule else None  # b n_hw
 
     def extra(x: Tensor, groups: int) -> Tensor:
         """The hw keys / values of each sample repeated for its ``groups`` groups: ``b groups n_hw h e``."""
@@ -227,8 +230,8 @@ def across_planes(layout: PackedTokens, q: Tensor, k: Tensor, v: Tensor, heads: 
             ks, vs = (_append(group, extra(x, n).permute(0, 1, 3, 2, 4)) for group, x in ((ks, k), (vs, v)))
         out = attend(qs, ks, vs, backend=backend)  # 1 (b n h) k e, stored k (b n h) e
         pieces.append((rows, out.transpose(1, 2).reshape(-1, d)))
-    for size, tokens in plan["groups"].items():
-        rows = layout.flat_rows(tokens.to(device), batch)  # b S g
+    for size, name in plan["groups"].items():
+        rows = layout.flat_rows(layout.index(name, device), batch)  # b S g
         if size == 1 and not time_rule:  # a token alone: its own value
             pieces.append((rows.flatten(), v[rows.flatten()]))
             continue

@@ -186,8 +186,8 @@ class PackedTokens:
         self._rows, self._cols, self._times = rows, cols, times
         self._table = {"plane": torch.tensor(plane_ids), "row": torch.tensor(rows), "col": torch.tensor(cols),
                        "time": torch.tensor(times)}
-        self._start = torch.tensor(starts)
-        self._count = torch.tensor(counts)
+        self._index = {"start": torch.tensor(starts), "count": torch.tensor(counts)}
+        self._on_device: dict[tuple[str, torch.device], Tensor] = {}
 
     # ------------------------------------------------------------ identity
     def key(self) -> tuple:
@@ -239,9 +239,26 @@ class PackedTokens:
         last = self.planes[stop - 1]
         return slice(batch * self.planes[first].start, batch * (last.start + last.tokens))
 
+    def keep_index(self, name: str, table: Tensor) -> None:
+        """Keep an index table (CPU) under ``name`` for :meth:`index`."""
+        self._index[name] = table.cpu()
+
+    def index(self, name: str, device: torch.device) -> Tensor:
+        """The index table ``name`` on ``device``, copied there once (outside compiled code:
+        a traced copy is part of the graph instead)."""
+        table = self._index[name]
+        if table.device == device:
+            return table
+        if torch.compiler.is_compiling():
+            return table.to(device)
+        key = (name, device)
+        if key not in self._on_device:
+            self._on_device[key] = table.to(device)
+        return self._on_device[key]
+
     def flat_rows(self, tokens: Tensor, batch: int) -> Tensor:
         """Flat row of (sample ``i``, token ``tokens``) for every sample: ``b *tokens.shape``."""
-        start, count = self._start.to(tokens.device)[tokens], self._count.to(tokens.device)[tokens]
+        start, count = self.index("start", tokens.device)[tokens], self.index("count", tokens.device)[tokens]
         local = tokens - start
         sample = torch.arange(batch, device=tokens.device).view(-1, *([1] * tokens.ndim))
         return batch * start + local + sample * count
