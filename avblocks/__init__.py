@@ -18,6 +18,7 @@ from avblocks.attention import (
 from avblocks.audio import (
     FrameAudioCodec,
     GriffinLim,
+    HiFiGAN,
     LogMelNormalizer,
     MelConfig,
     VideoLikeAudio,
@@ -63,6 +64,7 @@ __all__ = [
     "VideoLikeAudio",
     "LogMelNormalizer",
     "Vocoder",
+    "HiFiGAN",
     "GriffinLim",
     "SaveLoadMixin",
     "TimestepEmbedder",

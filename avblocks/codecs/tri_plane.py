@@ -30,7 +30,7 @@ Choices:
   index frames along axis 2 of the latent, through :meth:`TriPlaneCodec.frame_values`:
   ``b 6`` as it is for the canvas, one value per cell (``b L``) for the packed latent.
 - The codec never trains: encoding and decoding run without gradients; training the MDSA
-  itself uses :meth:`audio_frames` for its inputs.
+  itself uses :meth:`TriPlaneCodec.audio_frames` for its inputs.
 """
 
 import math
