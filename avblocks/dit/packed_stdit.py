@@ -125,7 +125,7 @@ class PackedSTDiT(SaveLoadMixin, PlaneDenoiser):
 
     Args:
         in_channels: latent channels ``c`` (output has the same).
-        planes: ``(rows, cols)`` of the six planes in :data:`PLANE_ORDER` (the codec's).
+        planes: ``(rows, cols)`` of the six planes in :data:`~avblocks.latent.planes.PLANE_ORDER` (the codec's).
         patch: the patch kernel ``P`` or ``(P, Q)``; each plane uses it cropped to its size.
             ``(1, Q)`` with ``Q`` at least every plane's width makes every token one plane row
             (on the time planes: one latent frame).
@@ -133,8 +133,9 @@ class PackedSTDiT(SaveLoadMixin, PlaneDenoiser):
             (:class:`~avblocks.dit.packed_tokens.PackedTokens`).
         time_window: token rows per tile of local time attention on the time planes
             (``None``: full attention along the clip).
-        hidden_size, depth, num_heads, mlp_ratio, num_classes, class_dropout,
-        timestep_scale, gradient_checkpointing: as :class:`~avblocks.dit.stdit.STDiT`.
+        hidden_size, depth, num_heads, mlp_ratio: as :class:`~avblocks.dit.stdit.STDiT`.
+        num_classes, class_dropout, timestep_scale, gradient_checkpointing: as
+            :class:`~avblocks.dit.stdit.STDiT`.
     """
 
     config_class = PackedSTDiTConfig

@@ -56,6 +56,7 @@ from avblocks.latent.planes import PLANE_ORDER
 __all__ = ["ACROSS_RULES", "PlaneTokens", "Run", "PackedTokens"]
 
 ACROSS_RULES = ("position", "time")
+"""The across-plane group rules of :class:`PackedTokens` (module docstring)."""
 Across = Literal["position", "time"]
 
 

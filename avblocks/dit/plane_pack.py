@@ -15,7 +15,7 @@ Choices:
   value per plane (``b planes``: per-plane timesteps, the held-clean mask of audio-to-video)
   into one per cell (``b L``, constant within each plane), and
   :meth:`PlanePack.plane_values` reads them back;
-- :attr:`PlanePack.valid_mask` is all True (``L``): the same interface as the canvas's mask,
+- ``valid_mask`` is all True (``L``): the same interface as the canvas's mask,
   which callers multiply noise by, so code that serves both layouts needs no branch.
 """
 
@@ -30,7 +30,7 @@ __all__ = ["PlanePack"]
 
 
 class PlanePack(PlaneLayout):
-    """Planes ``b c rows_i cols_i`` (in :data:`PLANE_ORDER`) <-> one latent ``b c L``.
+    """Planes ``b c rows_i cols_i`` (in :data:`~avblocks.latent.planes.PLANE_ORDER`) <-> one latent ``b c L``.
 
     Args:
         shapes: ``(rows, cols)`` of each plane, in order (six for ProAV-DiT; any number >= 1).
