@@ -1,6 +1,6 @@
 """The dual-stream recipe on a tiny config: losses vs a stored reference, exact resume, the
 pipeline folder it saves (joint / audio-to-video / video-to-audio to playable mp4 files), the
-evaluation entry point and the command line."""
+sync evaluation on mp4 files and the command line."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from avblocks.data import read_clip
 from avblocks.dit.dual_stream import DualStreamDiT
 from avblocks.pipelines import DualStreamPipeline, Pipeline
 from recipes import cli
-from recipes.dual_stream import evaluate, train
+from recipes.dual_stream import evaluate_sync, train
 from recipes.dual_stream.config import DualStreamRecipe, validate
 from recipes.dual_stream.train import stream_modes
 
@@ -82,13 +82,15 @@ def test_the_run_saves_a_pipeline_that_samples_every_mode_to_playable_files(tmp_
         pipe(audio=wave, video=joint.video[:1])
 
 
-def test_the_evaluation_scores_every_mode(tmp_path, finished):
-    report = evaluate.main([f"run_dir={finished}", "clips=2", f"out={tmp_path / 'eval.json'}"])
-    assert set(report["modes"]) == {"joint", "a2v", "v2a"}
-    saved = json.loads((tmp_path / "eval.json").read_text())
-    assert saved["real"]["score"] == 1.0 and saved["steps"] == 2
-    with pytest.raises(FileNotFoundError, match="not a finished dual-stream run"):
-        evaluate.main([f"run_dir={tmp_path}"])
+def test_the_sync_evaluation_scores_every_mode_from_mp4_files(tmp_path, finished):
+    metrics = evaluate_sync.main([f"run_dir={finished}", "clips=2", "data.num_frames=4", "data.size=16",
+                                  f"out={tmp_path}"])
+    assert {"joint", "audio_to_video", "video_to_audio", "real", "shuffled"} <= set(metrics["sets"])
+    assert metrics["coupling"] == "joint" and metrics["steps"] == 2
+    assert metrics["sets"]["real"]["event_f1_exact"] == 1.0
+    assert len(list((tmp_path / "audio_to_video").glob("*.mp4"))) == 2
+    with pytest.raises(ConfigError, match="makes clips"):  # the data section must be the run's
+        evaluate_sync.main([f"run_dir={finished}", "clips=2", f"out={tmp_path / 'x'}"])
 
 
 def test_the_command_line_lists_and_checks_the_recipe(capsys):

@@ -1,10 +1,12 @@
-"""Every config of the dual-stream recipe: the trainer's sections, their checks, the evaluation's.
+"""Every config of the dual-stream recipe: the trainer's sections and their checks.
 
 - :class:`DualStreamRecipe` (``avblocks run dual_stream.train --config tiny key=value ...``): the
   shared ``data`` section, the model (stream widths, depth, the coupling and where it goes),
   the per-stream flow objective, the sampling defaults the pipeline folder records, ``optim``
   and ``run``; :func:`validate` checks what spans several fields before anything is built.
-- :class:`EvaluateConfig`: ``avblocks run dual_stream.evaluate run_dir=...``.
+
+The evaluation (``avblocks run dual_stream.evaluate_sync``) takes the shared
+:class:`recipes.common.sync_eval.SyncEvalConfig`.
 
 Nothing here imports a trainer.
 """
@@ -20,7 +22,6 @@ from recipes.common.data import DataConfig
 __all__ = [
     "DiffusionConfig",
     "DualStreamRecipe",
-    "EvaluateConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
@@ -128,20 +129,3 @@ def validate(cfg: DualStreamRecipe, *, world_size: int = 1) -> None:
             f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
             f"x optim.grad_accum ({o.grad_accum})")
     require(cfg.sample.steps >= 1, f"sample.steps ({cfg.sample.steps}) must be >= 1")
-
-
-@dataclass
-class EvaluateConfig:
-    """``recipes.dual_stream.evaluate``: AV-sync of a trained run's pipeline, per mode."""
-
-    run_dir: str = "outputs/dual_stream_tiny"  # a finished training run (config.yaml, pipeline/)
-    clips: int = 32  # held-out clips, one generated clip each per mode
-    steps: int | None = None  # sampling steps; None: the pipeline's
-    seed: int = 1
-    threads: int = 1  # torch threads (1: steadier on a shared machine)
-    out: str | None = None  # the report (JSON); None: run_dir/eval.json
-
-    def __post_init__(self) -> None:
-        require(self.clips >= 2, f"clips ({self.clips}) must be >= 2 (the shuffled baseline pairs clip i's "
-                "video with clip i+1's sound)")
-        require(self.threads >= 1, f"threads ({self.threads}) must be >= 1")
