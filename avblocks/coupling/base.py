@@ -29,7 +29,7 @@ from torch import nn
 from avblocks.dit.modulation import AdaLNZero, modulate
 from avblocks.typing import Float, Tensor, shapecheck
 
-__all__ = ["Coupling", "StreamGate", "check_times", "token_spacing"]
+__all__ = ["Coupling", "StreamGate", "attention_width", "check_times", "check_window", "token_spacing"]
 
 VideoTimes = Float[Tensor, "nv"]  # module-level: one-word shapes in annotations read as names to pyflakes
 AudioTimes = Float[Tensor, "na"]
@@ -43,6 +43,21 @@ def check_times(name: str, times: Tensor) -> None:
         raise ValueError(f"{name} must be float seconds, got dtype {times.dtype}")
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(times).all()):
         raise ValueError(f"{name} holds non-finite times")
+
+
+def attention_width(video_dim: int, audio_dim: int, dim: int | None, heads: int) -> int:
+    """The attention width two streams share: ``dim``, or the smaller stream width; ValueError
+    unless ``heads`` cut it into heads of an even width (rotary pairs)."""
+    dim = min(video_dim, audio_dim) if dim is None else dim
+    if heads < 1 or dim < 1 or dim % heads or (dim // heads) % 2:
+        raise ValueError(f"dim ({dim}) must be a positive multiple of heads ({heads}) with an "
+                         "even head width (rotary pairs)")
+    return dim
+
+
+def check_window(window: float | None) -> None:
+    if window is not None and not window >= 0:
+        raise ValueError(f"window ({window}) must be None or >= 0 seconds")
 
 
 def token_spacing(name: str, times: Tensor) -> float:

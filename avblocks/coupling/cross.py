@@ -33,7 +33,7 @@ from avblocks.attention.dispatch import attend
 from avblocks.attention.projections import MultiHeadAttention
 from avblocks.attention.time_masks import TimeWindowMask, TransposedMask
 from avblocks.attention.time_rope import TimeRotary
-from avblocks.coupling.base import Coupling, StreamGate
+from avblocks.coupling.base import Coupling, StreamGate, attention_width, check_window
 from avblocks.typing import Tensor
 
 __all__ = ["GatedCrossAttention", "rotary_attention"]
@@ -75,12 +75,8 @@ class GatedCrossAttention(Coupling):
         conditioned: bool = False,
     ) -> None:
         super().__init__()
-        dim = min(video_dim, audio_dim) if dim is None else dim
-        if heads < 1 or dim < 1 or dim % heads or (dim // heads) % 2:
-            raise ValueError(f"dim ({dim}) must be a positive multiple of heads ({heads}) with an "
-                             "even head width (rotary pairs)")
-        if window is not None and not window >= 0:
-            raise ValueError(f"window ({window}) must be None or >= 0 seconds")
+        dim = attention_width(video_dim, audio_dim, dim, heads)
+        check_window(window)
         self.video_dim, self.audio_dim = video_dim, audio_dim
         self.rotary, self.window = rotary, window
         common = dict(heads=heads, head_dim=dim // heads, qk_norm=qk_norm, zero_init_out=False)

@@ -27,7 +27,7 @@ from torch import nn
 
 from avblocks.attention.dispatch import attend
 from avblocks.attention.time_masks import TimeWindowMask
-from avblocks.coupling.base import Coupling, StreamGate, token_spacing
+from avblocks.coupling.base import Coupling, StreamGate, check_window, token_spacing
 from avblocks.typing import Tensor
 
 __all__ = ["ResampledAddition", "resample"]
@@ -54,8 +54,7 @@ class ResampledAddition(Coupling):
     def __init__(self, *, video_dim: int, audio_dim: int, window: float | None = None,
                  conditioned: bool = False) -> None:
         super().__init__()
-        if window is not None and not window >= 0:
-            raise ValueError(f"window ({window}) must be None or >= 0 seconds")
+        check_window(window)
         self.video_dim, self.audio_dim, self.window = video_dim, audio_dim, window
         self.video_norm = nn.LayerNorm(video_dim, elementwise_affine=False, eps=1e-6)
         self.audio_norm = nn.LayerNorm(audio_dim, elementwise_affine=False, eps=1e-6)

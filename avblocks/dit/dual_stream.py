@@ -80,6 +80,8 @@ __all__ = [
 
 Labels = Int[Tensor, "b"]
 Seconds = Float[Tensor, "n"]
+VideoClip = Float[Tensor, "b cv t h w"]  # the streams share b and t: the alignment check
+AudioClip = Float[Tensor, "b ca t f wa"]
 ClipTimes = Real[Tensor, "b"]
 MIN_TIME = 0.05  # the velocity divides by max(t, MIN_TIME) (module doc)
 
@@ -326,12 +328,8 @@ class DualStreamDiT(SaveLoadMixin, nn.Module):
     @shapecheck
     def predict_clean(
         self,
-        video: Float[Tensor, "b cv t h w"],
-        audio: Float[Tensor, "b ca t f wa"],
-        t_video: ClipTimes,
-        t_audio: ClipTimes,
-        y: Labels,
-    ) -> tuple[Float[Tensor, "b cv t h w"], Float[Tensor, "b ca t f wa"]]:
+        video: VideoClip, audio: AudioClip, t_video: ClipTimes, t_audio: ClipTimes, y: Labels
+    ) -> tuple[VideoClip, AudioClip]:
         """The network's clean estimates of both streams at times ``t_video``, ``t_audio``."""
         self._check(video, audio, y)
         c_video, c_audio = self.condition(t_video, t_audio, y)
@@ -342,12 +340,8 @@ class DualStreamDiT(SaveLoadMixin, nn.Module):
     @shapecheck
     def forward(
         self,
-        video: Float[Tensor, "b cv t h w"],
-        audio: Float[Tensor, "b ca t f wa"],
-        t_video: ClipTimes,
-        t_audio: ClipTimes,
-        y: Labels,
-    ) -> tuple[Float[Tensor, "b cv t h w"], Float[Tensor, "b ca t f wa"]]:
+        video: VideoClip, audio: AudioClip, t_video: ClipTimes, t_audio: ClipTimes, y: Labels
+    ) -> tuple[VideoClip, AudioClip]:
         """Flow velocities ``(x_t - x0) / max(t, 0.05)`` of both streams (module doc)."""
         clean_video, clean_audio = self.predict_clean(video, audio, t_video, t_audio, y)
         return (_velocity(video, clean_video, t_video), _velocity(audio, clean_audio, t_audio))
