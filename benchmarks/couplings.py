@@ -5,7 +5,9 @@
     python benchmarks/plot_couplings.py outputs/couplings/results.json docs/images/couplings.png
 
 Opt-in (never in CI). Every stage runs in its own process, one thread each, and is skipped when
-its output exists, so a rerun only does what is missing (delete a folder to redo it):
+its output exists, so a rerun only does what is missing (delete a folder to redo it).
+``--jobs N`` trains N models at a time; the per-step costs are measured afterwards, one model at
+a time:
 
 1. **Widths.** The budget is the parameter count of the dual-stream DiT with a gated
    cross-attention at ``--width`` (video) x 3/4 (audio). Every other coupling gets the video
@@ -38,6 +40,7 @@ Writes ``results.json`` (everything, with each stage's log folder) and ``results
 """
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -45,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,6 +322,7 @@ def main() -> None:
     p.add_argument("--autoencoder-steps", type=int, default=600)
     p.add_argument("--proav-autoencoder", help="reuse this ProAV-DiT autoencoder run (same data)")
     p.add_argument("--av-autoencoder", help="reuse this AV-DiT autoencoder run (same data)")
+    p.add_argument("--jobs", type=int, default=1, help="models trained at a time (one thread each)")
     args = p.parse_args()
     if args.worker:
         kind, cfg = args.worker
@@ -332,32 +337,32 @@ def main() -> None:
                                "widths": [args.width]})["counts"][str(args.width)]
     results = {"budget": budget, "steps": args.steps, "batch": args.batch, "size": args.size, "clips": args.clips,
                "depth": args.depth, "models": {}, "load_average_start": load}
+    trainers = {"proav_dit": ("ProAV-DiT", train_proav), "av_dit": ("AV-DiT", train_av)}
+    plan = []  # (name, system, width, parameters, train(): run folder, the folder evaluate_sync reads)
     for coupling in args.couplings:
         counts = worker("params", {**common, "system": "dual_stream", "coupling": coupling, "widths": widths})["counts"]
         width, count = closest(counts, budget)
         print(f"dual-stream {coupling}: width {width}/{audio_width(width)}, {count:,} parameters", flush=True)
-        run = train_dual(args, out, coupling, width)
-        sets = evaluate(args, out, "dual_stream", run, f"dual_{coupling}")
-        results["reference"] = {"real": sets["real"], "shuffled": sets["shuffled"]}
-        log = out / "logs" / f"dual_{coupling}.log"
-        results["models"][f"dual-stream, {coupling}"] = {
-            "width": width, "parameters": count, "run": str(run), "sets": sets,
-            "train_minutes": _train_minutes(log), "cost": worker("cost", {"system": "dual_stream", "run": str(run),
-                                                                          "batch": args.batch, "threads": 1})}
-    trainers = {"proav_dit": ("ProAV-DiT", train_proav), "av_dit": ("AV-DiT", train_av)}
+        plan.append((f"dual-stream, {coupling}", "dual_stream", width, count,
+                     functools.partial(train_dual, args, out, coupling, width), ""))
     for system in args.systems:
         counts = worker("params", {**common, "system": system, "widths": widths})["counts"]
         width, count = closest(counts, budget)
         name, trainer = trainers[system]
         print(f"{name}: width {width}, {count:,} parameters", flush=True)
-        run = trainer(args, out, width)
-        sets = evaluate(args, out, system, run / ("dit" if system == "proav_dit" else "adapters"), system)
-        cost = worker("cost", {"system": system, "run": str(run), "batch": args.batch, "threads": 1})
+        plan.append((name, system, width, count, functools.partial(trainer, args, out, width),
+                     "dit" if system == "proav_dit" else "adapters"))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # training only: the costs are measured alone
+        runs = list(pool.map(lambda item: item[4](), plan))
+    for (name, system, width, count, _, sub), run in zip(plan, runs):
+        tag = f"dual_{run.name.removeprefix('dual_')}" if system == "dual_stream" else system
+        sets = evaluate(args, out, system, run / sub if sub else run, tag)
         results.setdefault("reference", {"real": sets["real"], "shuffled": sets["shuffled"]})
-        logs = ["proav_dit.log"] if system == "proav_dit" else ["av_pretrain.log", "av_adapters.log"]
-        results["models"][name] = {"width": width, "parameters": cost["parameters"], "run": str(run),
-                                   "sets": sets, "cost": cost,
-                                   "train_minutes": sum(_train_minutes(out / "logs" / log) for log in logs)}
+        cost = worker("cost", {"system": system, "run": str(run), "batch": args.batch, "threads": 1})
+        logs = {"dual_stream": [f"{tag}.log"], "proav_dit": ["proav_dit.log"],
+                "av_dit": ["av_pretrain.log", "av_adapters.log"]}[system]
+        results["models"][name] = {"width": width, "parameters": count, "run": str(run), "sets": sets,
+                                   "cost": cost, "train_minutes": sum(_train_minutes(out / "logs" / log) for log in logs)}
     results["minutes"] = round((time.monotonic() - began) / 60, 1)
     results["load_average_end"] = os.getloadavg()
     results["table"] = table(results)
