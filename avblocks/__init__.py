@@ -19,6 +19,7 @@ from avblocks.attention.time_rope import TimeRotary
 from avblocks.audio import (
     FrameAudioCodec,
     GriffinLim,
+    HiFiGAN,
     LogMelNormalizer,
     MelConfig,
     VideoLikeAudio,
@@ -75,6 +76,7 @@ __all__ = [
     "VideoLikeAudio",
     "LogMelNormalizer",
     "Vocoder",
+    "HiFiGAN",
     "GriffinLim",
     "SaveLoadMixin",
     "TimestepEmbedder",
