@@ -125,7 +125,7 @@ class RandomShiftCoupling(Coupling):
     around the clip); audio frame ``j`` attends to the video frames whose window holds ``j``
     (the transposed mask), so both directions use the same pairs. In training ``shift`` is drawn
     uniformly in ``[0, max_shift]`` audio frames per call (the module's generator when ``seed``
-    is given); in eval mode it is 0. :attr:`last_shift` records the shift of the last call.
+    is given); in eval mode it is 0. ``last_shift`` records the shift of the last call.
 
     Args: ``video_dim``, ``audio_dim``, ``window`` (audio frames seen per video frame; at least
     the audio frames per video frame, so every audio frame is seen), ``max_shift``, ``seed``,

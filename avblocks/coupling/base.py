@@ -56,6 +56,7 @@ def attention_width(video_dim: int, audio_dim: int, dim: int | None, heads: int)
 
 
 def check_window(window: float | None) -> None:
+    """A coupling's window in seconds: ``None`` (no window) or >= 0, else ValueError."""
     if window is not None and not window >= 0:
         raise ValueError(f"window ({window}) must be None or >= 0 seconds")
 
@@ -134,4 +135,5 @@ class Coupling(nn.Module):
 
     def couple(self, video: Tensor, audio: Tensor, video_time: Tensor, audio_time: Tensor,
                video_cond: Tensor | None, audio_cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The coupling itself, on inputs :meth:`forward` has checked; each subclass implements it."""
         raise NotImplementedError

@@ -88,7 +88,7 @@ class GatedCrossAttention(Coupling):
         self.audio_gate = StreamGate(dim=audio_dim, conditioned=conditioned)
 
     def masks(self, video_time: Tensor, audio_time: Tensor):
-        """``(video -> audio, audio -> video)`` masks of the window (``None``s without one)."""
+        """``(video -> audio, audio -> video)`` masks of the window (both ``None`` without one)."""
         if self.window is None:
             return None, None
         video_mask = TimeWindowMask(video_time, audio_time, self.window)

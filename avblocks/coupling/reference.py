@@ -215,7 +215,7 @@ def reference_couple(coupling: Coupling, video: Tensor, audio: Tensor, video_tim
                      audio_cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """What ``coupling(video, audio, ...)`` should return, in float64 (module doc).
 
-    :class:`RandomShiftCoupling` is referenced at its :attr:`~RandomShiftCoupling.last_shift`.
+    :class:`RandomShiftCoupling` is referenced at its ``last_shift``.
     """
     rule = _RULES.get(type(coupling))
     if rule is None:

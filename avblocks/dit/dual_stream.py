@@ -35,14 +35,14 @@ Choices (ours; LTX-2 and Ovi are the models this follows in miniature):
 - **Clean-estimate output** (as the READ denoiser; Li & He 2025): an audio token of ``2 x 64``
   mel values is wider than the stream (64 channels or fewer); a velocity (which carries the
   full-rank noise) cannot pass that bottleneck, a clean patch (low-dimensional) can. The
-  network predicts each stream's clean values and :meth:`forward` returns the velocity
+  network predicts each stream's clean values and :meth:`DualStreamDiT.forward` returns the velocity
   ``(x_t - x0) / max(t, 0.05)``, so the library's flow-matching loss and samplers apply
   unchanged (a stream held clean at ``t = 0`` is not moved by the samplers, whatever its
   velocity). EDM's preconditioning (``x0 = c_skip x_t + c_out F``, Karras et al. 2022) was
   tried instead and trained worse on the synthetic set (velocity error after 200-300 steps:
   video 0.37 vs 0.20, audio 0.28 vs 0.03): its skip puts noise into the estimate, which the
   network must then cancel through the same bottleneck.
-- **Step caches** hook into :meth:`forward_blocks` and the blocks' parts
+- **Step caches** hook into :meth:`DualStreamDiT.forward_blocks` and the blocks' parts
   (:class:`~avblocks.dit.stream_cache.StreamCache`).
 - Initialisation as DiT: xavier Linears, zero adaLN (every block the identity), zero final
   layers (a fresh model predicts a clean estimate of 0).

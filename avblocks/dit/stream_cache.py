@@ -22,7 +22,7 @@ Choices shared with :mod:`avblocks.dit.cache`: one decision per call for the who
 ``warmup`` calls computed after each reset, a change of shape recomputes, gradients enabled
 means no caching, and thresholds of 0 never skip: the output is then the uncached one bit for
 bit (a computed coupling's output is used as it is, not re-added as an increment).
-:attr:`StreamCache.streams` counts, per stream and for the couplings, what was computed and
+``StreamCache.streams`` counts, per stream and for the couplings, what was computed and
 skipped, with every call's measured change.
 """
 

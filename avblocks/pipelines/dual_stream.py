@@ -18,7 +18,7 @@ Choices:
 - The given modality goes to the output as given (its frames resampled to the spec).
 - ``step_cache`` takes :class:`~avblocks.dit.stream_cache.StreamCache`'s thresholds, e.g.
   ``{"video_threshold": 0.1, "audio_threshold": 0.1, "coupling_threshold": 0.05}``; the
-  statistics of the last cached call are in :attr:`DualStreamPipeline.last_cache`.
+  statistics of the last cached call are in ``DualStreamPipeline.last_cache``.
 - Noise comes from a generator on the pipeline's device seeded with ``seed``.
 """
 
