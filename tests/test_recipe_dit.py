@@ -9,6 +9,7 @@ import torch
 
 from avblocks.codecs import TriPlaneCodec
 from avblocks.data import read_clip
+from avblocks.dit.packed_stdit import PackedSTDiT
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
 from avblocks.pipelines import Pipeline, ProAVDiTPipeline
@@ -121,6 +122,24 @@ def test_the_run_saves_a_pipeline_that_samples_playable_files(tmp_path, dit_run)
     assert (tmp_path / "s" / "joint.png").stat().st_size > 0
 
 
+def test_the_packed_layout_trains_saves_and_holds_the_given_planes(tmp_path, autoencoder_run):
+    """model.layout=packed: the latents are cached packed (no padding cell), the run saves a
+    packed pipeline, and its conditional modes keep the given planes exactly."""
+    result = run_dit(tmp_path, autoencoder_run, "model.layout=packed", "model.across=time")
+    assert result["steps"] == 4 and all(loss == loss for loss in losses(tmp_path))
+    codec, data = load_codec(autoencoder_run, patch=2, layout="packed")
+    latents = cached_latents(codec, data, autoencoder_run, progress=False)["latents"]
+    assert latents.shape == (8, *codec.latent_shape(1)[1:]) and codec.valid_mask.all()
+    pipe = Pipeline.from_pretrained(tmp_path / "pipeline")
+    assert isinstance(pipe.denoiser, PackedSTDiT) and pipe.denoiser.config.across == "time"
+    clean = torch.zeros(2, 6, dtype=torch.bool)
+    clean[:, AUDIO_PLANES] = True
+    out = pipe.sample_latents(torch.tensor([0, 1]), condition=latents[:2], clean=clean, steps=2, sampler="heun",
+                              cfg_scale=2.0, seed=0, progress=False)
+    kept = [torch.equal(a, b) for a, b in zip(codec.layout.split(out), codec.layout.split(latents[:2]), strict=True)]
+    assert kept == [False, False, False, True, True, True]
+
+
 # ---- watching a run (recipes/common/watch.py) -------------------------------------------------
 
 WATCHED = ["run.eval_every=2", "run.eval_clips=2", "run.samples=2", "run.sample_every=2"]
@@ -178,9 +197,9 @@ def test_a_watched_run_logs_every_scalar_the_validation_loss_and_samples(tmp_pat
         denoiser.load_state_dict(torch.load(tmp_path / "checkpoints" / "step_00000004.pt")["model"])
         torch.manual_seed(0)
         flow = FlowMatching(time_distribution="logit_normal", shift=1.0)
-        t = flow.sample_timesteps(2)[:, None].expand(2, 6).contiguous()
+        t = codec.frame_values(flow.sample_timesteps(2)[:, None].expand(2, 6).contiguous())
         noise = torch.randn_like(x0) * codec.valid_mask[None, None]
-        mask = clean_masks(2, 0.1, 0.1)
+        mask = codec.frame_values(clean_masks(2, 0.1, 0.1))
         expected = flow.loss(denoiser.eval(), x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": labels})
     assert validation[-1]["validation"]["total"] == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     # samples at steps 2 and 4, listed in the log, whole, and at step 4 exactly what the saved

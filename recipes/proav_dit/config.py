@@ -92,6 +92,12 @@ class AblationConfig:
 @dataclass
 class DenoiserConfig:
     patch: int | tuple[int, int] = 2  # (rows, cols): rows are time on the time planes
+    # the plane layout: "canvas" (STDiT on planes zero-padded to one square) or "packed"
+    # (PackedSTDiT: the planes as one token sequence, no padding); the packed model's
+    # across-plane groups and local time window (token rows; null: full)
+    layout: Literal["canvas", "packed"] = "canvas"
+    across: Literal["position", "time"] = "position"
+    time_window: int | None = None
     hidden_size: int = 128
     depth: int = 4
     num_heads: int = 4
