@@ -254,7 +254,8 @@ def fit(
                     values = torch.stack([totals[n].float() for n in names])
                     if ctx.enabled:
                         totals = dict(zip(names, dist_utils.all_reduce_mean(values), strict=True))
-                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]}
+                    scale = {"loss_scale": scaler.get_scale()} if scaler.is_enabled() else {}  # fp16: halves on overflow
+                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]} | scale
                                          | {n: round(v.item(), 6) for n, v in totals.items()}) + "\n")
                 done = step + 1
                 out_of_time = run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * run.max_minutes)

@@ -1,0 +1,111 @@
+"""optim.precision and the model sections' speed fields, through the real trainers on the CPU:
+bf16 / fp16 autocast (fp16 with a checkpointed loss scale that resumes exactly), gradient
+checkpointing (same losses), attention backends (the math reference agrees, what cannot
+train here is refused before anything is written), regional compile (slow)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from avblocks.config import ConfigError
+from avblocks.device import HOST
+from recipes.common.config import load_config
+from recipes.common.speed import SpeedConfig, check_sections
+from recipes.proav_dit import train_autoencoder, train_dit
+from recipes.proav_dit.config import AutoencoderRecipe, DiTRecipe
+
+AE = ["data.num_clips=8", "data.num_frames=8", "data.size=16", "model.hidden_channels=16",
+      "model.latent_channels=4", "model.depth=1", "model.heads=2", "model.groups=2",
+      "optim.steps=4", "optim.batch_size=2", "optim.warmup=1", "run.checkpoint_every=2",
+      "run.log_every=1", "run.eval_clips=2", "run.progress=false"]
+DIT = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2", "optim.steps=3",
+       "optim.batch_size=4", "optim.warmup=1", "run.checkpoint_every=3", "run.log_every=1",
+       "run.progress=false"]
+
+
+def losses(out: Path) -> list[float]:
+    return [json.loads(line)["total"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def ae(out: Path, *extra: str) -> list[float]:
+    train_autoencoder.main([*AE, f"run.output_dir={out}", *extra])
+    return losses(out)
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory) -> list[float]:
+    return ae(tmp_path_factory.mktemp("fp32"))
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("autoencoder")
+    train_autoencoder.main([*AE, f"run.output_dir={out}", "optim.steps=2"])
+    return out
+
+
+def test_bf16_autocast_trains_close_to_fp32_but_not_in_fp32(tmp_path, fp32):
+    bf16 = ae(tmp_path, "optim.precision=bf16")
+    assert bf16 != fp32  # the matmuls really ran in bf16
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.05)
+
+
+def test_fp16_checkpoints_its_loss_scale_and_resumes_exactly(tmp_path, fp32):
+    first = ae(tmp_path, "optim.precision=fp16")
+    assert first != fp32 and first[0] == pytest.approx(fp32[0], rel=0.05)
+    state = torch.load(tmp_path / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert state["grad_scaler"]["scale"] > 0
+    (tmp_path / "checkpoints" / "step_00000004.pt").unlink()
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    (tmp_path / "log.jsonl").write_text("".join(line + "\n" for line in log[:2]))
+    assert ae(tmp_path, "optim.precision=fp16") == first
+
+
+def test_the_old_bf16_switch_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="bf16"):
+        load_config(AutoencoderRecipe, None, ["optim.bf16=true"])
+    with pytest.raises(ConfigError, match="fp8"):
+        load_config(AutoencoderRecipe, None, ["optim.precision=fp8"])
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path, fp32):
+    assert ae(tmp_path, "model.gradient_checkpointing=true") == fp32
+
+
+def test_the_math_attention_backend_agrees_with_sdpa(tmp_path, autoencoder):
+    sdpa = train_dit.main([*DIT, f"autoencoder={autoencoder}", f"run.output_dir={tmp_path / 'sdpa'}"])
+    math = train_dit.main([*DIT, f"autoencoder={autoencoder}", f"run.output_dir={tmp_path / 'math'}",
+                           "model.attention_backend=math"])
+    assert losses(tmp_path / "math") == pytest.approx(losses(tmp_path / "sdpa"), rel=1e-4)
+    assert sdpa["steps"] == math["steps"] == 3
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.attention_backend=flex", r"model.attention_backend \(flex\) cannot train on cpu"),
+    ("model.attention_backend=xformers", r"model.attention_backend \('xformers'\) must be one of"),
+])
+def test_what_an_attention_backend_cannot_do_is_refused_before_anything_is_written(tmp_path, autoencoder,
+                                                                                    override, match):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=match):
+        train_dit.main([*DIT, f"autoencoder={autoencoder}", f"run.output_dir={out}", override])
+    assert not out.exists()
+
+
+def test_fp16_is_refused_under_fsdp_and_bf16_is_not():
+    cfg = load_config(DiTRecipe, None, ["optim.precision=fp16"])
+    with pytest.raises(ConfigError, match=r"optim.precision \(fp16\) with run.parallel=fsdp"):
+        check_sections(cfg, HOST, sharded=True)
+    check_sections(cfg, HOST, sharded=False)
+    check_sections(load_config(DiTRecipe, None, ["optim.precision=bf16"]), HOST, sharded=True)
+    assert isinstance(cfg.model, SpeedConfig)
+
+
+@pytest.mark.slow
+def test_regional_compile_trains_like_eager(tmp_path, autoencoder):
+    train_dit.main([*DIT, f"autoencoder={autoencoder}", f"run.output_dir={tmp_path / 'eager'}"])
+    train_dit.main([*DIT, f"autoencoder={autoencoder}", f"run.output_dir={tmp_path / 'compiled'}",
+                    "model.compile=true", "model.gradient_checkpointing=true"])
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
