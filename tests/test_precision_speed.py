@@ -109,3 +109,33 @@ def test_regional_compile_trains_like_eager(tmp_path, autoencoder):
     train_dit.main([*DIT, f"autoencoder={autoencoder}", f"run.output_dir={tmp_path / 'compiled'}",
                     "model.compile=true", "model.gradient_checkpointing=true"])
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
+
+
+def test_av_dit_layer_checkpointing_keeps_outputs_and_gradients():
+    from tests.test_pipelines import av_dit_pipeline
+
+    model = av_dit_pipeline().denoiser.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 10, 4, 4, generator=g)
+    t, y = torch.tensor([10, 500]), torch.tensor([0, 3])
+
+    def run():
+        torch.manual_seed(1)  # label dropout draws: the same in both runs
+        model.zero_grad(set_to_none=True)
+        out = model(x, t, y)
+        out.square().mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain_out, plain_grads = run()
+    model.gradient_checkpointing = True
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        model(x, t, y)
+    ckpt_out, ckpt_grads = run()
+    assert torch.equal(ckpt_out, plain_out) and plain_grads.keys() == ckpt_grads.keys() and plain_grads
+    assert all(torch.allclose(ckpt_grads[n], plain_grads[n], rtol=1e-5, atol=1e-7) for n in plain_grads)
+    model.gradient_checkpointing = False
+    everything = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: everything.append(t.numel()) or t, lambda t: t):
+        model(x, t, y)
+    assert sum(saved) < sum(everything) / 2  # the layers' insides are not kept

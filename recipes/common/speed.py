@@ -7,9 +7,11 @@ A recipe's model section subclasses :class:`SpeedConfig`, which adds three field
   each repeated block is compiled in place (one graph, reused by every block of the stack);
   the state-dict keys, the EMA and the saved model are unchanged. ``fullgraph`` except
   under FSDP2, whose hooks run inside the compiled blocks.
-- ``model.gradient_checkpointing``: every repeated block recomputed in the backward
-  (:func:`avblocks.dit.compile.checkpoint_blocks`): activation memory of one block instead
-  of all (``benchmarks/README.md``, "Paper-size configs"); the same outputs and gradients.
+- ``model.gradient_checkpointing``: every block (AV-DiT: every layer) recomputed in the
+  backward (the model's own ``gradient_checkpointing`` switch, else
+  :func:`avblocks.dit.compile.checkpoint_blocks`): activation memory of the blocks' inputs
+  plus one block instead of all (``benchmarks/README.md``, "Paper-size configs"); the same
+  outputs and gradients.
 - ``model.attention_backend``: ``sdpa`` (PyTorch's fused attention: FlashAttention or cuDNN
   on CUDA), ``flex`` (FlexAttention, compiled; for block-sparse masks) or ``math`` (the
   plain reference) for every :func:`avblocks.attention.attend` of the training step
@@ -84,9 +86,13 @@ def library_config(section: SpeedConfig, config_class: type) -> Any:
 
 
 def apply_speed(model: nn.Module, speed: SpeedConfig, *, sharded: bool = False) -> nn.Module:
-    """Checkpointing, then regional compile, on ``model``'s repeated blocks (in place)."""
+    """Checkpointing (the model's own switch where it has one: ST-DiT's blocks, AV-DiT's
+    layers; else every repeated block), then regional compile (in place)."""
     if speed.gradient_checkpointing:
-        checkpoint_blocks(model)
+        if hasattr(model, "gradient_checkpointing"):
+            model.gradient_checkpointing = True
+        else:
+            checkpoint_blocks(model)
     if speed.compile:
         compile_blocks(model, fullgraph=not sharded)
     return model
