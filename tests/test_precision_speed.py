@@ -139,3 +139,47 @@ def test_av_dit_layer_checkpointing_keeps_outputs_and_gradients():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: everything.append(t.numel()) or t, lambda t: t):
         model(x, t, y)
     assert sum(saved) < sum(everything) / 2  # the layers' insides are not kept
+
+
+def test_a_pipeline_folder_records_its_step_cache_default(tmp_path):
+    from avblocks.pipelines import FlowSampling, Pipeline
+    from tests.test_pipelines import proav_pipeline
+
+    pipe = proav_pipeline()
+    options = dict(labels=[0, 1], steps=4, seed=0, progress=False)
+    plain = pipe(**options).video
+    pipe.sampling = FlowSampling(step_cache="teacache", cache_threshold=1e9)  # skips whenever it may
+    pipe.save_pretrained(tmp_path / "pipeline")
+    loaded = Pipeline.from_pretrained(tmp_path / "pipeline")
+    assert loaded.sampling == pipe.sampling
+    assert not torch.equal(loaded(**options).video, plain)  # the folder's cache applied by default
+    assert torch.equal(loaded(**options, step_cache=False).video, plain)  # and switched off per call
+    assert torch.equal(loaded(**options, cache_threshold=0.0).video, plain)  # threshold 0 never skips
+
+
+def test_the_gpu_check_says_why_it_skips_without_a_gpu():
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the check would run")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py"], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA device here" in done.stdout and "nothing checked" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_checks_plumbing_passes_on_the_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--out", str(tmp_path),
+                           "--skip", "compile", "flex", "throughput", "sampling"], cwd=root, capture_output=True,
+                          text=True, timeout=3000)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert not [r for r in rows if r["status"] == "FAIL"]
+    assert {r["section"] for r in rows} >= {"recipes", "torchrun"}
