@@ -71,7 +71,8 @@ TINY = {
                "optim.batch_size=4", "optim.warmup=1", "run.progress=false", "run.log_every=1"],
     "av_dit": ["optim.steps=3", "optim.batch_size=4", "optim.warmup=1", "run.log_every=1",
                "run.progress=false", "model.lora_rank=2", "model.fusion_every=1"],
-    "read": ["--config", str(ROOT / "recipes" / "read_a2v" / "configs" / "test.yaml"), "run.log_every=1"],
+    "read": ["--config", str(ROOT / "recipes" / "read_a2v" / "configs" / "test.yaml"), "run.log_every=1",
+             "model.depth=2"],  # two blocks: a repeated stack to compile
 }
 
 
@@ -377,7 +378,8 @@ def trainer_under_torchrun(table: Table, nproc: int, out: Path, env: dict) -> No
         folder = out / f"trainer_{engine}"
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                    "-m", "recipes.proav_dit.train_autoencoder", *TINY["proav_ae"],
-                   f"optim.batch_size={2 * nproc}", f"run.output_dir={folder}", f"run.parallel={engine}",
+                   f"optim.batch_size={2 * nproc}", f"data.num_clips={max(8, 2 * nproc)}",
+                   f"run.output_dir={folder}", f"run.parallel={engine}",
                    "optim.precision=bf16", "run.device=auto"]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
         if done.returncode:

@@ -15,11 +15,8 @@ from recipes.common.config import load_config
 from recipes.common.speed import SpeedConfig, check_sections
 from recipes.proav_dit import train_autoencoder, train_dit
 from recipes.proav_dit.config import AutoencoderRecipe, DiTRecipe
+from tests.test_loading import AE  # the tiny autoencoder run
 
-AE = ["data.num_clips=8", "data.num_frames=8", "data.size=16", "model.hidden_channels=16",
-      "model.latent_channels=4", "model.depth=1", "model.heads=2", "model.groups=2",
-      "optim.steps=4", "optim.batch_size=2", "optim.warmup=1", "run.checkpoint_every=2",
-      "run.log_every=1", "run.eval_clips=2", "run.progress=false"]
 DIT = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2", "optim.steps=3",
        "optim.batch_size=4", "optim.warmup=1", "run.checkpoint_every=3", "run.log_every=1",
        "run.progress=false"]
