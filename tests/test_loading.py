@@ -1,6 +1,6 @@
 """Data that keeps a GPU busy: loader workers give exactly the batches (and so the losses) of
-no workers, every item is a pure function of (seed, step, index), and the latent cache is
-written in shards and read memory-mapped."""
+no workers, every batch is a pure function of (seed, step), and the latent cache is written
+in shards and read memory-mapped."""
 
 import json
 import random
@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from recipes.common.distributed import DistContext
 from recipes.common.latent_cache import INDEX, RowsDataset, ShardedRows, open_shards, write_shards
-from recipes.common.loading import item_seed, step_loader
+from recipes.common.loading import batch_seed, step_loader
 from recipes.common.schedule import StepBatchSampler
 from recipes.proav_dit import train_autoencoder, train_dit
 
@@ -58,23 +58,30 @@ def test_workers_give_the_batches_of_no_workers_and_resume_mid_run():
     assert not same(batches(step_loader(data, batch_size=4, total_steps=6, start_step=0, seed=4)), plain)
 
 
-def test_an_item_is_a_function_of_seed_step_and_index_only():
+def test_a_batch_is_a_function_of_seed_and_step_only():
     data = NoisyItems()
     loaded = batches(step_loader(data, batch_size=4, total_steps=3, start_step=0, seed=3))
     order = StepBatchSampler(num_items=12, batch_size=4, total_steps=3, seed=3)
     for step, batch in enumerate(loaded):
-        for row, index in enumerate(order.batch(step)):
-            torch.manual_seed(item_seed(3, step, index))
-            assert torch.equal(batch["x"][row], torch.rand(3) + index)
-    before = torch.get_rng_state()
+        torch.manual_seed(batch_seed(3, step))  # the items of a step draw, in order, from its seed
+        assert torch.equal(batch["x"], torch.stack([torch.rand(3) + index for index in order.batch(step)]))
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     batches(step_loader(data, batch_size=4, total_steps=3, start_step=0, seed=3))
-    assert torch.equal(torch.get_rng_state(), before)  # the trainer's own stream is untouched
+    after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1]
+    assert torch.equal(after[0], before[0]) and after[1] == before[1] and (after[2] == before[2]).all()
+
+
+class Indexed(Dataset):
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": torch.tensor(float(i))}
 
 
 def test_ranks_take_their_slices_of_each_step():
-    data = NoisyItems()
-    whole = batches(step_loader(data, batch_size=4, total_steps=2, start_step=0, seed=1))
-    parts = [batches(step_loader(data, batch_size=4, total_steps=2, start_step=0, seed=1,
+    whole = batches(step_loader(Indexed(), batch_size=4, total_steps=2, start_step=0, seed=1))
+    parts = [batches(step_loader(Indexed(), batch_size=4, total_steps=2, start_step=0, seed=1,
                                  ctx=DistContext(rank=r, world_size=2))) for r in range(2)]
     for step in range(2):
         assert torch.equal(torch.cat([parts[0][step]["x"], parts[1][step]["x"]]), whole[step]["x"])

@@ -16,6 +16,7 @@ in memory, neither to write nor to read, so a set larger than RAM trains:
   :class:`RowsDataset` makes the cache a dataset whose items a data loader's workers read.
 """
 
+import bisect
 import json
 import os
 import shutil
@@ -100,10 +101,12 @@ class ShardedRows:
         if len(tails) != 1 or len({s.dtype for s in shards}) != 1:
             raise ValueError(f"shards differ in row shape or dtype: {sorted(tails)}")
         self.shards = list(shards)
-        self.starts = torch.tensor([0] + [len(s) for s in shards]).cumsum(0)
+        self._starts = [0]
+        for shard in shards:
+            self._starts.append(self._starts[-1] + len(shard))
 
     def __len__(self) -> int:
-        return int(self.starts[-1])
+        return self._starts[-1]
 
     @property
     def shape(self) -> torch.Size:
@@ -113,24 +116,29 @@ class ShardedRows:
     def dtype(self) -> torch.dtype:
         return self.shards[0].dtype
 
-    def _locate(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self)):
-            raise IndexError(f"row index out of range for {len(self)} rows")
-        shard = torch.searchsorted(self.starts, index, right=True) - 1
-        return shard, index - self.starts[shard]
-
     def __getitem__(self, index) -> Tensor:
-        if isinstance(index, slice):
-            index = torch.arange(len(self))[index]
         if isinstance(index, int):
-            shard, row = self._locate(torch.tensor([index]))
-            return self.shards[int(shard)][int(row)].clone()
-        index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-        shard, row = self._locate(index)
-        out = torch.empty((len(index), *self.shape[1:]), dtype=self.dtype)
-        for s in shard.unique().tolist():
-            where = (shard == s).nonzero().flatten()
-            out[where] = self.shards[s][row[where]]
+            if not 0 <= index < len(self):
+                raise IndexError(f"row {index} out of range for {len(self)} rows")
+            shard = bisect.bisect_right(self._starts, index) - 1
+            return self.shards[shard][index - self._starts[shard]]  # a view of the mapped file
+        if isinstance(index, slice):
+            index = range(len(self))[index]
+        rows = index.tolist() if isinstance(index, Tensor) else [int(i) for i in index]
+        if rows and not 0 <= min(rows) <= max(rows) < len(self):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        if len(self.shards) == 1:
+            return self.shards[0][rows]
+        # one gather per shard touched (plain Python bookkeeping: a batch is tens of rows)
+        by_shard: dict[int, tuple[list[int], list[int]]] = {}
+        for position, row in enumerate(rows):
+            shard = bisect.bisect_right(self._starts, row) - 1
+            positions, local = by_shard.setdefault(shard, ([], []))
+            positions.append(position)
+            local.append(row - self._starts[shard])
+        out = torch.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for shard, (positions, local) in by_shard.items():
+            out[positions] = self.shards[shard][local]
         return out
 
 
@@ -163,3 +171,8 @@ class RowsDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         return {k: v[i] for k, v in self.cache.items()}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Tensor]]:
+        """Many items with one gather per tensor (what a data loader's fetcher calls)."""
+        rows = {k: v[indices] for k, v in self.cache.items()}
+        return [{k: v[j] for k, v in rows.items()} for j in range(len(indices))]

@@ -10,13 +10,14 @@ step's global batch (:class:`~recipes.common.schedule.StepBatchSampler` cut by
 - pinned memory when the device is a GPU (:func:`avblocks.device.pin_memory`), so the
   trainer's ``non_blocking`` copy overlaps the compute; persistent workers (kept for the
   whole run instead of restarted);
-- **every item a pure function of (seed, step, index)**, whatever the number of workers and
-  wherever a run resumes: the item of index ``i`` in step ``s`` is made with the global RNGs
-  (torch, Python, NumPy) seeded from ``(seed, s, i)`` and restored afterwards
-  (:class:`StepSeededItems`). The built-in datasets draw nothing from the global RNGs, so
-  for them this changes nothing; a dataset with random augmentations stays reproducible and
-  resumes exactly. The loader's own seed comes from a generator seeded with ``seed`` (drawn
-  from the global RNG it would shift the stream a resumed run restores).
+- **every batch a pure function of (seed, step)**, whatever the number of workers and
+  wherever a run resumes: this rank's items of step ``s`` are made with the global RNGs
+  (torch's CPU generator, Python's, NumPy's) seeded from ``(seed, s, rank)`` and restored
+  afterwards (:class:`StepSeededItems`; one save and restore per batch, about half a
+  millisecond, most of it NumPy's). The built-in datasets draw nothing from the global RNGs,
+  so for them this changes nothing; a dataset with random augmentations stays reproducible
+  and resumes exactly. The loader's own seed comes from a generator seeded with ``seed``
+  (drawn from the global RNG it would shift the stream a resumed run restores).
 """
 
 import random
@@ -31,7 +32,7 @@ from avblocks.device import pin_memory
 from recipes.common.distributed import DistContext, ShardedBatchSampler
 from recipes.common.schedule import StepBatchSampler
 
-__all__ = ["LoaderConfig", "ONE_PROCESS", "StepSeededItems", "item_seed", "step_loader"]
+__all__ = ["LoaderConfig", "ONE_PROCESS", "StepSeededItems", "batch_seed", "step_loader"]
 
 ONE_PROCESS = DistContext()
 """The context of a run without a process group, on the CPU."""
@@ -45,9 +46,9 @@ class LoaderConfig:
     num_workers: int = 0  # loader processes making batches while the model trains (0: none)
 
 
-def item_seed(seed: int, step: int, index: int) -> int:
-    """The seed of item ``index`` in step ``step`` of a run seeded ``seed`` (63 bits)."""
-    return ((seed * 1_000_003 + step) * 2_147_483_659 + index) & (2**63 - 1)
+def batch_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of rank ``rank``'s items in step ``step`` of a run seeded ``seed`` (63 bits)."""
+    return ((seed * 1_000_003 + step) * 2_147_483_659 + rank) & (2**63 - 1)
 
 
 class _TaggedBatches(Sampler[list[tuple[int, int]]]):
@@ -65,25 +66,30 @@ class _TaggedBatches(Sampler[list[tuple[int, int]]]):
 
 
 class StepSeededItems(Dataset):
-    """``dataset`` indexed by ``(step, index)``: each item made under global RNGs seeded with
-    :func:`item_seed` and restored afterwards (see the module docstring)."""
+    """``dataset`` fetched a batch at a time as ``(step, index)`` pairs, under global RNGs
+    seeded with :func:`batch_seed` and restored afterwards (see the module docstring). A
+    dataset with ``__getitems__`` (a vectorised gather) gets the batch's indices at once."""
 
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
+    def __init__(self, dataset: Dataset, seed: int, rank: int = 0):
+        self.dataset, self.seed, self.rank = dataset, seed, rank
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int]):
-        step, index = key
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list:
+        step, indices = keys[0][0], [i for _, i in keys]
         state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            seed = item_seed(self.seed, step, index)
+            seed = batch_seed(self.seed, step, self.rank)
             torch.default_generator.manual_seed(seed)  # the CPU's alone: a GPU's stream is left as it is
             random.seed(seed)
             np.random.seed(seed % 2**32)
             try:
-                return self.dataset[index]
+                gather = getattr(self.dataset, "__getitems__", None)
+                return gather(indices) if gather else [self.dataset[i] for i in indices]
             finally:
                 random.setstate(state[0])
                 np.random.set_state(state[1])
@@ -100,7 +106,7 @@ def step_loader(dataset: Dataset, *, batch_size: int, total_steps: int, start_st
                              total_steps=total_steps, seed=seed, start_step=start_step)
     mine = ShardedBatchSampler(steps, rank=ctx.rank, world_size=ctx.world_size)
     workers = {"num_workers": num_workers, "persistent_workers": True, "prefetch_factor": 4} if num_workers else {}
-    return DataLoader(StepSeededItems(dataset, seed), batch_sampler=_TaggedBatches(mine, start_step),
+    return DataLoader(StepSeededItems(dataset, seed, ctx.rank), batch_sampler=_TaggedBatches(mine, start_step),
                       generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory(ctx.device),
                       **workers)
 
