@@ -18,6 +18,7 @@ from avblocks.attention import (
 from avblocks.audio import (
     FrameAudioCodec,
     GriffinLim,
+    HiFiGAN,
     LogMelNormalizer,
     MelConfig,
     VideoLikeAudio,
@@ -61,6 +62,7 @@ __all__ = [
     "VideoLikeAudio",
     "LogMelNormalizer",
     "Vocoder",
+    "HiFiGAN",
     "GriffinLim",
     "SaveLoadMixin",
     "TimestepEmbedder",

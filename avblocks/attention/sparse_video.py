@@ -17,7 +17,7 @@ Sliding Tile Attention (STA, Zhang et al. 2025) -- :func:`sliding_tile_attention
   holds the gathered keys (``prod(window)`` copies of each key, fewer at borders than the
   full ``N``). Exact: the same scores and softmax over the same keys as the masked dense
   form (tested against the ``math`` backend with the mask);
-- :class:`SlidingTileAttention` wires it into ST-DiT: every :class:`STDiTBlock`'s *spatial*
+- :class:`SlidingTileAttention` wires it into ST-DiT: every :class:`~avblocks.dit.blocks.STDiTBlock`'s *spatial*
   attention (within one plane, ``n = (s/p)^2`` tokens on a ``(1, s/p, s/p)`` grid) gets the
   mask; the temporal attention across the six planes stays dense (six keys).
 
@@ -46,7 +46,7 @@ DiT on video tokens, the full-3D baseline; ST-DiT's attention is already factori
 Controllers: forward pre-/post-hooks (``always_call``) on the chosen attention modules
 enter/leave :func:`~avblocks.attention.dispatch.attention_backend` for that module's call
 only, and a pre-hook on the model counts its calls (one call = one sampling step, or half a
-Heun step). They change no parameter and no module: :meth:`detach` removes the hooks; use
+Heun step). They change no parameter and no module: ``detach()`` removes the hooks; use
 them as context managers (``with SparseVideoAttention(model, ...) as sparse:``), which
 reset the step count on entry (one sampling run) and detach on exit.
 """

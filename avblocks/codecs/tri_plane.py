@@ -22,7 +22,7 @@ Choices:
 - ``valid_mask`` (``6 s s``) is True on real latent cells: noise and losses use it so the
   padding stays exactly zero.
 - The codec never trains: encoding and decoding run without gradients; training the MDSA
-  itself uses :meth:`audio_frames` for its inputs.
+  itself uses :meth:`TriPlaneCodec.audio_frames` for its inputs.
 """
 
 import math

@@ -138,6 +138,7 @@ class StepCache:
         self.threshold = float(threshold)
         self.warmup = warmup
         self._original = model.forward_blocks
+        #: Calls computed and skipped in this session, and each call's measured change.
         self.stats = CacheStats()
         self._state: dict[str, Tensor] = {}
         self._shapes: tuple | None = None

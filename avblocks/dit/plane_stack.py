@@ -81,6 +81,8 @@ class PlaneStack(nn.Module):
         for i, (rows, cols) in enumerate(shapes):
             mask[i, :rows, :cols] = True
         self.register_buffer("valid_mask", mask, persistent=False)
+        #: ``planes s s`` bool: True on real latent cells, False on the canvas padding.
+        self.valid_mask: Tensor
 
     @classmethod
     def for_av(

@@ -41,7 +41,7 @@ Choices (ProAV-DiT publishes no code; this is the reference):
   (``max_period`` 10000) was designed for. Integer DDPM steps work with
   ``timestep_scale=1``;
 - **classifier-free guidance**: the label table has a null row ``num_classes``
-  (:attr:`null_label`); in training, labels are replaced by it with probability
+  (:attr:`STDiT.null_label`); in training, labels are replaced by it with probability
   ``class_dropout`` (DiT's label dropout, :class:`~avblocks.dit.embedders.LabelEmbedder`).
   With ``class_dropout=0`` there is no null row and ``y == num_classes`` is an error;
 - **initialisation as DiT**: xavier-uniform Linears / patch kernel, zero biases, zero adaLN

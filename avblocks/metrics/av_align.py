@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 FLOWS = ("lucas_kanade", "farneback")
+"""The optical flows ``flow=`` may name: the built-in torch one, or OpenCV's (the opencv extra)."""
 _LUMA = (0.299, 0.587, 0.114)  # BT.601, as OpenCV's RGB2GRAY
 
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 import avblocks
-from avblocks.audio.vocoder import GriffinLim, Vocoder
+from avblocks.audio.vocoder import GriffinLim
+from avblocks.audio.vocoder_folder import VOCODER_CLASSES
 from avblocks.device import resolve_device
 from avblocks.pipelines.folder import (
     FORMAT_VERSION,
@@ -31,7 +32,8 @@ from avblocks.pipelines.folder import (
 from avblocks.saveload import CheckpointError
 from avblocks.spec import AVSpec
 
-__all__ = ["Pipeline", "PIPELINES", "InWeightsDtype", "audio_inverse", "inverse_settings"]
+__all__ = ["Pipeline", "PIPELINES", "InWeightsDtype", "VOCODER_CLASSES", "audio_inverse", "inverse_parts",
+           "inverse_settings"]
 
 PIPELINES: dict[str, type["Pipeline"]] = {}
 """Every pipeline class by name: what ``pipeline.json``'s ``class`` may say."""
@@ -43,9 +45,16 @@ def inverse_settings(inverse: nn.Module | None) -> dict[str, Any]:
         g = inverse or GriffinLim.__init__.__kwdefaults__
         keys = ("n_iter", "momentum", "nnls_iter")
         return {"kind": "griffin_lim"} | {k: (getattr(g, k) if inverse is not None else g[k]) for k in keys}
-    if isinstance(inverse, Vocoder):
-        return {"kind": "vocoder", "component": "vocoder"}
+    for name, klass in VOCODER_CLASSES.items():
+        if isinstance(inverse, klass):
+            return {"kind": "vocoder", "component": name}
     raise ValueError(f"cannot save an audio inverse of type {type(inverse).__name__}")
+
+
+def inverse_parts(inverse: nn.Module | None) -> dict[str, nn.Module]:
+    """The component a pipeline folder holds for its audio inverse (none for Griffin-Lim)."""
+    settings = inverse_settings(inverse)
+    return {settings["component"]: inverse} if "component" in settings else {}
 
 
 def audio_inverse(spec: AVSpec, settings: dict[str, Any], components: dict[str, nn.Module]) -> nn.Module:

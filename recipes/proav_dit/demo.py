@@ -48,8 +48,23 @@ pipe = Pipeline.from_pretrained("{folder}")
 pipe(labels=[0, 1, 2, 3]).save("clip.mp4")"""
 
 
-def _stage(name: str) -> None:
+def stage(name: str) -> None:
     print(f"\n== {name} ==", flush=True)
+
+
+def autoencoder_stage(ae_dir: Path, config: Path, overrides: list[str]) -> dict:
+    """Train the MDSA into ``ae_dir`` unless its evaluation is there; its held-out metrics."""
+    if (ae_dir / "eval" / "metrics.json").is_file():
+        return json.loads((ae_dir / "eval" / "metrics.json").read_text())
+    return train_autoencoder.train(load_config(AutoencoderRecipe, config, [f"run.output_dir={ae_dir}", *overrides]))
+
+
+def denoiser_stage(dit_dir: Path, ae_dir: Path, config: Path, overrides: list[str]) -> dict:
+    """Train the ST-DiT on ``ae_dir``'s latents into ``dit_dir`` unless its pipeline is there."""
+    if (dit_dir / "pipeline" / "pipeline.json").is_file():
+        return {}
+    return train_dit.train(load_config(DiTRecipe, config, [f"autoencoder={ae_dir}", f"run.output_dir={dit_dir}",
+                                                            *overrides]))
 
 
 def write_clips(out_dir: Path, clips: SoundingVideo, prefix: str) -> None:
@@ -70,31 +85,23 @@ def run(cfg: DemoConfig) -> dict:
     flag = f"run.progress={str(cfg.progress).lower()}"
 
     ae_dir = out / "autoencoder"
-    _stage("1/5 autoencoder")
-    if not (ae_dir / "model" / "config.json").is_file():
-        ae_cfg = load_config(AutoencoderRecipe, CONFIGS / "autoencoder_tiny.yaml", [
-            f"run.output_dir={ae_dir}", f"run.max_minutes={cfg.autoencoder_minutes}",
-            f"run.seed={cfg.seed}", flag, *cfg.autoencoder_overrides])
-        summary["autoencoder"] = train_autoencoder.train(ae_cfg)
-    else:
-        summary["autoencoder"] = json.loads((ae_dir / "eval" / "metrics.json").read_text())
+    stage("1/5 autoencoder")
+    summary["autoencoder"] = autoencoder_stage(ae_dir, CONFIGS / "autoencoder_tiny.yaml", [
+        f"run.max_minutes={cfg.autoencoder_minutes}", f"run.seed={cfg.seed}", flag, *cfg.autoencoder_overrides])
 
     dit_dir = out / "dit"
-    _stage("2/5 ST-DiT denoiser")
-    if not (dit_dir / "pipeline" / "pipeline.json").is_file():
-        dit_cfg = load_config(DiTRecipe, CONFIGS / "dit_tiny.yaml", [
-            f"autoencoder={ae_dir}", f"run.output_dir={dit_dir}", f"run.max_minutes={cfg.dit_minutes}",
-            f"run.seed={cfg.seed}", flag, *cfg.dit_overrides])
-        summary["dit"] = train_dit.train(dit_cfg)
+    stage("2/5 ST-DiT denoiser")
+    summary["dit"] = denoiser_stage(dit_dir, ae_dir, CONFIGS / "dit_tiny.yaml", [
+        f"run.max_minutes={cfg.dit_minutes}", f"run.seed={cfg.seed}", flag, *cfg.dit_overrides])
     folder = out / "pipeline"
     if not (folder / "pipeline.json").is_file():
         shutil.copytree(dit_dir / "pipeline", folder, dirs_exist_ok=True)
 
-    _stage("3/5 feature network")
+    stage("3/5 feature network")
     features = feature_net.load_or_train(out / "features", steps=cfg.feature_steps, seed=cfg.seed,
                                          progress=cfg.progress, overrides=cfg.feature_overrides)
 
-    _stage("4/5 sampling through the saved pipeline")
+    stage("4/5 sampling through the saved pipeline")
     pipe = ProAVDiTPipeline.from_pretrained(folder)
     labels = torch.arange(pipe.num_classes).repeat_interleave(cfg.per_class)
     options = dict(steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale, progress=cfg.progress)
@@ -107,7 +114,7 @@ def run(cfg: DemoConfig) -> dict:
     a2v = pipe(labels=real_labels, audio=real["audio"], seed=cfg.seed + 1, **options)
     write_clips(out / "samples_audio_to_video", a2v, "a2v")
 
-    _stage("5/5 evaluation")
+    stage("5/5 evaluation")
     spec = pipe.spec
     metrics = generation_metrics(joint.video, joint.audio, real["video"], real["audio"],
                                  sample_rate=spec.sample_rate, fps=spec.fps, features=features)

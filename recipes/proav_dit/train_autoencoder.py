@@ -42,7 +42,6 @@ from avblocks.attention import (
     SpatialAttention,
 )
 from avblocks.config import ConfigError
-from avblocks.data.folder import VideoFolder
 from avblocks.device import autocast, to_device
 from avblocks.diffusion.ema import EMA
 from avblocks.latent.losses import (
@@ -101,6 +100,10 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
         require(d.size % m.video_patch[axis] == 0,
                 f"model.video_patch[{axis}] ({m.video_patch[axis]}) must divide data.size ({d.size})")
     try:
+        d.mel_config()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
         columns = frame_columns(d.sample_rate, d.fps, d.hop)
     except ValueError as e:
         raise ConfigError(f"data.sample_rate / (data.fps * data.hop): {e}") from None
@@ -158,19 +161,17 @@ def reconstruction_losses(cfg: AutoencoderRecipe, data: ClipData, model: MDSA, v
 
 
 def report_skipped_files(data: ClipData, out: Path) -> None:
-    """Print and write ``skipped_files.json``: every file of data.folder that is not trained on."""
-    dataset = data.dataset
-    if not isinstance(dataset, VideoFolder):
+    """Print the folder's summary (files, clips, classes, skipped files and why) and write
+    ``skipped_files.json``: every file of data.folder that is not trained on."""
+    dataset = data.folder
+    if dataset is None:
         return
     skipped = dict(dataset.skipped)
     for path in sorted(Path(dataset.root).rglob("*")):
         if path.is_file() and path.suffix.lower().lstrip(".") not in dataset.extensions:
             skipped[str(path.resolve())] = f"extension not in {list(dataset.extensions)}"
     (out / "skipped_files.json").write_text(json.dumps(skipped, indent=1) + "\n")
-    if skipped:
-        print(f"data.folder: skipped {len(skipped)} file(s), kept {len(dataset)} clip(s):")
-        for path, reason in skipped.items():
-            print(f"  {path}: {reason}")
+    print(f"data.folder: {dataset.summary(also_skipped=skipped)}")
 
 
 def train(cfg: AutoencoderRecipe) -> dict:

@@ -23,6 +23,7 @@ __all__ = [
     "DenoiserConfig",
     "EvaluateConfig",
     "GenerateConfig",
+    "SpeakConfig",
     "OptimConfig",
     "ReadRecipe",
     "RunConfig",
@@ -156,3 +157,17 @@ class EvaluateConfig:
                 "clip i's video with clip i+1's sound)")
         require(self.frames is None or self.frames >= 1, f"frames ({self.frames}) must be >= 1")
         require(self.threads >= 1, f"threads ({self.threads}) must be >= 1")
+
+
+@dataclass
+class SpeakConfig:
+    """``recipes.read_a2v.speak``: real speech (Piper, offline) to drive a READ pipeline."""
+
+    text: str = "Hello! This voice was made by Piper, offline, and it drives the video frame by frame."
+    out: str = "speech.wav"  # 22.05 kHz mono, 16-bit
+    reference: str | None = None  # also write a reference picture (PNG) here, from run_dir's data
+    run_dir: str = "outputs/read_a2v_tiny"  # a trained READ run: the reference is a held-out clip's first frame
+
+    def __post_init__(self) -> None:
+        require(bool(self.text.strip()), "text must not be empty")
+
