@@ -55,6 +55,7 @@ HOST = torch.device("cpu")
 _CUDA = "cuda"
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+"""The names ``optim.precision`` accepts: ``fp32``, ``bf16``, ``fp16``."""
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -113,6 +114,7 @@ def resolve_device(name: "str | torch.device" = "auto", *, local_rank: int | Non
 
 
 def is_cuda(device: "torch.device | str") -> bool:
+    """Whether ``device`` is a CUDA device (``"cuda"``, ``"cuda:N"`` or such a ``torch.device``)."""
     return torch.device(device).type == _CUDA
 
 
@@ -133,6 +135,7 @@ def pin_memory(device: torch.device) -> bool:
 
 
 def check_precision(precision: str) -> str:
+    """``precision`` itself when it is one of :data:`PRECISIONS`; else a ``ValueError`` naming it."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not known: expected one of {list(PRECISIONS)}")
     return precision

@@ -4,13 +4,16 @@ in shards and read memory-mapped."""
 
 import json
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from media_factory import make_media
 from torch.utils.data import Dataset
 
+from avblocks.data import VideoFolder
 from recipes.common.distributed import DistContext
 from recipes.common.latent_cache import INDEX, RowsDataset, ShardedRows, open_shards, write_shards
 from recipes.common.loading import batch_seed, step_loader
@@ -41,8 +44,12 @@ def batches(loader) -> list[dict]:
     return [dict(b) for b in loader]
 
 
+def equal(x, y) -> bool:
+    return torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y  # tensors, or a folder's file names
+
+
 def same(a: list[dict], b: list[dict]) -> bool:
-    return len(a) == len(b) and all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(equal(x[k], y[k]) for k in x)
                                     for x, y in zip(a, b))
 
 
@@ -69,6 +76,17 @@ def test_a_batch_is_a_function_of_seed_and_step_only():
     batches(step_loader(data, batch_size=4, total_steps=3, start_step=0, seed=3))
     after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1]
     assert torch.equal(after[0], before[0]) and after[1] == before[1] and (after[2] == before[2]).all()
+
+
+def test_a_media_folder_decodes_in_workers_to_the_batches_of_no_workers(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    for i, flash in enumerate((3, 9)):
+        make_media(media / f"clip{i}.mp4", num_frames=16, flash=flash, beep_t=Fraction(flash, 25))
+    folder = VideoFolder(media, num_frames=4, fps=25, size=(16, 16), sample_rate=16000, cache_dir=tmp_path / "index")
+    plain = batches(step_loader(folder, batch_size=3, total_steps=3, start_step=0, seed=5))
+    assert len(folder) > 3 and not torch.equal(plain[0]["video"][0], plain[0]["video"][1])  # distinct clips
+    assert same(batches(step_loader(folder, batch_size=3, total_steps=3, start_step=0, seed=5, num_workers=2)), plain)
 
 
 class Indexed(Dataset):
