@@ -191,8 +191,8 @@ def train_variants(table: Table, name: str, main, base: list[str], out: Path, de
     return folders
 
 
-def sample_variants(table: Table, name: str, folder: Path, device: torch.device, call) -> None:
-    """Sample a saved pipeline folder in fp32, with bf16 weights and with compiled blocks."""
+def sample_variants(table: Table, name: str, folder: Path, device: torch.device, call, compiled: bool) -> None:
+    """Sample a saved pipeline folder in fp32, with bf16 weights and (``compiled``) with compiled blocks."""
     from avblocks.dit.compile import compile_blocks
     from avblocks.pipelines import Pipeline
 
@@ -205,6 +205,8 @@ def sample_variants(table: Table, name: str, folder: Path, device: torch.device,
               f"{tuple(reference.audio.shape)}", "finite, spec's frame size", "ok" if shape_ok and finite else "FAIL")
     half = call(Pipeline.from_pretrained(folder, device=device, dtype=torch.bfloat16))
     table.check("recipes", f"{name} sample, bf16 weights vs fp32 (video rel L2)", rel(half.video, reference.video), 0.15)
+    if not compiled:  # --skip compile
+        return
     compiled = Pipeline.from_pretrained(folder, device=device)
     compile_blocks(compiled.denoiser)
     out = call(compiled)
@@ -223,7 +225,7 @@ def recipes(table: Table, device: torch.device, out: Path, compiled: bool) -> No
     dit = train_variants(table, "proav ST-DiT", train_dit.main, [*TINY["proav_dit"], f"autoencoder={ae['fp32']}"],
                          out, device, compiled)
     sample_variants(table, "proav", dit["fp32"] / "pipeline", device,
-                    lambda pipe: pipe(labels=[0, 1], steps=3, seed=0, progress=False))
+                    lambda pipe: pipe(labels=[0, 1], steps=3, seed=0, progress=False), compiled)
 
     av_ae = train_variants(table, "av_dit autoencoder", av_autoencoder.main, TINY["av_ae"], out, device, False)
     pre = out / "av_pretrain"
@@ -231,7 +233,7 @@ def recipes(table: Table, device: torch.device, out: Path, compiled: bool) -> No
     av = train_variants(table, "av_dit adapters", av_train.main,
                         [*TINY["av_dit"], f"autoencoder={av_ae['fp32']}", f"pretrained={pre}"], out, device, compiled)
     sample_variants(table, "av_dit", av["fp32"] / "pipeline", device,
-                    lambda pipe: pipe(labels=[0, 1], steps=3, seed=0, progress=False))
+                    lambda pipe: pipe(labels=[0, 1], steps=3, seed=0, progress=False), compiled)
 
     read = train_variants(table, "read", read_train.main, TINY["read"], out, device, compiled, log="denoiser")
 
@@ -240,7 +242,7 @@ def recipes(table: Table, device: torch.device, out: Path, compiled: bool) -> No
         wave = 0.3 * torch.randn(1, spec.samples_per_frame * 6, generator=g)
         return pipe(audio=wave, reference=torch.rand(3, *spec.size, generator=g) * 2 - 1, frames=6, steps=2)
 
-    sample_variants(table, "read", read["fp32"] / "pipeline", device, drive)
+    sample_variants(table, "read", read["fp32"] / "pipeline", device, drive, compiled)
 
 
 # ------------------------------------------------------------------ 3. torchrun
