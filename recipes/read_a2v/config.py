@@ -16,6 +16,7 @@ from fractions import Fraction
 from recipes.common import loop
 from recipes.common.config import require
 from recipes.common.data import DataConfig
+from recipes.common.speed import SpeedConfig
 
 __all__ = [
     "CodecConfig",
@@ -42,7 +43,7 @@ class CodecConfig:
 
 
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(SpeedConfig):
     patch: int = 4
     hidden_size: int = 64
     depth: int = 3
