@@ -106,6 +106,7 @@ def test_joint_clips_have_the_spec_shape_and_play_back(tmp_path, proav):
     check_file(paths[1], 8)
     assert clips[1].save(tmp_path / "one.mp4").name == "one.mp4"
     assert clips.preview(tmp_path / "sheet.png").stat().st_size > 5000
+    assert clips[1]._title(0) == "clip 1 (class 3)" and clips[-1][0]._title(0) == "clip 1 (class 3)"
     # the same call gives the same clips; another seed others
     again = proav(labels=[0, 3], steps=2, progress=False)
     assert torch.equal(again.video, clips.video)
