@@ -52,7 +52,7 @@ from recipes.common.speed import apply_speed, attention
 from recipes.read_a2v.config import ReadRecipe, validate
 from recipes.read_a2v.video_embedder import FrameVideoEmbedder
 
-__all__ = ["build_codec", "build_denoiser", "build_schedule", "main", "save_pipeline", "train"]
+__all__ = ["build_codec", "build_denoiser", "build_schedule", "loss_weight", "main", "save_pipeline", "train"]
 
 
 def build_codec(cfg: ReadRecipe) -> FrameAudioCodec:
@@ -67,7 +67,7 @@ def build_denoiser(cfg: ReadRecipe) -> ReadDenoiser:
     return ReadDenoiser(in_channels=3, size=d.size, frames=1 + cfg.schedule.motion_frames,
                         patch=m.patch, hidden_size=m.hidden_size, depth=m.depth,
                         num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
-                        audio_dim=cfg.codec.code_dim, window=m.window)
+                        audio_dim=cfg.codec.code_dim, window=m.window, audio_modulation=m.audio_modulation)
 
 
 def build_schedule(cfg: ReadRecipe) -> ReadSchedule:
@@ -134,6 +134,27 @@ def training_example(clips: dict, index: list[int], codes: torch.Tensor, motion:
     return x0.permute(0, 2, 1, 3, 4).contiguous(), codes[index][rows[:, None], window]
 
 
+def loss_weight(x0: torch.Tensor, t: torch.Tensor, *, object_weight: float, clean_loss: bool,
+                min_time: float = 0.05) -> torch.Tensor | None:
+    """Per-element weight of the velocity error of ``x0 b c t h w`` at frame times ``t b t``.
+
+    ``object_weight``: a pixel whose colour differs from the reference frame's (frame 0) by more
+    than 0.1 weighs ``1 + object_weight``: the object where it is and where it was, the only
+    pixels the audio can tell anything about (a few percent of the frame).
+    ``clean_loss``: frame weight ``max(t, min_time)^2``, which turns the x-prediction's velocity
+    error ``(x0 - clean) / t`` into the clean frame's error: the noisy levels, where the
+    object's place is decided, count as much as the last details. None: no weighting.
+    """
+    weight = None
+    if object_weight > 0:
+        moved = (x0 - x0[:, :, :1]).abs().amax(dim=1, keepdim=True) > 0.1  # b 1 t h w
+        weight = 1.0 + object_weight * moved.to(x0.dtype)
+    if clean_loss:
+        per_frame = t.to(x0.dtype).clamp_min(min_time).square()[:, None, :, None, None]
+        weight = per_frame if weight is None else weight * per_frame
+    return weight
+
+
 def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Path, ctx) -> dict:
     """Stage 2 (see the module doc); returns the fit summary and saves ``out/model``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +177,9 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Pat
         kwargs = {"audio": audio}
         if cfg.model.audio_dropout > 0:
             kwargs["drop_audio"] = torch.rand(x0.shape[0], generator=g, device=g.device) < cfg.model.audio_dropout
-        loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs=kwargs)
+        weight = loss_weight(x0, t, object_weight=cfg.model.object_weight, clean_loss=cfg.model.clean_loss,
+                             min_time=model.min_time)
+        loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs=kwargs, weight=weight)
         return {"total": loss}
 
     with attention(cfg.model):
