@@ -213,3 +213,24 @@ def test_bad_inputs_name_the_values():
         FlowMatching(time_distribution="logit_normal", logit_std=0.0)
     with pytest.raises(ValueError, match="model output has shape"):
         fm.loss(lambda x, t: x[:, :1], x0)
+
+
+def test_loss_weight_multiplies_each_squared_error_and_is_checked():
+    fm = FlowMatching()
+    x0, noise = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    t = torch.tensor([0.3, 0.8])
+    mask = torch.tensor([[True, False, False, False], [False, False, False, False]])
+    weight = torch.rand(2, 1, 4, 5) * 3  # per sample, frame and pixel; shared by the channels
+    loss = fm.loss(Recorder(), x0, t=t, noise=noise, clean_mask=mask, weight=weight)
+    per_frame = []
+    for b in range(2):
+        x_t = (1 - t[b]) * x0[b] + t[b] * noise[b]
+        for k in range(4):
+            if not mask[b, k]:
+                err = (0.5 * x_t[:, k] - (noise[b, :, k] - x0[b, :, k])) ** 2
+                per_frame.append((err * weight[b, :, k]).mean())
+    assert torch.allclose(loss, torch.stack(per_frame).mean(), atol=1e-6)
+    ones = fm.loss(Recorder(), x0, t=t, noise=noise, clean_mask=mask, weight=torch.ones(4, 5))
+    assert torch.allclose(ones, fm.loss(Recorder(), x0, t=t, noise=noise, clean_mask=mask), atol=1e-7)
+    with pytest.raises(ValueError, match=r"weight has shape \(2, 3\)"):
+        fm.loss(Recorder(), x0, t=t, noise=noise, weight=torch.ones(2, 3))

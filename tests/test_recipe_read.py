@@ -14,6 +14,8 @@ import torch
 from avblocks.audio.frame_codes import FrameAudioCodec
 from avblocks.data import probe, read_clip
 from avblocks.data.mp4 import Mp4Writer
+from avblocks.diffusion import FlowMatching
+from avblocks.diffusion.timesteps import keep_clean_frames
 from avblocks.dit.read_denoiser import ReadDenoiser
 from avblocks.pipelines import Pipeline, ReadPipeline
 from avblocks.pipelines.read import ReadSampling
@@ -189,3 +191,34 @@ def test_boundary_bookkeeping():
     video[:, :, 4:] = 1.0  # one jump, at the first boundary
     video[:, :, 7:] = 3.0  # and a bigger one at the second
     assert discontinuity(video, 4) == {"boundary": 1.5, "within": 0.0}
+
+
+def test_loss_weight_marks_the_moved_object_and_turns_velocity_error_into_clean_error():
+    x0 = torch.full((1, 3, 3, 4, 4), -1.0)
+    x0[0, :, 0, 0, 0] = 1.0  # the reference: the object at (0, 0)
+    x0[0, :, 1, 2, 2] = 1.0  # motion frame 1: it moved to (2, 2)
+    x0[0, :, 2, 0, 0] = 1.0  # motion frame 2: back where the reference has it
+    t = torch.tensor([[0.0, 0.5, 0.02]])
+    w = train.loss_weight(x0, t, object_weight=4.0, clean_loss=False)
+    expected = torch.ones(1, 1, 3, 4, 4)
+    expected[0, 0, 1, 0, 0] = expected[0, 0, 1, 2, 2] = 5.0  # where it was and where it is
+    assert torch.equal(w, expected)
+    assert train.loss_weight(x0, t, object_weight=0.0, clean_loss=False) is None
+    both = train.loss_weight(x0, t, object_weight=4.0, clean_loss=True, min_time=0.05)
+    assert torch.allclose(both, expected * torch.tensor([0.0025, 0.25, 0.0025]).view(1, 1, 3, 1, 1))
+
+    # with clean_loss the weighted velocity loss is the MSE of the denoiser's clean frames
+    torch.manual_seed(0)
+    model = ReadDenoiser(size=8, frames=3, patch=4, hidden_size=16, depth=1, num_heads=2, audio_dim=4).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    flow, x0 = FlowMatching(), torch.randn(2, 3, 3, 8, 8)
+    t, noise, audio = torch.tensor([[0.0, 0.3, 0.9], [0.0, 0.6, 0.1]]), torch.randn(2, 3, 3, 8, 8), torch.randn(2, 2, 4)
+    mask = torch.tensor([[True, False, False]] * 2)
+    weight = train.loss_weight(x0, t, object_weight=0.0, clean_loss=True)
+    with torch.no_grad():
+        loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"audio": audio}, weight=weight)
+        x_t = keep_clean_frames(flow.interpolate(x0, noise, t), mask, x0)
+        clean = flow.predict_x0(model(x_t, t, audio), x_t, t)
+    assert torch.allclose(loss, (clean - x0)[:, :, 1:].square().mean(), atol=1e-5)

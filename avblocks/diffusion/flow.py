@@ -159,6 +159,7 @@ class FlowMatching:
         clean_mask: FrameMask | None = None,
         model_kwargs: dict | None = None,
         generator: torch.Generator | None = None,
+        weight: Tensor | None = None,
     ) -> Float[Tensor, ""]:
         """Flow-matching loss of ``model(x_t, t, **model_kwargs)`` on a batch of data ``x0``.
 
@@ -166,6 +167,7 @@ class FlowMatching:
         per-frame levels. ``noise`` defaults to standard normal from ``generator`` (which must
         live on ``x0``'s device).
         Frames with ``clean_mask`` True are held clean (``t = 0``, ``x_t = x0``) and excluded.
+        ``weight`` (broadcastable to ``x0``) multiplies each squared error (loss weighting).
         """
         b = x0.shape[0]
         if t is None:
@@ -177,4 +179,4 @@ class FlowMatching:
             self.interpolate(x0, noise, t_model), clean_mask, x0, self.frame_dim
         )
         pred = model(x_t, t_model, **(model_kwargs or {}))
-        return masked_frame_mse(pred, self.velocity(x0, noise), clean_mask, self.frame_dim)
+        return masked_frame_mse(pred, self.velocity(x0, noise), clean_mask, self.frame_dim, weight=weight)

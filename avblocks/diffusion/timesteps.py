@@ -129,14 +129,21 @@ def keep_clean_frames(
 
 
 def masked_frame_mse(
-    pred: Tensor, target: Tensor, clean_mask: Tensor | None, frame_dim: int = 2
+    pred: Tensor, target: Tensor, clean_mask: Tensor | None, frame_dim: int = 2,
+    weight: Tensor | None = None,
 ) -> Tensor:
-    """MSE over all elements of the frames not held clean (0 if every frame is clean)."""
+    """MSE over all elements of the frames not held clean (0 if every frame is clean); with
+    ``weight`` (broadcastable to ``pred``) each squared error is multiplied by it first."""
     if pred.shape != target.shape:
         raise ValueError(
             f"model output has shape {tuple(pred.shape)} but the target has {tuple(target.shape)}"
         )
     sq = (pred.float() - target.float()).square()
+    if weight is not None:
+        if weight.ndim > sq.ndim or any(w not in (1, n) for w, n in zip(weight.shape[::-1], sq.shape[::-1])):
+            raise ValueError(f"weight has shape {tuple(weight.shape)}, which does not broadcast to the "
+                             f"data's {tuple(sq.shape)}")
+        sq = sq * weight.float()
     if clean_mask is None:
         return sq.mean()
     dim = frame_dim if frame_dim >= 0 else sq.ndim + frame_dim

@@ -42,6 +42,12 @@ Choices (READ publishes no code):
   frames ``t - window .. t + window``. The codes are bound for the forward call
   (:class:`~avblocks.dit.audio_cross.AudioBinding`), so :meth:`ReadDenoiser.forward_blocks` keeps the
   ``(tokens, c)`` signature that step caches (:mod:`avblocks.dit.cache`) wrap;
+- **audio modulation** (``audio_modulation``, off by default): each frame's code (LayerNorm,
+  then a zero-initialised Linear) is also added to that frame's conditioning vector ``c``, so
+  every adaLN of the frame (the scale, shift and gate of each branch) hears its own audio, not
+  only the cross-attention's residual branch. On the synthetic set at 700 steps it takes the
+  loss gap between the right and another clip's audio from 1% to 11% (``benchmarks/README.md``,
+  "Synchrony"). The reference frame's ``c`` gets ``null_audio``'s modulation;
 - **audio dropout** for classifier-free guidance: ``drop_audio`` (``b`` bool) replaces every
   code of a sample by ``null_audio``, the same learned code the reference frame hears (so
   "no audio" is one vector, learned in training);
@@ -83,6 +89,7 @@ class ReadDenoiserConfig:
     audio_dim: int = 32
     window: int = 1
     timestep_scale: float = 1000.0
+    audio_modulation: bool = False
 
 
 class ReadDenoiser(SaveLoadMixin, nn.Module):
@@ -100,6 +107,8 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
         audio_dim: width of the audio codes.
         window: audio frames each side a video frame attends to.
         timestep_scale: flow time is multiplied by this before the sinusoid.
+        audio_modulation: also add each frame's audio code (LayerNorm, then a zero-initialised
+            Linear) to that frame's conditioning vector, so every adaLN of the frame hears it.
     """
 
     config_class = ReadDenoiserConfig
@@ -107,7 +116,7 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
     def __init__(self, *, in_channels: int = 3, size: int = 32, frames: int = 9, patch: int = 4,
                  hidden_size: int = 64, depth: int = 3, num_heads: int = 4,
                  mlp_ratio: float = 2.0, audio_dim: int = 32, window: int = 1,
-                 timestep_scale: float = 1000.0) -> None:
+                 timestep_scale: float = 1000.0, audio_modulation: bool = False) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("size", size), ("patch", patch),
                             ("depth", depth), ("audio_dim", audio_dim)):
@@ -132,6 +141,11 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
         self.frame_embed = nn.Parameter(torch.randn(frames, hidden_size) * 0.02)
         self.null_audio = nn.Parameter(torch.zeros(audio_dim))
         self.t_embedder = TimestepEmbedder(hidden_size=hidden_size)
+        self.audio_condition = None
+        if audio_modulation:  # zero-initialised: a fresh model computes what it would without it
+            self.audio_condition = nn.Sequential(nn.LayerNorm(audio_dim), nn.Linear(audio_dim, hidden_size))
+            nn.init.zeros_(self.audio_condition[1].weight)
+            nn.init.zeros_(self.audio_condition[1].bias)
         self.binding = AudioBinding()
         self.blocks = nn.ModuleList(
             AudioSTDiTBlock(hidden_size=hidden_size, num_heads=num_heads, mlp_ratio=mlp_ratio,
@@ -176,6 +190,8 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
         if drop_audio is not None:
             audio = torch.where(drop_audio[:, None, None], null, audio)
         codes = torch.cat([null.expand(b, 1, -1), audio], dim=1)
+        if self.audio_condition is not None:
+            c = c + self.audio_condition(codes.to(c.dtype))
         with self.binding.bind(codes):
             tokens = self.forward_blocks(tokens, c)
         out = self.final_layer(tokens, c)

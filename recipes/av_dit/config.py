@@ -13,7 +13,9 @@ from typing import Literal
 from recipes.common import loop
 from recipes.common.config import require
 from recipes.common.data import DataConfig
+from recipes.common.loading import LoaderConfig
 from recipes.common.loop import OptimConfig
+from recipes.common.speed import SpeedConfig
 
 
 @dataclass
@@ -42,7 +44,7 @@ def check_optim_and_run(optim: OptimConfig, run: RunConfig, *, world_size: int) 
 
 
 @dataclass
-class ImageAutoencoderModelConfig:
+class ImageAutoencoderModelConfig(SpeedConfig):
     latent_channels: int = 4
     hidden_channels: int = 64
     downsample: int = 4
@@ -90,7 +92,7 @@ class AutoencoderRecipe:
 
 
 @dataclass
-class ImageDiTConfig:
+class ImageDiTConfig(SpeedConfig):
     patch_size: int = 2
     hidden_size: int = 128
     depth: int = 4
@@ -111,6 +113,7 @@ class DDPMConfig:
 @dataclass
 class PretrainRecipe:
     autoencoder: str = "outputs/av_dit_autoencoder"
+    data: LoaderConfig = field(default_factory=LoaderConfig)  # how the cached latents are read
     p_audio: float = 0.5
     model: ImageDiTConfig = field(default_factory=ImageDiTConfig)
     diffusion: DDPMConfig = field(default_factory=DDPMConfig)
@@ -132,7 +135,7 @@ class PretrainRecipe:
 
 
 @dataclass
-class AdapterConfig:
+class AdapterConfig(SpeedConfig):
     lora_targets: tuple[str, ...] = ("blocks.*.attn.qkv", "blocks.*.attn.proj")
     lora_rank: int = 8
     lora_alpha: float = 8.0
@@ -158,6 +161,7 @@ class AVDiTRecipe:
     pretrained: str = "outputs/av_dit_pretrain"
     dit_checkpoint: str | None = None  # an original DiT file; overrides `pretrained`
     dit_preset: str = "DiT-XL/2"  # the architecture of `dit_checkpoint`
+    data: LoaderConfig = field(default_factory=LoaderConfig)  # how the cached latents are read
     audio_weight: float = 1.0
     model: AdapterConfig = field(default_factory=AdapterConfig)
     diffusion: DDPMConfig = field(default_factory=DDPMConfig)

@@ -90,7 +90,8 @@ def train(cfg: AVDiTRecipe) -> dict:
     ctx, out = start_run(cfg, AVDiTRecipe.validate)
     torch.manual_seed(cfg.run.seed)
     codec, data = load_codec(cfg.autoencoder)
-    latents, labels = encode_clips(data, codec.encode_frames)
+    data.config.num_workers = cfg.data.num_workers
+    latents, labels = encode_clips(data, codec.to(ctx.device).encode_frames, device=ctx.device)
     model = build_model(cfg, codec, data.num_classes)
     counts = model.parameter_counts()
     if ctx.is_main:
@@ -99,20 +100,22 @@ def train(cfg: AVDiTRecipe) -> dict:
     ddpm = build_ddpm(cfg.diffusion)
     frames = codec.num_frames
 
-    def loss(net, x0: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        t = ddpm.sample_timesteps(x0.shape[0])
+    def micro_step(batch: dict[str, torch.Tensor], step: int, net) -> dict[str, torch.Tensor]:
+        x0, y = batch["latents"], batch["labels"]
+        t = ddpm.sample_timesteps(x0.shape[0], device=x0.device)
         noise = torch.randn_like(x0)
         pred = net(ddpm.q_sample(x0, t, noise), t, y)
         return split_losses(pred, ddpm.target(x0, noise, t), frames, cfg.audio_weight)
 
     def probes(ema) -> Probes:
-        """Validation: ``loss`` on ``run.eval_clips`` held-out clips; samples: the pipeline's call."""
+        """Validation: ``micro_step``'s losses on ``run.eval_clips`` held-out clips, through the
+        unwrapped model; samples: the pipeline's call on the EMA weights."""
         r, validation = cfg.run, None
         if r.eval_every > 0 and r.eval_clips > 0:
             video, audio, y = data.model_inputs(data.held_out_batch(r.eval_clips))
             with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the training stream stays as it was
-                held = codec.encode_frames(video, audio)
-            validation = lambda: loss(model, held, y)  # noqa: E731
+                held = {"latents": codec.encode_frames(video.to(ctx.device), audio.to(ctx.device)), "labels": y.to(ctx.device)}
+            validation = lambda: micro_step(held, -1, model)  # noqa: E731
 
         def samples():
             with ema.swapped(model):
@@ -121,8 +124,8 @@ def train(cfg: AVDiTRecipe) -> dict:
         return Probes(validation=validation, samples=samples)
 
     fitted, ema = train_module(model, desc="AV-DiT adapters", out=out, ctx=ctx, optim=cfg.optim, run=cfg.run,
-                               num_items=len(latents), micro_step=lambda index, step, net: loss(net, latents[index], labels[index]),
-                               probes=probes)
+                               probes=probes, rows={"latents": latents, "labels": labels}, micro_step=micro_step,
+                               speed=cfg.model, num_workers=cfg.data.num_workers)
     dist_utils.barrier()
     ema.copy_to(model)
     result = fitted.summary() | {"parameters": counts}

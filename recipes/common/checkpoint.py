@@ -16,15 +16,17 @@ from typing import Any
 import torch
 
 from avblocks.atomic import atomic_path
+from avblocks.device import HOST
 from recipes.common.faults import find_non_finite
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
 def capture_rng() -> dict[str, Any]:
+    """The CPU generator, Python's and (where CUDA is in use) every GPU's default generator."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     return state
 
 
@@ -32,8 +34,8 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 class CheckpointManager:
@@ -63,8 +65,9 @@ class CheckpointManager:
             old.unlink()
         return path
 
-    def load_latest(self, map_location: str = "cpu") -> dict[str, Any] | None:
-        """The newest checkpoint's state, or None when there is none."""
+    def load_latest(self, map_location: "str | torch.device" = HOST) -> dict[str, Any] | None:
+        """The newest checkpoint's state (on the CPU: ``load_state_dict`` copies each tensor
+        to the device of the tensor it fills), or None when there is none."""
         paths = self.checkpoints()
         if not paths:
             return None

@@ -9,6 +9,9 @@ every reader, transform, codec and pipeline takes; nothing in a recipe keeps its
 ``fps`` is exact: ``8``, ``"30000/1001"`` or ``23.4375`` in YAML all mean what they say
 (:func:`avblocks.timing.as_fraction`).
 
+``num_workers`` processes make the clips (decode the media) while the model trains
+(:mod:`recipes.common.loading`); 0 makes them in the trainer's process.
+
 Default audio features (the tiny preset): 16 kHz, n_fft 800, hop 200 (80 columns per
 second, so 10 columns per frame at 8 fps), 64 mel bins.
 
@@ -32,7 +35,8 @@ from avblocks.audio import MelConfig, load_vocoder
 from avblocks.codecs import AudioFrames
 from avblocks.data import SyntheticSoundingVideo, VideoFolder
 from avblocks.spec import AVSpec
-from recipes.common.schedule import StepBatchSampler
+from recipes.common.distributed import DistContext
+from recipes.common.loading import ONE_PROCESS, step_loader
 
 __all__ = ["DataConfig", "ClipData", "Preloaded", "HELD_OUT_SEED_OFFSET"]
 
@@ -59,6 +63,7 @@ class DataConfig:
     n_mels: int = 64
     mel: str = "default"  # "default": the fields above; "hifigan": MelConfig.hifigan (module doc)
     vocoder: str | None = None  # a local vocos or HiFi-GAN folder; None: Griffin-Lim
+    num_workers: int = 0  # data-loader processes decoding clips while the model trains (0: none)
 
     def mel_config(self) -> MelConfig:
         """The log-mel settings: the four fields above, or the named preset (which they must match)."""
@@ -128,12 +133,18 @@ class ClipData:
                            sample_rate=c.sample_rate, stride=None if split == "held_out" else c.stride,
                            split=split, held_out=c.held_out, held_out_by=c.held_out_by)
 
-    def loader(self, *, batch_size: int, total_steps: int, start_step: int = 0, seed: int = 0) -> DataLoader:
-        sampler = StepBatchSampler(num_items=len(self.dataset), batch_size=batch_size,
-                                   total_steps=total_steps, seed=seed, start_step=start_step)
-        # A loader's iterator draws its base seed from this generator; from the global RNG it
-        # would shift the stream that a resumed run restores, and resume would not be exact.
-        return DataLoader(self.dataset, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
+    def loader(self, *, batch_size: int, total_steps: int, start_step: int = 0, seed: int = 0,
+               ctx: DistContext = ONE_PROCESS) -> DataLoader:
+        """This rank's batches of steps ``start_step ..`` with ``num_workers`` workers, pinned
+        for a GPU (:func:`recipes.common.loading.step_loader`)."""
+        return step_loader(self.dataset, batch_size=batch_size, total_steps=total_steps, start_step=start_step,
+                           seed=seed, ctx=ctx, num_workers=self.config.num_workers)
+
+    def to(self, device: torch.device) -> "ClipData":
+        """Move the audio transform (mel tables, vocoder) to ``device``: :meth:`model_inputs`
+        then works on batches there."""
+        self.audio.to(device)
+        return self
 
     def held_out(self, num_clips: int) -> Dataset:
         """Evaluation clips: a synthetic set drawn with another seed, the folder's held-out side
@@ -150,7 +161,7 @@ class ClipData:
     def model_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(video b 3 t h w, normalised audio frames b 1 t f w, labels b)`` from a collated batch."""
         video = batch["video"]
-        label = batch.get("label", torch.zeros(video.shape[0], dtype=torch.long))
+        label = batch.get("label", torch.zeros(video.shape[0], dtype=torch.long, device=video.device))
         return video, self.audio.encode(batch["audio"]), torch.as_tensor(label)
 
     def waveform(self, frames: torch.Tensor) -> torch.Tensor:

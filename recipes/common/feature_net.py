@@ -21,7 +21,8 @@ upside down; audio replaced by noise, noise added, reversed, frames shuffled, pi
 Choices: training clips are drawn fresh from a large synthetic pool (``data.num_clips``
 distinct clips; rendering costs under a millisecond per clip, so there is no cache); AdamW with
 linear warm-up and cosine decay; one thread unless ``run.threads`` says otherwise; no
-checkpoints or resume (a full run takes one to two minutes on a CPU core).
+checkpoints or resume (a full run takes one to two minutes on a CPU core); ``run.device``
+says where it trains (:func:`avblocks.device.resolve_device`; ``auto``: the GPU when there is one).
 """
 
 import json
@@ -36,7 +37,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from avblocks.atomic import atomic_write
+from avblocks.config import ConfigError
 from avblocks.data import SyntheticSoundingVideo
+from avblocks.device import resolve_device, to_device
 from avblocks.metrics.features import (
     distribution_distances,
     extract_audio_features,
@@ -76,6 +79,7 @@ class FeatureRunConfig:
     threads: int = 1  # torch.set_num_threads; 0 leaves PyTorch's default
     distances: bool = True  # write the real-vs-corrupted distance table
     progress: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     tensorboard: bool = True  # loss curves, lr, gradient norm, throughput, memory (recipes.common.watch)
 
 
@@ -203,11 +207,13 @@ AUDIO_CORRUPTIONS: dict[str, Callable[[Tensor, torch.Generator, int], Tensor]] =
 def held_out_accuracy(net: SyntheticFeatureNet, split: dict[str, Tensor], batch_size: int = 64) -> dict:
     """Class accuracy and per-frame event accuracy / F1 of both modalities' heads."""
     net.eval()
+    device = next(net.parameters()).device
     logits: dict[str, list[Tensor]] = {}
     for start in range(0, len(split["label"]), batch_size):
-        out = net.heads(split["video"][start : start + batch_size], split["audio"][start : start + batch_size])
+        out = net.heads(split["video"][start : start + batch_size].to(device),
+                        split["audio"][start : start + batch_size].to(device))
         for k, v in out.items():
-            logits.setdefault(k, []).append(v)
+            logits.setdefault(k, []).append(v.cpu())
     merged = {k: torch.cat(v) for k, v in logits.items()}
     label, events = split["label"], split["event_frames"]
     report = {}
@@ -259,13 +265,17 @@ def format_table(rows: list[dict]) -> str:
 
 
 def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
+    try:
+        device = resolve_device(cfg.run.device)
+    except ValueError as error:
+        raise ConfigError(f"run.device: {error}") from None
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
-    net = SyntheticFeatureNet.from_config(cfg.model)
+    net = SyntheticFeatureNet.from_config(cfg.model).to(device)
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -281,6 +291,7 @@ def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
     with Watch(run=cfg.run, out=out, is_main=True, model=net, probes=None, start=0, total=o.steps,
                batch_size=o.batch_size, sharded=False) as watch:
         for step, batch in enumerate(loader):
+            batch = to_device(batch, device)
             losses = net.losses(batch["video"], batch["audio"], batch["label"], batch["event_frames"])
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
@@ -322,7 +333,7 @@ def load_or_train(folder: str | Path, *, steps: int, seed: int = 0, progress: bo
     (``steps`` steps, no distance table: what the demo and the comparisons need)."""
     folder = Path(folder)
     if (folder / "model" / "config.json").is_file():
-        return SyntheticFeatureNet.from_pretrained(folder / "model").eval()
+        return SyntheticFeatureNet.from_pretrained(folder / "model", device=resolve_device("auto")).eval()
     cfg = load_config(FeatureRecipe, None, [
         f"run.output_dir={folder}", f"optim.steps={steps}", "run.threads=0", "run.distances=false",
         f"run.seed={seed}", f"run.progress={str(progress).lower()}", *overrides])

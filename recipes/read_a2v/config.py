@@ -16,6 +16,7 @@ from fractions import Fraction
 from recipes.common import loop
 from recipes.common.config import require
 from recipes.common.data import DataConfig
+from recipes.common.speed import SpeedConfig
 
 __all__ = [
     "CodecConfig",
@@ -42,13 +43,16 @@ class CodecConfig:
 
 
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(SpeedConfig):
     patch: int = 4
     hidden_size: int = 64
     depth: int = 3
     num_heads: int = 4
     mlp_ratio: float = 2.0
     window: int = 1
+    audio_modulation: bool = False  # each frame's code also enters that frame's adaLN conditioning
+    object_weight: float = 0.0  # loss weight + 1 of the pixels where a frame differs from its reference
+    clean_loss: bool = False  # weight each frame's velocity error by t^2: the error of the clean frame
     audio_dropout: float = 0.1  # probability a training example hears no audio (for guidance)
 
 
@@ -102,6 +106,7 @@ def validate(cfg: ReadRecipe, world_size: int = 1) -> None:
             "(one frame overlaps the previous clip in long generation)")
     require(1 <= s.lag <= s.sample_steps,
             f"schedule.lag ({s.lag}) must lie in [1, schedule.sample_steps={s.sample_steps}]")
+    require(m.object_weight >= 0.0, f"model.object_weight ({m.object_weight}) must be >= 0")
     require(0.0 <= m.audio_dropout < 1.0, f"model.audio_dropout ({m.audio_dropout}) must lie in [0, 1)")
     require(s.guidance > 0, f"schedule.guidance ({s.guidance}) must be > 0")
     require(d.size % m.patch == 0, f"model.patch ({m.patch}) must divide data.size ({d.size})")
