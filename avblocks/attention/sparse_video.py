@@ -491,7 +491,9 @@ class SlidingTileAttention(_SparseController):
     pre-hook fills the keyword when the caller gave none), and its spatial ``attn`` runs
     under :class:`SlidingTileBackend` once the warm-up is over (before, and in the first
     ``dense_layers`` blocks, the mask is not passed: dense). ``tile`` must divide ``g`` and
-    ``window <= g / tile``. Temporal attention (six keys) stays dense.
+    ``window <= g / tile``, except on an axis shorter than ``tile`` (the demo's ``(1, 16)``
+    row tokens have one column): there the tile is the whole axis. Temporal attention (six
+    keys) stays dense.
 
     Args: ``model`` (an ST-DiT: ``blocks``, ``grid`` = token rows, columns per plane, or one
     side), ``tile``,
@@ -512,7 +514,10 @@ class SlidingTileAttention(_SparseController):
         g = (g, g) if isinstance(g, int) else g
         if not (isinstance(g, tuple) and len(g) == 2 and all(isinstance(v, int) for v in g)):
             raise ValueError(f"{type(model).__name__} has no `grid` (token rows, columns per plane)")
-        self.mask = SlidingTileMask(grid=(1, *g), tile=(1, tile, tile), window=(1, window, window))
+        # an axis shorter than the tile (row tokens: one column) is one tile, unrestricted
+        tiles = tuple(side if side < tile else tile for side in g)
+        windows = tuple(1 if side < tile else window for side in g)
+        self.mask = SlidingTileMask(grid=(1, *g), tile=(1, *tiles), window=(1, *windows))
         modules = _attention_of_blocks(model, "attn")
         super().__init__(model, modules, dense_layers=dense_layers, dense_steps=dense_steps)
         self.backend = SlidingTileBackend(inner=inner)

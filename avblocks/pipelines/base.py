@@ -98,8 +98,9 @@ class InWeightsDtype(nn.Module):
 class Pipeline:
     """Shared ``from_pretrained`` / ``save_pretrained`` / ``to`` of the system pipelines."""
 
-    components: ClassVar[dict[str, type]] = {}
-    """Component name -> class (with ``from_pretrained`` / ``save_pretrained``)."""
+    components: ClassVar[dict[str, type | tuple[type, ...]]] = {}
+    """Component name -> class, or the classes it may be (with ``from_pretrained`` /
+    ``save_pretrained``); the folder records which one it holds."""
 
     spec: AVSpec
     codec: nn.Module  # media <-> what the denoiser sees
@@ -163,11 +164,14 @@ class Pipeline:
             raise CheckpointError(f"{Path(folder) / 'pipeline.json'}: bad spec: {e}") from e
         modules = {}
         for part, saved_class in manifest["components"].items():
-            expected = klass.components.get(part)
-            if expected is None or expected.__name__ != saved_class:
+            allowed = klass.components.get(part, ())
+            allowed = allowed if isinstance(allowed, tuple) else (allowed,)
+            found = [c for c in allowed if c.__name__ == saved_class]
+            if not found:
+                names = " or ".join(c.__name__ for c in allowed) or "no such component"
                 raise CheckpointError(f"{Path(folder) / 'pipeline.json'}: component {part!r} is a {saved_class}; "
-                                      f"{name} expects {expected.__name__ if expected else 'no such component'}")
-            modules[part] = expected.from_pretrained(component_folder(folder, manifest, part))
+                                      f"{name} expects {names}")
+            modules[part] = found[0].from_pretrained(component_folder(folder, manifest, part))
         return klass.from_parts(spec, modules, manifest["settings"]).to(device, dtype)
 
     # ------------------------------------------------------------ device

@@ -92,6 +92,12 @@ class AblationConfig:
 @dataclass
 class DenoiserConfig:
     patch: int | tuple[int, int] = 2  # (rows, cols): rows are time on the time planes
+    # the plane layout: "canvas" (STDiT on planes zero-padded to one square) or "packed"
+    # (PackedSTDiT: the planes as one token sequence, no padding); the packed model's
+    # across-plane groups and local time window (token rows; null: full)
+    layout: Literal["canvas", "packed"] = "canvas"
+    across: Literal["position", "time"] = "position"
+    time_window: int | None = None
     hidden_size: int = 128
     depth: int = 4
     num_heads: int = 4
@@ -151,8 +157,10 @@ class DiTRecipe:
 @dataclass
 class DemoConfig:
     output_dir: str = "outputs/demo"
-    autoencoder_minutes: float = 4.5  # the config's 1200 steps normally end first (~4 min)
-    dit_minutes: float = 4.0  # likewise 750 steps (~3.5 min)
+    # the stages end on their configs' step counts (1200 and 750, ~4 and ~3.5 min on 2 idle cores),
+    # so quality does not depend on machine load; these caps are only a safety net far above that
+    autoencoder_minutes: float = 30.0
+    dit_minutes: float = 30.0
     feature_steps: int = 200  # held-out accuracy is already 1.0 by then
     # extra key=value overrides of each stage's config (e.g. to shrink everything in tests)
     autoencoder_overrides: list[str] = field(default_factory=list)

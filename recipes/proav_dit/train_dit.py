@@ -5,7 +5,9 @@
 ``autoencoder`` names an autoencoder run folder (``train_autoencoder``'s output); its data
 config is reused, and its latents are encoded once and cached (:mod:`recipes.proav_dit.codec`).
 
-Objective: rectified flow on the stacked ``b c 6 s s`` latent with *per-plane* timesteps.
+Objective: rectified flow on the tri-plane latent (``model.layout``: the stacked canvas
+``b c 6 s s`` for :class:`~avblocks.dit.STDiT`, or the packed ``b c L`` for
+:class:`~avblocks.dit.PackedSTDiT`) with *per-plane* timesteps.
 Each training example is, at random:
 
 - joint (probability ``1 - p_audio_to_video - p_video_to_audio``): all six planes share one
@@ -17,7 +19,9 @@ Each training example is, at random:
 So the one model generates jointly and does both conditional tasks by holding one modality's
 planes clean at sampling time (ProAV-DiT's per-plane timesteps). The noise is zero on the
 canvas padding (the padded cells stay exactly 0 along the whole path, and their target
-velocity is 0), so padding never looks like signal. Class labels are dropped with
+velocity is 0), so padding never looks like signal; a packed latent has none. Per-plane
+times and masks reach the diffusion helpers through ``codec.frame_values`` (one value per
+cell of a packed latent). Class labels are dropped with
 ``model.class_dropout`` for classifier-free guidance.
 
 Writes to ``run.output_dir``: ``config.yaml``, ``checkpoints/`` (atomic, exact resume),
@@ -40,6 +44,7 @@ from avblocks.codecs import TriPlaneCodec
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
+from avblocks.dit.packed_stdit import PackedSTDiT
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
 from avblocks.pipelines import FlowSampling, ProAVDiTPipeline
@@ -76,6 +81,9 @@ def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
     require(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
     require(m.hidden_size % m.num_heads == 0,
             f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
+    require(m.time_window is None or m.layout == "packed",
+            f"model.time_window ({m.time_window}) needs model.layout packed (it is {m.layout!r})")
+    require(m.time_window is None or m.time_window >= 1, f"model.time_window ({m.time_window}) must be >= 1")
     require(m.hidden_size % 4 == 0,
             f"model.hidden_size ({m.hidden_size}) must be divisible by 4 (2D sin-cos position table)")
     require(0.0 <= m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in [0, 1)")
@@ -93,11 +101,14 @@ def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
             "model/); train one with proav_dit.train_autoencoder")
 
 
-def build_denoiser(cfg: DiTRecipe, codec: TriPlaneCodec, num_classes: int) -> STDiT:
+def build_denoiser(cfg: DiTRecipe, codec: TriPlaneCodec, num_classes: int) -> STDiT | PackedSTDiT:
     m = cfg.model
-    return STDiT(in_channels=codec.channels, side=codec.side, frames=codec.num_planes,
-                 patch=m.patch, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
+    width = dict(patch=m.patch, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
                  mlp_ratio=m.mlp_ratio, num_classes=num_classes, class_dropout=m.class_dropout)
+    if m.layout == "packed":
+        return PackedSTDiT(in_channels=codec.channels, planes=codec.plane_shapes, across=m.across,
+                           time_window=m.time_window, **width)
+    return STDiT(in_channels=codec.channels, side=codec.side, frames=codec.num_planes, **width)
 
 
 def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -112,14 +123,14 @@ def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generat
 def train(cfg: DiTRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
-    codec, data = load_codec(cfg.autoencoder, patch=cfg.model.patch)
+    codec, data = load_codec(cfg.autoencoder, patch=cfg.model.patch, layout=cfg.model.layout)
     if ctx.is_main:  # rank 0 encodes and writes the cache; the others read it
         cache = cached_latents(codec, data, cfg.autoencoder, progress=cfg.run.progress)
     dist_utils.barrier()
     if not ctx.is_main:
         cache = cached_latents(codec, data, cfg.autoencoder, progress=False)
     latents, labels = cache["latents"], cache["labels"]
-    valid = codec.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s
+    valid = codec.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s (canvas) / 1 1 L (packed)
 
     model = build_denoiser(cfg, codec, data.num_classes)
     o, d = cfg.optim, cfg.diffusion
@@ -134,9 +145,9 @@ def train(cfg: DiTRecipe) -> dict:
     def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
         x0, y = latents[index], labels[index]
         b = x0.shape[0]
-        t = flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous()
+        t = codec.frame_values(flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous())
         noise = torch.randn_like(x0) * valid
-        mask = clean_masks(b, d.p_audio_to_video, d.p_video_to_audio)
+        mask = codec.frame_values(clean_masks(b, d.p_audio_to_video, d.p_video_to_audio))
         return {"total": flow.loss(net, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})}
 
     fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
