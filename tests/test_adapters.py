@@ -266,6 +266,50 @@ def test_fusion_frame_codes_share_one_clip_time_axis():
     torch.testing.assert_close(fusion._codes(8, 4, video), frame_position_embedding(centres, D))
 
 
+def test_frame_local_fusion_times_follow_the_image_columns():
+    # 2 audio frames of 6 tokens in rows of 3 columns, for 6 video frames: column c of audio
+    # frame j is video frame 3j + c (hand-computed: (j + (c + 0.5) / 3) * 3 - 0.5)
+    fusion = AVFusionBlock(hidden_size=D, num_heads=H, audio_columns=3)
+    expected = torch.tensor([[0.0, 1, 2, 0, 1, 2], [3, 4, 5, 3, 4, 5]], dtype=torch.float64)
+    torch.testing.assert_close(fusion.audio_token_times(2, 6, 6), expected)
+    # 4 columns per 2 video frames: half-frame steps, centred on the frames' own centres
+    half = AVFusionBlock(hidden_size=D, num_heads=H, audio_columns=4)
+    torch.testing.assert_close(half.audio_token_times(1, 4, 2)[0],
+                               torch.tensor([-0.25, 0.25, 0.75, 1.25], dtype=torch.float64))
+    with pytest.raises(ValueError, match="no audio tokens"):
+        fusion.audio_token_times(1, 6, 6)
+    with pytest.raises(ValueError, match="whole number of rows"):
+        fusion.audio_token_times(2, 5, 6)
+    with pytest.raises(ValueError, match="audio_columns"):
+        AVFusionBlock(hidden_size=D, num_heads=H, audio_columns=-1)
+
+
+def test_frame_local_fusion_pairs_each_frame_with_its_own_sound_only():
+    fusion = _perturb(AVFusionBlock(hidden_size=D, num_heads=H, audio_columns=3), std=0.3)
+    video, audio = torch.randn(1, 6, 4, D), torch.randn(1, 2, 6, D)
+    v, a = fusion(video, audio)
+    # the sound of video frame 4: audio frame 1, column 1 (tokens 1 and 4 of that frame)
+    louder = audio.clone()
+    louder[0, 1, [1, 4]] += torch.randn(2, D)  # (a constant would vanish in the LayerNorm)
+    v2, _ = fusion(video, louder)
+    changed = (v2 - v).abs().amax(dim=(0, 2, 3))
+    assert changed[4] > 1e-4 and torch.all(changed[[0, 1, 2, 3, 5]] == 0)
+    # and frame 2's picture reaches only the tokens of column 2 of audio frame 0
+    moved = video.clone()
+    moved[0, 2] += torch.randn(4, D)
+    _, a2 = fusion(moved, audio)
+    touched = ((a2 - a).abs().amax(dim=-1) > 0)[0]
+    expected = torch.zeros(2, 6, dtype=torch.bool)
+    expected[0, [2, 5]] = True
+    assert torch.equal(touched, expected)
+    # global fusion (the default) lets the same change reach every audio token
+    wide = AVFusionBlock(hidden_size=D, num_heads=H)
+    wide.load_state_dict(fusion.state_dict())
+    _, a3 = wide(video, audio)
+    _, a4 = wide(moved, audio)
+    assert bool(((a4 - a3).abs().amax(dim=-1) > 0).all())
+
+
 # ---- the whole adapted model: init equivalence, training touches only adapters ---------------
 
 

@@ -269,6 +269,32 @@ def test_av_dit_pipeline_samples_and_round_trips(tmp_path):
         pipe(audio="x.wav")  # AV-DiT generates jointly only
 
 
+def test_av_dit_pipeline_draws_the_noise_its_denoiser_was_trained_with(tmp_path):
+    # A fresh AVDiT predicts zero noise (DiT's zero final layer), so deterministic DDIM only
+    # rescales the initial noise: the latents show its frame correlation directly.
+    ae = ImageAutoencoder(in_channels=3, latent_channels=4, hidden_channels=8, downsample=4, depth=1, groups=2)
+    codec = ImageLatentCodec(SPEC, ae, audio_images=2)
+    dit = DiTConfig(input_size=4, patch_size=2, in_channels=4, hidden_size=32, depth=1, num_heads=2,
+                    num_classes=8, learn_sigma=False)
+    corr = {}
+    for share in (0.0, 0.7):
+        model = AVDiT(dit=dit, video_frames=8, audio_images=2, lora_rank=2, num_clip_classes=4,
+                      audio_label_offset=4, frame_noise_share=share)
+        pipe = Pipeline.from_pretrained(AVDiTPipeline(codec, model).save_pretrained(tmp_path / f"p{share}"))
+        assert pipe.denoiser.frame_noise_share == share
+        z = pipe.sample_latents(torch.zeros(64, dtype=torch.long), steps=2, sampler="ddim", cfg_scale=1.0, seed=0,
+                                progress=False)
+        corr[share] = torch.corrcoef(z.transpose(0, 2).flatten(1))  # 10 images x 10 images
+    off = ~torch.eye(10, dtype=torch.bool)
+    assert corr[0.0][off].abs().max() < 0.08  # 4096 values per image: chance correlations ~0.016
+    video = corr[0.7][:8, :8][off[:8, :8]]
+    assert (video - 0.7).abs().max() < 0.08
+    assert corr[0.7][8:, :8].abs().max() < 0.08 and abs(float(corr[0.7][8, 9])) < 0.08  # audio stays independent
+    with pytest.raises(ValueError, match="frame_noise_share"):
+        AVDiT(dit=dit, video_frames=8, audio_images=2, num_clip_classes=4, audio_label_offset=4,
+              frame_noise_share=1.0)
+
+
 # ---- READ ---------------------------------------------------------------------------------
 
 

@@ -96,9 +96,11 @@ def tiny_av_dit(**overrides) -> tuple[AVDiT, DiT]:
     return model.eval(), dit.eval()
 
 
-@pytest.mark.parametrize("class_labels", ["pretrained", "adapter"])
-def test_fresh_av_dit_is_the_frozen_dit_on_every_image(class_labels):
-    model, dit = tiny_av_dit(class_labels=class_labels)
+@pytest.mark.parametrize(("class_labels", "frame_local"), [("pretrained", False), ("adapter", False),
+                                                          ("pretrained", True)])
+def test_fresh_av_dit_is_the_frozen_dit_on_every_image(class_labels, frame_local):
+    model, dit = tiny_av_dit(class_labels=class_labels, fusion_frame_local=frame_local)
+    assert model.fusion.audio_columns == (2 if frame_local else 0)  # 4 x 4 latents, 2 x 2 patches
     x, t, y = torch.randn(2, 4, 6, 4, 4), torch.tensor([3, 700]), torch.tensor([1, 3])
     out = model(x, t, y)
     for i in range(6):

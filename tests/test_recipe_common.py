@@ -52,6 +52,13 @@ def test_override_without_equals_is_refused():
         load_config(Run, None, ["steps"])
 
 
+def test_a_missing_config_file_is_named_and_a_bare_name_points_at_the_command(tmp_path):
+    with pytest.raises(ConfigError, match=r"pretrain_tiny does not exist \(a shipped config by name: avblocks run"):
+        load_config(Run, "pretrain_tiny")
+    with pytest.raises(ConfigError, match=r"gone\.yaml does not exist$"):
+        load_config(Run, tmp_path / "gone.yaml")
+
+
 def test_batches_cover_each_epoch_once_and_resume_exactly():
     full = StepBatchSampler(num_items=10, batch_size=3, total_steps=9, seed=5)
     batches = list(full)

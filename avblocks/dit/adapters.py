@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from avblocks.attention.masks import Mask
+from avblocks.attention.masks import GroupMask, Mask
 from avblocks.attention.projections import BidirectionalCrossAttention, MultiHeadAttention
 from avblocks.config import check_int
 from avblocks.dit.blocks import DiTBlock, STDiTBlock
@@ -260,22 +260,40 @@ class AVFusionBlock(nn.Module):
     ``ta != tv`` land between them), added to the normed tokens inside the attention only.
     Spatial positions are what the DiT already put into the tokens.
 
+    Frame-local fusion (``audio_columns > 0``): the tokens of an audio frame are read as a
+    row-major grid with ``audio_columns`` columns along time (a spectrogram image patchified
+    by the DiT: rows are frequency), so audio token column ``c`` of audio frame ``j`` is
+    centred at clip time ``(j + (c + 0.5) / audio_columns) * tv / ta - 0.5`` video frames.
+    Each audio token then gets the frame code of *its own* time, and attention is restricted
+    to one frame: a video token of frame ``k`` sees the audio tokens whose centre rounds to
+    ``k``, and they see only frame ``k``'s video tokens
+    (:class:`~avblocks.attention.masks.GroupMask`). Where a sound is in the picture's time is
+    then given by the layout, not learned from codes (ProAV-DiT's (1, 16) patches make the
+    same point: one token, one frame). Needs ``ta * audio_columns >= tv`` (every frame has
+    audio tokens).
+
     Args:
         hidden_size: token width ``d`` of both streams.
         num_heads: attention heads (must divide ``hidden_size``).
         frame_positions: add the common-time frame code (needs an even ``hidden_size``).
+        audio_columns: ``0`` (global fusion, one code per audio frame) or the number of token
+            columns along time in each audio frame (frame-local fusion, above).
     """
 
-    def __init__(self, *, hidden_size: int, num_heads: int, frame_positions: bool = True) -> None:
+    def __init__(self, *, hidden_size: int, num_heads: int, frame_positions: bool = True,
+                 audio_columns: int = 0) -> None:
         super().__init__()
         check_int("hidden_size", hidden_size)
         check_int("num_heads", num_heads)
+        if isinstance(audio_columns, bool) or not isinstance(audio_columns, int) or audio_columns < 0:
+            raise ValueError(f"audio_columns ({audio_columns!r}) must be an integer >= 0")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
         if frame_positions and hidden_size % 2:
             raise ValueError(f"hidden_size ({hidden_size}) must be even for frame positions")
         self.hidden_size = hidden_size
         self.frame_positions = frame_positions
+        self.audio_columns = audio_columns
         self.cross = BidirectionalCrossAttention(
             video_dim=hidden_size, audio_dim=hidden_size, heads=num_heads
         )
@@ -285,6 +303,19 @@ class AVFusionBlock(nn.Module):
         centre = (k + 0.5) * (video_frames / frames) - 0.5
         return frame_position_embedding(centre, self.hidden_size).to(like.dtype)
 
+    def audio_token_times(self, audio_frames: int, tokens: int, video_frames: int) -> Tensor:
+        """Clip time (in video frames) of every audio token, ``ta x na`` (frame-local layout)."""
+        cols = self.audio_columns
+        if tokens % cols:
+            raise ValueError(f"an audio frame has {tokens} tokens, not a whole number of rows of "
+                             f"audio_columns ({cols})")
+        if audio_frames * cols < video_frames:
+            raise ValueError(f"{audio_frames} audio frames x audio_columns ({cols}) < {video_frames} video "
+                             "frames: some frames would have no audio tokens")
+        j = torch.arange(audio_frames, dtype=torch.float64)[:, None]
+        c = (torch.arange(tokens) % cols).to(torch.float64)[None, :]
+        return (j + (c + 0.5) / cols) * (video_frames / audio_frames) - 0.5
+
     @shapecheck
     def forward(
         self, video: Float[Tensor, "b tv nv d"], audio: Float[Tensor, "b ta na d"]
@@ -293,11 +324,21 @@ class AVFusionBlock(nn.Module):
         ta, na = audio.shape[1:3]
         cross = self.cross
         v, a = cross.video_norm(video), cross.audio_norm(audio)
+        video_mask = audio_mask = None
+        if self.audio_columns:
+            times = self.audio_token_times(ta, na, tv)  # ta na
+            frame_of = torch.floor(times + 0.5).long().clamp(0, tv - 1).flatten()
+            frames = torch.arange(tv).repeat_interleave(nv)
+            video_mask, audio_mask = GroupMask(frames, frame_of), GroupMask(frame_of, frames)
         if self.frame_positions:
             v = v + self._codes(tv, tv, v)[None, :, None, :]
-            a = a + self._codes(ta, tv, a)[None, :, None, :]
+            if self.audio_columns:
+                code = frame_position_embedding(times.flatten().to(a.device), self.hidden_size)
+                a = a + code.to(a.dtype).view(ta, na, -1)[None]
+            else:
+                a = a + self._codes(ta, tv, a)[None, :, None, :]
         v = rearrange(v, "b t n d -> b (t n) d")
         a = rearrange(a, "b t n d -> b (t n) d")
-        dv = rearrange(cross.video_from_audio(v, a), "b (t n) d -> b t n d", t=tv, n=nv)
-        da = rearrange(cross.audio_from_video(a, v), "b (t n) d -> b t n d", t=ta, n=na)
+        dv = rearrange(cross.video_from_audio(v, a, mask=video_mask), "b (t n) d -> b t n d", t=tv, n=nv)
+        da = rearrange(cross.audio_from_video(a, v, mask=audio_mask), "b (t n) d -> b t n d", t=ta, n=na)
         return video + dv, audio + da

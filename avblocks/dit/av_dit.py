@@ -48,6 +48,17 @@ Choices (the paper leaves them open or they are ours):
   after it) is recomputed in the backward whenever gradients are enabled. It has to be the
   layer: the video path runs the frozen blocks through views outside the module tree, which
   a per-block switch such as :func:`avblocks.dit.compile.checkpoint_blocks` does not reach.
+- ``fusion_frame_local`` (ours, off by default as in the paper): the fusion block reads the
+  token columns of a spectrogram image as its time steps (the image layout of
+  :class:`~avblocks.codecs.ImageLatentCodec` cuts the spectrogram along time, and the DiT
+  patchifies rows = frequency, columns = time) and lets video frame ``k`` and the audio
+  tokens of frame ``k`` see only each other. With 16 frames, 4 images of 8x8 latents and
+  2x2 patches, each token column is exactly one frame, so where a sound lies in the picture's
+  time is given, not learned (``AVFusionBlock(audio_columns=...)``).
+- ``frame_noise_share`` (ours, 0 by default): the frozen image DiT draws each frame from its
+  own noise, so a clip's frames start out unrelated; a shared part of the noise
+  (:func:`~avblocks.diffusion.frame_noise.mixed_frame_noise`, PYoCo's mixed prior) makes
+  them start alike. The model only records it; the trainer and the pipeline draw the noise.
 """
 
 from dataclasses import dataclass, field
@@ -88,6 +99,8 @@ class AVDiTConfig:
     lora_alpha: float = 8.0
     bottleneck: int = 0
     fusion_every: int = 2
+    fusion_frame_local: bool = False
+    frame_noise_share: float = 0.0
     class_labels: ClassLabels = "pretrained"
     num_clip_classes: int = 4
     audio_label_offset: int = 4
@@ -105,6 +118,11 @@ class AVDiT(SaveLoadMixin, nn.Module):
         lora_rank, lora_alpha: LoRA rank and scale numerator.
         bottleneck: width of a bottleneck adapter after each video block's MLP (0: none).
         fusion_every: the shared fusion block runs after blocks ``k-1, 2k-1, ...`` (0: never).
+        fusion_frame_local: the fusion block pairs each video frame with the audio tokens of
+            that frame only (each token column of a spectrogram image is one time step; module doc).
+        frame_noise_share: the share of the diffusion noise common to the video frames
+            (:func:`~avblocks.diffusion.frame_noise.mixed_frame_noise`); not used by the
+            forward, recorded so that training and sampling draw the same noise.
         class_labels: ``"pretrained"`` or ``"adapter"`` (module doc).
         num_clip_classes: clip classes ``K`` (the ``"adapter"`` table's size; label range check).
         audio_label_offset: image class of an audio image = clip class + this (``"pretrained"``).
@@ -124,6 +142,8 @@ class AVDiT(SaveLoadMixin, nn.Module):
         lora_alpha: float = 8.0,
         bottleneck: int = 0,
         fusion_every: int = 2,
+        fusion_frame_local: bool = False,
+        frame_noise_share: float = 0.0,
         class_labels: ClassLabels = "pretrained",
         num_clip_classes: int = 4,
         audio_label_offset: int = 4,
@@ -134,6 +154,8 @@ class AVDiT(SaveLoadMixin, nn.Module):
             raise ValueError(f"video_frames ({video_frames}) and audio_images ({audio_images}) must be >= 1")
         if fusion_every < 0 or bottleneck < 0:
             raise ValueError(f"fusion_every ({fusion_every}) and bottleneck ({bottleneck}) must be >= 0")
+        if not 0.0 <= frame_noise_share < 1.0:
+            raise ValueError(f"frame_noise_share ({frame_noise_share}) must lie in [0, 1)")
         if class_labels not in ("pretrained", "adapter"):
             raise ValueError(f"class_labels ({class_labels!r}) must be 'pretrained' or 'adapter'")
         if not 0.0 <= class_dropout < 1.0:
@@ -147,7 +169,7 @@ class AVDiT(SaveLoadMixin, nn.Module):
         self.video_frames, self.audio_images = video_frames, audio_images
         self.class_labels, self.num_clip_classes = class_labels, num_clip_classes
         self.audio_label_offset, self.class_dropout = audio_label_offset, class_dropout
-        self.fusion_every = fusion_every
+        self.fusion_every, self.frame_noise_share = fusion_every, frame_noise_share
 
         self.dit = freeze(DiT(**vars(dit)))
         self.lora_names = add_lora(self.dit, list(lora_targets), rank=lora_rank, alpha=lora_alpha)
@@ -155,7 +177,8 @@ class AVDiT(SaveLoadMixin, nn.Module):
         self.temporal = nn.ModuleList(TemporalAdapter(hidden_size=d, num_heads=heads) for _ in range(depth))
         self.bottleneck = nn.ModuleList(
             BottleneckAdapter(hidden_size=d, bottleneck=bottleneck) for _ in range(depth if bottleneck else 0))
-        self.fusion = AVFusionBlock(hidden_size=d, num_heads=heads) if fusion_every else None
+        columns = self.dit.input_size // self.dit.patch_size if fusion_frame_local else 0
+        self.fusion = AVFusionBlock(hidden_size=d, num_heads=heads, audio_columns=columns) if fusion_every else None
         self.label_adapter = (LabelEmbedder(num_classes=num_clip_classes, hidden_size=d, dropout_prob=class_dropout)
                               if class_labels == "adapter" else None)
         if self.label_adapter is not None:

@@ -22,6 +22,7 @@ from avblocks.codecs.image_latent import ImageLatentCodec
 from avblocks.device import seeded_generator
 from avblocks.diffusion import ClassifierFreeGuidance
 from avblocks.diffusion.ddpm import DDPM
+from avblocks.diffusion.frame_noise import mixed_frame_noise
 from avblocks.diffusion.samplers import DDIMSampler, DPMSolverPP2MSampler
 from avblocks.dit.av_dit import AVDiT
 from avblocks.latent.image_autoencoder import ImageAutoencoder
@@ -88,8 +89,9 @@ class AVDiTPipeline(Pipeline):
         device = self.device
         h, w = self.codec.latent_size
         generator = seeded_generator(device, seed)
-        noise = torch.randn(len(labels), self.codec.channels, self.codec.num_images, h, w, generator=generator,
-                            device=device)
+        noise = mixed_frame_noise((len(labels), self.codec.channels, self.codec.num_images, h, w),
+                                  frames=self.codec.num_frames, share=self.denoiser.frame_noise_share,
+                                  generator=generator, device=device)
         guided = ClassifierFreeGuidance(InWeightsDtype(self.denoiser), scale=cfg_scale,
                                         null_label=self.denoiser.null_label)
         return SAMPLERS[sampler](self.ddpm).sample(guided, noise, steps, model_kwargs={"y": labels.to(device)},

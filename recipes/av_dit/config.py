@@ -141,6 +141,8 @@ class AdapterConfig(SpeedConfig):
     lora_alpha: float = 8.0
     bottleneck: int = 0
     fusion_every: int = 2
+    fusion_frame_local: bool = False  # each video frame fuses with its own audio tokens only
+    frame_noise_share: float = 0.0  # noise share common to a clip's video frames (mixed noise prior)
     class_labels: str = "pretrained"
     class_dropout: float = 0.1
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from avblocks.codecs import ImageLatentCodec
+from avblocks.diffusion.frame_noise import mixed_frame_noise
 from avblocks.dit.adapter_io import save_adapters
 from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiT, load_dit_checkpoint
@@ -64,7 +65,9 @@ def build_model(cfg: AVDiTRecipe, codec: ImageLatentCodec, clip_classes: int) ->
     m = cfg.model
     model = AVDiT(dit=dit.config, video_frames=codec.num_frames, audio_images=codec.audio_images,
                   lora_targets=tuple(m.lora_targets), lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                  bottleneck=m.bottleneck, fusion_every=m.fusion_every, class_labels=m.class_labels,
+                  bottleneck=m.bottleneck, fusion_every=m.fusion_every,
+                  fusion_frame_local=m.fusion_frame_local, frame_noise_share=m.frame_noise_share,
+                  class_labels=m.class_labels,
                   num_clip_classes=clip_classes,
                   audio_label_offset=clip_classes if m.class_labels == "pretrained" else 0,
                   class_dropout=m.class_dropout)
@@ -103,7 +106,7 @@ def train(cfg: AVDiTRecipe) -> dict:
     def micro_step(batch: dict[str, torch.Tensor], step: int, net) -> dict[str, torch.Tensor]:
         x0, y = batch["latents"], batch["labels"]
         t = ddpm.sample_timesteps(x0.shape[0], device=x0.device)
-        noise = torch.randn_like(x0)
+        noise = mixed_frame_noise(x0.shape, frames=frames, share=model.frame_noise_share, device=x0.device)
         pred = net(ddpm.q_sample(x0, t, noise), t, y)
         return split_losses(pred, ddpm.target(x0, noise, t), frames, cfg.audio_weight)
 

@@ -51,7 +51,8 @@ def load_config(config_class: type[C], path: str | Path | None = None, overrides
     tree: dict[str, Any] = {}
     if path is not None:
         if not Path(path).is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            hint = "" if Path(path).suffix else " (a shipped config by name: avblocks run RECIPE --config NAME)"
+            raise ConfigError(f"config file {path} does not exist{hint}")
         try:
             loaded = yaml.safe_load(Path(path).read_text())
         except yaml.YAMLError as e:
