@@ -168,6 +168,20 @@ def test_entry_point_writes_a_loadable_model_and_a_report(trained):
     assert report["held_out"]["video_class_accuracy"] > 0.6
 
 
+def test_the_feature_run_is_watched_in_tensorboard(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = trained
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert {"loss/total", "lr", "grad_norm", "throughput/clips_per_s", "memory/peak_rss_mib"} <= set(
+        events.Tags()["scalars"])
+    logged = [json.loads(line)["total"] for line in (out / "log.jsonl").read_text().splitlines()]
+    curve = events.Scalars("loss/total")
+    assert [e.step for e in curve] == [19, 39, 59]  # the loss of step s (0-based), logged as s + 1
+    assert [e.value for e in curve] == pytest.approx(logged, rel=1e-6)
+
+
 @pytest.fixture(scope="module")
 def splits(trained):
     """The trained tiny net, two real held-out splits (other seeds), and split A's features."""

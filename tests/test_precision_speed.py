@@ -23,7 +23,8 @@ DIT = ["model.hidden_size=32", "model.depth=2", "model.num_heads=2", "optim.step
 
 
 def losses(out: Path) -> list[float]:
-    return [json.loads(line)["total"] for line in (out / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [line["total"] for line in lines if "total" in line]  # not the validation / sample lines
 
 
 def ae(out: Path, *extra: str) -> list[float]:

@@ -55,7 +55,8 @@ def run_av_dit(out: Path, stages: dict[str, Path], *extra: str) -> dict:
 
 
 def losses(out: Path) -> list[float]:
-    return [json.loads(line)["total"] for line in (out / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [line["total"] for line in lines if "total" in line]  # not the validation / sample lines
 
 
 # ---- the image layout ---------------------------------------------------------------------

@@ -38,7 +38,8 @@ def run_dit(out: Path, autoencoder: Path, *extra: str) -> dict:
 
 
 def losses(out: Path) -> list[float]:
-    return [json.loads(line)["total"] for line in (out / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [line["total"] for line in lines if "total" in line]  # not the validation / sample lines
 
 
 def test_tiny_run_matches_reference_and_resumes_exactly(tmp_path, autoencoder_run):
@@ -137,3 +138,89 @@ def test_the_packed_layout_trains_saves_and_holds_the_given_planes(tmp_path, aut
                               cfg_scale=2.0, seed=0, progress=False)
     kept = [torch.equal(a, b) for a, b in zip(codec.layout.split(out), codec.layout.split(latents[:2]), strict=True)]
     assert kept == [False, False, False, True, True, True]
+
+
+# ---- watching a run (recipes/common/watch.py) -------------------------------------------------
+
+WATCHED = ["run.eval_every=2", "run.eval_clips=2", "run.samples=2", "run.sample_every=2"]
+SCALARS = {"loss/total", "lr", "grad_norm", "throughput/clips_per_s", "memory/peak_rss_mib", "validation/total"}
+
+
+def scalars(out: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the run's one TensorBoard event file, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(out))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def peak_rss_mib_now() -> float:
+    """The process's peak resident set as Linux reports it (VmHWM), independently of the recipe."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_watched_run_logs_every_scalar_the_validation_loss_and_samples(tmp_path, autoencoder_run, capsys):
+    import time
+
+    from avblocks.diffusion import FlowMatching
+
+    began = time.monotonic()
+    run_dit(tmp_path, autoencoder_run, *WATCHED)
+    wall = time.monotonic() - began
+    assert capsys.readouterr().out.count(f"tensorboard --logdir {tmp_path}\n") == 1
+    found = scalars(tmp_path)
+    assert SCALARS <= set(found)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    trained = [line for line in log if "total" in line]
+    # the curves are the log's numbers (rounded to 6 decimals there, float32 in the event file)
+    assert [s for s, _ in found["loss/total"]] == [line["step"] for line in trained] == [0, 1, 2, 3]
+    for tag, key in (("loss/total", "total"), ("lr", "lr")):
+        assert [v for _, v in found[tag]] == pytest.approx([line[key] for line in trained], rel=1e-6, abs=1e-6)
+    assert all(0 < v < 1e3 for _, v in found["grad_norm"])
+    # throughput: the time it implies for the 4 steps of 4 clips fits in the run's wall time
+    assert 0 < sum(4 / v for _, v in found["throughput/clips_per_s"]) < wall
+    assert 100 < max(v for _, v in found["memory/peak_rss_mib"]) <= peak_rss_mib_now() + 1
+    # the validation loss at steps 2 and 4, recomputed here by hand from the step-4 checkpoint's
+    # live weights on the held-out clips (the documented seeding: run.seed, noise off the padding)
+    validation = [line for line in log if "validation" in line]
+    assert [line["step"] for line in validation] == [s for s, _ in found["validation/total"]] == [2, 4]
+    assert [v for _, v in found["validation/total"]] == pytest.approx(
+        [line["validation"]["total"] for line in validation], rel=1e-6, abs=1e-6)
+    codec, data = load_codec(autoencoder_run, patch=2)
+    video, audio, labels = data.model_inputs(data.held_out_batch(2))
+    with torch.no_grad():
+        x0 = codec.encode_frames(video, audio)
+        denoiser = STDiT.from_pretrained(tmp_path / "model")  # its shape; the weights come next
+        denoiser.load_state_dict(torch.load(tmp_path / "checkpoints" / "step_00000004.pt")["model"])
+        torch.manual_seed(0)
+        flow = FlowMatching(time_distribution="logit_normal", shift=1.0)
+        t = codec.frame_values(flow.sample_timesteps(2)[:, None].expand(2, 6).contiguous())
+        noise = torch.randn_like(x0) * codec.valid_mask[None, None]
+        mask = codec.frame_values(clean_masks(2, 0.1, 0.1))
+        expected = flow.loss(denoiser.eval(), x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": labels})
+    assert validation[-1]["validation"]["total"] == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    # samples at steps 2 and 4, listed in the log, whole, and at step 4 exactly what the saved
+    # pipeline gives for the same call (what you watch is what you get)
+    listed = [line for line in log if "samples" in line]
+    assert [line["step"] for line in listed] == [2, 4]
+    for line in listed:
+        folder = tmp_path / "samples" / f"step_{line['step']:06d}"
+        names = ["clip_00.mp4", "clip_01.mp4", "contact_sheet.png"]
+        assert line["samples"] == [f"samples/{folder.name}/{name}" for name in names]
+        assert sorted(p.name for p in folder.iterdir()) == names
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_000002", "step_000004"]
+    watched = read_clip(tmp_path / "samples" / "step_000004" / "clip_01.mp4", num_frames=8, fps=8, sample_rate=16000)
+    Pipeline.from_pretrained(tmp_path / "pipeline")(labels=[0, 1], seed=0, progress=False).save(tmp_path / "got.mp4")
+    got = read_clip(tmp_path / "got_01.mp4", num_frames=8, fps=8, sample_rate=16000)
+    assert watched.video.shape == (3, 8, 16, 16) and watched.video.std() > 0
+    assert torch.equal(watched.video, got.video) and torch.equal(watched.audio, got.audio)
+
+
+def test_watching_switched_off_writes_no_event_file_and_no_samples(tmp_path, autoencoder_run, capsys):
+    run_dit(tmp_path, autoencoder_run, *WATCHED, "run.tensorboard=false", "run.eval_every=0", "run.samples=0")
+    assert "tensorboard --logdir" not in capsys.readouterr().out
+    assert not list(tmp_path.rglob("*tfevents*")) and not (tmp_path / "samples").exists()
+    assert all("total" in json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines())

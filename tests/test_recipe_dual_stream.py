@@ -30,7 +30,8 @@ def run(out: Path, *extra: str) -> dict:
 
 
 def losses(out: Path) -> list[float]:
-    return [json.loads(line)["total"] for line in (out / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [line["total"] for line in lines if "total" in line]  # not the validation / sample lines
 
 
 def test_tiny_run_matches_reference_and_resumes_exactly(tmp_path):
@@ -105,3 +106,26 @@ def test_the_command_line_lists_and_checks_the_recipe(capsys):
     cfg.model.coupling.kind, cfg.model.coupling.groups = "gcm", 5
     with pytest.raises(ConfigError, match=r"model.coupling.groups \(5\) must divide data.num_frames \(16\)"):
         validate(cfg)
+
+
+def test_a_watched_run_validates_per_stream_and_samples_through_its_pipeline(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path, "run.eval_every=2", "run.eval_clips=2", "run.samples=2", "run.sample_every=2")
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    validation = [line for line in log if "validation" in line]
+    assert [line["step"] for line in validation] == [2, 4]
+    assert set(validation[-1]["validation"]) == {"total", "video", "audio"}
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert {"loss/video", "loss/audio", "validation/video", "validation/audio"} <= set(events.Tags()["scalars"])
+    assert [e.value for e in events.Scalars("validation/audio")] == pytest.approx(
+        [line["validation"]["audio"] for line in validation], rel=1e-6, abs=1e-6)
+    samples = [line for line in log if "samples" in line]
+    assert [line["step"] for line in samples] == [2, 4]
+    assert all((tmp_path / path).stat().st_size > 1000 for line in samples for path in line["samples"])
+    # the last set is what the saved pipeline gives for the same call
+    watched = read_clip(tmp_path / "samples" / "step_000004" / "clip_00.mp4", num_frames=4, fps=8, sample_rate=16000)
+    Pipeline.from_pretrained(tmp_path / "pipeline")(labels=[0, 1], seed=0, progress=False).save(tmp_path / "got.mp4")
+    got = read_clip(tmp_path / "got_00.mp4", num_frames=4, fps=8, sample_rate=16000)
+    assert torch.equal(watched.video, got.video) and torch.equal(watched.audio, got.audio)

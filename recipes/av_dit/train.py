@@ -46,6 +46,7 @@ from recipes.av_dit.config import AVDiTRecipe
 from recipes.av_dit.trainer import build_ddpm, train_module
 from recipes.common import distributed as dist_utils
 from recipes.common.loop import run_entry_point, start_run
+from recipes.common.watch import Probes
 
 
 def frozen_dit(cfg: AVDiTRecipe, codec: ImageLatentCodec) -> DiT:
@@ -109,8 +110,24 @@ def train(cfg: AVDiTRecipe) -> dict:
         pred = net(ddpm.q_sample(x0, t, noise), t, y)
         return split_losses(pred, ddpm.target(x0, noise, t), frames, cfg.audio_weight)
 
+    def probes(ema) -> Probes:
+        """Validation: ``micro_step``'s losses on ``run.eval_clips`` held-out clips, through the
+        unwrapped model; samples: the pipeline's call on the EMA weights."""
+        r, validation = cfg.run, None
+        if r.eval_every > 0 and r.eval_clips > 0:
+            video, audio, y = data.model_inputs(data.held_out_batch(r.eval_clips))
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the training stream stays as it was
+                held = {"latents": codec.encode_frames(video.to(ctx.device), audio.to(ctx.device)), "labels": y.to(ctx.device)}
+            validation = lambda: micro_step(held, -1, model)  # noqa: E731
+
+        def samples():
+            with ema.swapped(model):
+                return build_pipeline(cfg, codec, model)(labels=torch.arange(r.samples) % data.num_classes,
+                                                         seed=r.seed, progress=False)
+        return Probes(validation=validation, samples=samples)
+
     fitted, ema = train_module(model, desc="AV-DiT adapters", out=out, ctx=ctx, optim=cfg.optim, run=cfg.run,
-                               rows={"latents": latents, "labels": labels}, micro_step=micro_step,
+                               probes=probes, rows={"latents": latents, "labels": labels}, micro_step=micro_step,
                                speed=cfg.model, num_workers=cfg.data.num_workers)
     dist_utils.barrier()
     ema.copy_to(model)

@@ -23,6 +23,7 @@ Choices:
   the model section's speed fields (:mod:`recipes.common.speed`) apply before wrapping.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from recipes.common.latent_cache import RowsDataset
 from recipes.common.loading import step_loader
 from recipes.common.loop import FitResult, OptimConfig, fit, make_optimizer
 from recipes.common.speed import SpeedConfig, apply_speed, attention
+from recipes.common.watch import Probes
 
 
 def build_ddpm(cfg: DDPMConfig) -> DDPM:
@@ -44,12 +46,14 @@ def build_ddpm(cfg: DDPMConfig) -> DDPM:
 
 def train_module(model: torch.nn.Module, *, desc: str, out: Path, ctx: dist_utils.DistContext,
                  optim: OptimConfig, run: RunConfig, rows: dict[str, torch.Tensor], micro_step,
-                 speed: SpeedConfig, num_workers: int = 0) -> tuple[FitResult, EMA]:
+                 speed: SpeedConfig, num_workers: int = 0,
+                 probes: Callable[[EMA], Probes] | None = None) -> tuple[FitResult, EMA]:
     """Optimise the trainable parameters of ``model`` with :func:`recipes.common.loop.fit`.
 
     ``micro_step(batch, step, net)`` gets this rank's micro-batch of ``rows`` (a dict of the
-    same keys, on ``ctx.device``) and the (possibly DDP-wrapped) model. Returns the fit
-    result and the EMA (copy it into the model before exporting).
+    same keys, on ``ctx.device``) and the (possibly DDP-wrapped) model; ``probes(ema)`` what
+    the run is watched with (:mod:`recipes.common.watch`). Returns the fit result and the EMA
+    (copy it into the model before exporting).
     """
     model.to(ctx.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -68,5 +72,6 @@ def train_module(model: torch.nn.Module, *, desc: str, out: Path, ctx: dist_util
                      batches=lambda start: step_loader(dataset, batch_size=optim.batch_size,
                                                        total_steps=optim.steps, start_step=start,
                                                        seed=run.seed, ctx=ctx, num_workers=num_workers),
-                     micro_step=lambda batch, step: micro_step(batch, step, net))
+                     micro_step=lambda batch, step: micro_step(batch, step, net),
+                     probes=None if probes is None else probes(ema))
     return fitted, ema

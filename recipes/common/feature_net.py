@@ -48,6 +48,7 @@ from avblocks.metrics.features import (
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet, SyntheticFeatureNetConfig
 from recipes.common.config import dump_config, load_config
 from recipes.common.schedule import StepBatchSampler, warmup_cosine
+from recipes.common.watch import Watch
 
 
 @dataclass
@@ -79,6 +80,7 @@ class FeatureRunConfig:
     distances: bool = True  # write the real-vs-corrupted distance table
     progress: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    tensorboard: bool = True  # loss curves, lr, gradient norm, throughput, memory (recipes.common.watch)
 
 
 @dataclass
@@ -286,19 +288,23 @@ def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
     log_lines: list[str] = []
     started, started_cpu = time.perf_counter(), time.process_time()
     net.train()
-    for step, batch in enumerate(loader):
-        batch = to_device(batch, device)
-        losses = net.losses(batch["video"], batch["audio"], batch["label"], batch["event_frames"])
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
-        opt.step()
-        sched.step()
-        if (step + 1) % cfg.run.log_every == 0 or step + 1 == o.steps:
-            record = {"step": step + 1} | {k: float(v.detach()) for k, v in losses.items() if k != "logits"}
-            log_lines.append(json.dumps(record))
-            if cfg.run.progress:
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    with Watch(run=cfg.run, out=out, is_main=True, model=net, probes=None, start=0, total=o.steps,
+               batch_size=o.batch_size, sharded=False) as watch:
+        for step, batch in enumerate(loader):
+            batch = to_device(batch, device)
+            losses = net.losses(batch["video"], batch["audio"], batch["label"], batch["event_frames"])
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+            opt.step()
+            sched.step()
+            if (step + 1) % cfg.run.log_every == 0 or step + 1 == o.steps:
+                record = {"step": step + 1} | {k: float(v.detach()) for k, v in losses.items() if k != "logits"}
+                log_lines.append(json.dumps(record))
+                watch.scalars(step, {k: v for k, v in record.items() if k != "step"},
+                              lr=sched.get_last_lr()[0], grad_norm=float(grad_norm))
+                if cfg.run.progress:
+                    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
     train_seconds = time.perf_counter() - started
     train_cpu_seconds = time.process_time() - started_cpu  # wall time varies with machine load
     net.eval()

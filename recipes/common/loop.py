@@ -63,6 +63,7 @@ from recipes.common.faults import (
 )
 from recipes.common.schedule import StepBatchSampler, warmup_cosine
 from recipes.common.speed import check_sections
+from recipes.common.watch import Probes, Watch, tensorboard_hint
 
 __all__ = [
     "FitResult",
@@ -117,6 +118,14 @@ class RunConfig:
     on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
     max_rollbacks: int = 3  # rollbacks allowed before a non-finite step stops the run
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
+    # watching (recipes.common.watch): TensorBoard events next to log.jsonl, a validation loss
+    # on eval_clips held-out clips every eval_every steps and at the end (0: never), and
+    # `samples` clips (0: none) every sample_every steps (0: only at the end)
+    tensorboard: bool = True
+    eval_every: int = 250
+    eval_clips: int = 16
+    sample_every: int = 0
+    samples: int = 0  # the shipped configs set it; sampling costs seconds per set on a CPU
     device: str = "auto"  # auto (cuda:LOCAL_RANK when CUDA is there, else cpu) | cpu | cuda | cuda:N
     tf32: bool = True  # on CUDA, float32 matmuls / convolutions use TF32 (the CPU is unaffected)
 
@@ -152,6 +161,7 @@ def fit(
     micro_step: Callable[[Any, int], dict[str, torch.Tensor]],
     after_step: Callable[[int], dict[str, torch.Tensor]] | None = None,
     pairs: tuple[tuple[str, str], ...] = (("model", "optimizer"),),
+    probes: Probes | None = None,
 ) -> FitResult:
     """Train ``parts["model"]`` (wrapped for DDP/FSDP as ``net``) for ``optim.steps`` steps.
 
@@ -159,7 +169,7 @@ def fit(
     checkpoint (e.g. a discriminator and its optimizer, named in ``pairs``). Fields read:
     ``optim.steps, batch_size, grad_accum, grad_clip, precision`` and ``run.seed, log_every,
     checkpoint_every, keep_checkpoints, max_minutes, progress, on_nonfinite, max_rollbacks,
-    parallel``.
+    parallel`` and the watching fields (``probes``: :mod:`recipes.common.watch`).
     """
     model, ema = parts["model"], parts["ema"]
     opt, sched = parts["optimizer"], parts["scheduler"]
@@ -186,7 +196,9 @@ def fit(
     began, done, totals = time.monotonic(), start, {}
     model.train()
     # line-buffered: tail -f works; other ranks log nowhere
-    with open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log:
+    with (open(out / "log.jsonl" if ctx.is_main else os.devnull, "a", buffering=1) as log,
+          Watch(run=run, out=out, is_main=ctx.is_main, model=model, probes=probes, start=start, total=optim.steps,
+                batch_size=optim.batch_size, sharded=ctx.enabled and run.parallel == "fsdp") as watch):
 
         def roll_back(step: int, what: str) -> int:
             target = checkpoints.restore(parts)
@@ -257,6 +269,7 @@ def fit(
                     scale = {"loss_scale": scaler.get_scale()} if scaler.is_enabled() else {}  # fp16: halves on overflow
                     log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]} | scale
                                          | {n: round(v.item(), 6) for n, v in totals.items()}) + "\n")
+                    watch.scalars(step, totals, lr=sched.get_last_lr()[0], grad_norm=grad_norm.item())
                 done = step + 1
                 out_of_time = run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * run.max_minutes)
                 if done % run.checkpoint_every == 0 or done == optim.steps or out_of_time:
@@ -265,11 +278,13 @@ def fit(
                         guard.decide(step, what, can_skip=False)  # raises unless rollback
                         start, finished = roll_back(step, what), False
                         break
+                watch.after_step(done, log)
                 if out_of_time:
                     if ctx.is_main:
                         print(f"time budget of {run.max_minutes} min reached at step {done}")
                     break
             bar.close()
+        watch.finish(done, log)
     return FitResult(steps=done, minutes=round((time.monotonic() - began) / 60, 2),
                      losses={n: round(float(v), 6) for n, v in totals.items()},
                      nonfinite_events=guard.events)
@@ -352,6 +367,8 @@ def run_entry_point(config_class: type[C], train: Callable[[C], Any], argv=None,
     """A recipe's ``main``: read the config from the command line, ``train`` it, leave the
     process group (also on error), print the result as JSON on rank 0 and return it."""
     cfg = parse_cli(config_class, argv, description=description)
+    if int(os.environ.get("RANK", 0)) == 0 and getattr(getattr(cfg, "run", None), "tensorboard", False):
+        print(tensorboard_hint(cfg.run.output_dir), flush=True)
     try:
         result = train(cfg)
     finally:

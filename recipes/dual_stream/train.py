@@ -48,6 +48,7 @@ from recipes.common.loop import (
     start_run,
     step_batches,
 )
+from recipes.common.watch import Probes
 from recipes.dual_stream.config import DualStreamRecipe, validate
 
 __all__ = ["build_denoiser", "encode_clips", "stream_modes", "stream_loss", "train", "main"]
@@ -102,6 +103,31 @@ def stream_loss(model, flow: FlowMatching, video: torch.Tensor, audio: torch.Ten
     return {"total": losses["video"] + losses["audio"], **losses}
 
 
+def build_pipeline(cfg: DualStreamRecipe, data: ClipData, model: torch.nn.Module) -> DualStreamPipeline:
+    """The pipeline the run saves (and samples while it trains), with ``cfg.sample``'s defaults."""
+    codec = PixelMelCodec(data.spec, inverse=data.audio.inverse)
+    return DualStreamPipeline(codec, model.eval(), sampling=FlowSampling(**asdict(cfg.sample)))
+
+
+def watch_probes(cfg: DualStreamRecipe, data: ClipData, model: torch.nn.Module, ema: EMA, flow) -> Probes:
+    """The validation loss (:func:`stream_loss` on ``run.eval_clips`` held-out clips) and the
+    samples (``run.samples`` clips, one class after another, through :func:`build_pipeline`)."""
+    r, d, validation = cfg.run, cfg.diffusion, None
+    if r.eval_every > 0 and r.eval_clips > 0:
+        video, audio, y = data.model_inputs(data.held_out_batch(r.eval_clips))
+
+        def validation() -> dict[str, torch.Tensor]:
+            video_clean, audio_clean = stream_modes(len(y), d.p_audio_to_video, d.p_video_to_audio)
+            return stream_loss(model, flow, video, audio, y, flow.sample_timesteps(len(y)), video_clean, audio_clean)
+
+    def samples():
+        with ema.swapped(model):
+            return build_pipeline(cfg, data, model)(labels=torch.arange(r.samples) % data.num_classes, seed=r.seed,
+                                                    progress=False)
+
+    return Probes(validation=validation, samples=samples)
+
+
 def train(cfg: DualStreamRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
@@ -123,15 +149,14 @@ def train(cfg: DualStreamRecipe) -> dict:
         return stream_loss(net, flow, video, audio, y, flow.sample_timesteps(len(index)), video_clean, audio_clean)
 
     fitted = fit(desc="dual-stream DiT", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
-                 batches=step_batches(len(clips["labels"]), o, cfg.run.seed, ctx), micro_step=micro_step)
+                 batches=step_batches(len(clips["labels"]), o, cfg.run.seed, ctx), micro_step=micro_step,
+                 probes=watch_probes(cfg, data, model, ema, flow))
     dist_utils.barrier()
     result = fitted.summary()
     model = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: build_denoiser(cfg, data))
     if ctx.is_main:
         model.save_pretrained(out / "model")
-        codec = PixelMelCodec(data.spec, inverse=data.audio.inverse)
-        DualStreamPipeline(codec, model.eval(), sampling=FlowSampling(**asdict(cfg.sample))).save_pretrained(
-            out / "pipeline")
+        build_pipeline(cfg, data, model).save_pretrained(out / "pipeline")
     dist_utils.barrier()
     return result
 

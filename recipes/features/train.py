@@ -8,10 +8,13 @@ What it learns, what it writes and why: :mod:`recipes.common.feature_net`.
 
 from recipes.common.config import parse_cli
 from recipes.common.feature_net import FeatureRecipe, train
+from recipes.common.watch import tensorboard_hint
 
 
 def main(argv=None) -> dict:
     cfg = parse_cli(FeatureRecipe, argv, description=__doc__.splitlines()[0])
+    if cfg.run.tensorboard:
+        print(tensorboard_hint(cfg.run.output_dir), flush=True)
     return train(cfg)[1]
 
 

@@ -38,6 +38,7 @@ from recipes.common import feature_net, load_config, parse_cli
 from recipes.common.data import ClipData
 from recipes.common.evaluation import generation_metrics
 from recipes.common.sync_eval import SyncEvalConfig, evaluate_sets
+from recipes.common.watch import tensorboard_hint
 from recipes.proav_dit import train_autoencoder, train_dit
 from recipes.proav_dit.config import AutoencoderRecipe, DemoConfig, DiTRecipe
 
@@ -155,6 +156,7 @@ def run(cfg: DemoConfig) -> dict:
 
 def main(argv=None) -> dict:
     cfg = parse_cli(DemoConfig, argv, description=__doc__.splitlines()[0])
+    print(tensorboard_hint(cfg.output_dir), flush=True)  # each stage's run is a folder in it
     metrics = run(cfg)
     g, r, s = metrics["sync_generated"], metrics["sync_real"], metrics["sync_shuffled"]
     print(json.dumps(metrics, indent=2))

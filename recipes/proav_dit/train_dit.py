@@ -62,6 +62,7 @@ from recipes.common.loop import (
     start_run,
 )
 from recipes.common.speed import apply_speed, attention
+from recipes.common.watch import Probes
 from recipes.proav_dit.codec import cached_latents, load_codec
 from recipes.proav_dit.config import DiTRecipe
 
@@ -125,6 +126,30 @@ def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generat
     return mask
 
 
+def build_pipeline(cfg: DiTRecipe, codec: TriPlaneCodec, model: STDiT | PackedSTDiT) -> ProAVDiTPipeline:
+    """The pipeline the run saves (and samples while it trains), with ``cfg.sample``'s defaults."""
+    return ProAVDiTPipeline(codec, model.eval(), sampling=FlowSampling(**asdict(cfg.sample)))
+
+
+def watch_probes(cfg: DiTRecipe, codec: TriPlaneCodec, data, model: STDiT | PackedSTDiT, ema: EMA,
+                 loss, device: torch.device) -> Probes:
+    """The validation loss (``loss`` on ``run.eval_clips`` held-out clips' latents) and the
+    samples (``run.samples`` clips, one class after another, through :func:`build_pipeline`)."""
+    r = cfg.run
+    held = None
+    if r.eval_every > 0 and r.eval_clips > 0:
+        video, audio, labels = data.model_inputs(data.held_out_batch(r.eval_clips))
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the training stream stays as it was
+            held = codec.encode_frames(video.to(device), audio.to(device)), labels.to(device)
+
+    def samples():
+        labels = torch.arange(r.samples) % data.num_classes
+        with ema.swapped(model):
+            return build_pipeline(cfg, codec, model)(labels=labels, seed=r.seed, progress=False)
+
+    return Probes(validation=None if held is None else lambda: {"total": loss(model, *held)}, samples=samples)
+
+
 def train(cfg: DiTRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     device = ctx.device
@@ -152,27 +177,28 @@ def train(cfg: DiTRecipe) -> dict:
     opt, sched = make_optimizer(model.parameters(), o)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
 
-    def micro_step(batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        x0, y = batch["latents"], batch["labels"]
+    def loss(denoiser: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         b = x0.shape[0]
         t = codec.frame_values(flow.sample_timesteps(b, device=device)[:, None].expand(b, 6).contiguous())
         noise = torch.randn_like(x0) * valid
         mask = codec.frame_values(clean_masks(b, d.p_audio_to_video, d.p_video_to_audio, device=device))
-        return {"total": flow.loss(net, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})}
+        return flow.loss(denoiser, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})
+
+    def micro_step(batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        return {"total": loss(net, batch["latents"], batch["labels"])}
 
     with attention(cfg.model):
         fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
                      batches=lambda start: step_loader(rows, batch_size=o.batch_size, total_steps=o.steps,
                                                        start_step=start, seed=cfg.run.seed, ctx=ctx,
                                                        num_workers=cfg.data.num_workers),
-                     micro_step=micro_step)
+                     micro_step=micro_step, probes=watch_probes(cfg, codec, data, model, ema, loss, device))
     dist_utils.barrier()
     result = fitted.summary()
     model = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: build_denoiser(cfg, codec, data.num_classes))
     if ctx.is_main:
         model.save_pretrained(out / "model")
-        pipeline = ProAVDiTPipeline(codec, model.eval(), sampling=FlowSampling(**asdict(cfg.sample)))
-        pipeline.save_pretrained(out / "pipeline")
+        build_pipeline(cfg, codec, model).save_pretrained(out / "pipeline")
     dist_utils.barrier()
     return result
 

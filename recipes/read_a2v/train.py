@@ -45,10 +45,12 @@ from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.diffusion.schedules import ReadSchedule
 from avblocks.dit.read_denoiser import ReadDenoiser
+from avblocks.pipelines import SoundingVideo
 from avblocks.pipelines.read import ReadPipeline, ReadSampling
 from recipes.common.data import ClipData
 from recipes.common.loop import fit, make_optimizer, run_entry_point, start_run, step_batches
 from recipes.common.speed import apply_speed, attention
+from recipes.common.watch import Probes
 from recipes.read_a2v.config import ReadRecipe, validate
 from recipes.read_a2v.video_embedder import FrameVideoEmbedder
 
@@ -77,12 +79,16 @@ def build_schedule(cfg: ReadRecipe) -> ReadSchedule:
                         logit_mean=s.logit_mean, logit_std=s.logit_std, shift=s.shift)
 
 
-def render_clips(data: ClipData, device: torch.device) -> dict[str, torch.Tensor]:
-    """Every training clip as model inputs on ``device``: video ``N 3 T h w``, audio frames
-    ``N 1 T f w``."""
-    items = [data.dataset[i] for i in range(len(data.dataset))]
-    video, audio, _ = data.to(device).model_inputs(to_device(torch.utils.data.default_collate(items), device))
-    return {"video": video, "audio": audio}
+def render_clips(data: ClipData, device: torch.device, held_out: int = 0) -> dict[str, torch.Tensor]:
+    """Every training clip (or the first ``held_out`` held-out clips) as model inputs on
+    ``device``: video ``N 3 T h w``, audio frames ``N 1 T f w``; held-out clips keep their
+    ``waveform`` too (on the CPU)."""
+    if held_out:
+        batch = data.held_out_batch(held_out)
+    else:
+        batch = torch.utils.data.default_collate([data.dataset[i] for i in range(len(data.dataset))])
+    video, audio, _ = data.to(device).model_inputs(to_device(batch, device))
+    return {"video": video, "audio": audio} | ({"waveform": batch["audio"]} if held_out else {})
 
 
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
@@ -90,7 +96,14 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
     return seeded_generator(device, seed * 1_000_003 + step)
 
 
-def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
+def validation_of(cfg: ReadRecipe, held: dict | None, loss) -> Probes:
+    """The validation probe: ``loss(indices)`` over the first ``run.eval_clips`` held-out clips."""
+    if held is None or cfg.run.eval_every == 0 or cfg.run.eval_clips == 0:
+        return Probes()
+    return Probes(validation=lambda: loss(list(range(min(cfg.run.eval_clips, len(held["video"]))))))
+
+
+def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx, held: dict | None = None) -> dict:
     """Stage 1 (see the module doc); returns the fit summary and saves ``out/model``."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.run.seed)
@@ -102,8 +115,8 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
     ema = EMA(model, decay=o.ema_decay, warmup=True)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
 
-    def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
-        audio, video = clips["audio"][index], clips["video"][index]
+    def losses(source: dict, index: list[int]) -> dict[str, torch.Tensor]:
+        audio, video = source["audio"][index], source["video"][index]
         codes, recon = codec(audio)
         reconstruction = F.mse_loss(recon, audio)
         contrastive = frame_infonce(codes, video_head(video), c.temperature)
@@ -112,7 +125,8 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
 
     fitted = fit(desc="audio codec", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts,
                  net=model, batches=step_batches(len(clips["audio"]), o, cfg.run.seed, ctx),
-                 micro_step=micro_step)
+                 micro_step=lambda index, step: losses(clips, index),
+                 probes=validation_of(cfg, held, lambda index: losses(held, index)))
     ema.copy_to(model)
     if ctx.is_main:
         codec.save_pretrained(out / "model")
@@ -155,7 +169,8 @@ def loss_weight(x0: torch.Tensor, t: torch.Tensor, *, object_weight: float, clea
     return weight
 
 
-def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Path, ctx) -> dict:
+def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Path, ctx,
+                   held: dict | None = None) -> dict:
     """Stage 2 (see the module doc); returns the fit summary and saves ``out/model``."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.run.seed)
@@ -169,42 +184,71 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Pat
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
     motion = cfg.schedule.motion_frames
 
-    def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
-        g = step_generator(cfg.run.seed, step, ctx.device)
-        x0, audio = training_example(clips, index, codes, motion, g)
+    def loss(source: dict, source_codes: torch.Tensor, index: list[int], g: torch.Generator,
+             dropout: float) -> dict[str, torch.Tensor]:
+        x0, audio = training_example(source, index, source_codes, motion, g)
         t, mask = schedule.training_timesteps(x0.shape[0], generator=g, device=g.device)
         noise = torch.randn(x0.shape, generator=g, device=g.device)
         kwargs = {"audio": audio}
-        if cfg.model.audio_dropout > 0:
-            kwargs["drop_audio"] = torch.rand(x0.shape[0], generator=g, device=g.device) < cfg.model.audio_dropout
+        if dropout > 0:
+            kwargs["drop_audio"] = torch.rand(x0.shape[0], generator=g, device=g.device) < dropout
         weight = loss_weight(x0, t, object_weight=cfg.model.object_weight, clean_loss=cfg.model.clean_loss,
                              min_time=model.min_time)
-        loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs=kwargs, weight=weight)
-        return {"total": loss}
+        return {"total": flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs=kwargs, weight=weight)}
 
+    def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
+        return loss(clips, codes, index, step_generator(cfg.run.seed, step, ctx.device), cfg.model.audio_dropout)
+
+    probes = Probes()
+    if held is not None:  # every held-out clip, the same windows and noise each time, no dropout
+        with torch.no_grad():
+            held_codes = codec.codes_of_frames(held["audio"])
+        probes = validation_of(cfg, held, lambda index: loss(held, held_codes, index,
+                                                             step_generator(cfg.run.seed, -1, ctx.device), 0.0))
+        probes.samples = lambda: read_samples(cfg, codec, model, ema, held)
     with attention(cfg.model):
         fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=model,
-                     batches=step_batches(len(codes), o, cfg.run.seed, ctx), micro_step=micro_step)
+                     batches=step_batches(len(codes), o, cfg.run.seed, ctx), micro_step=micro_step,
+                     probes=probes)
     ema.copy_to(model)
     if ctx.is_main:
         model.save_pretrained(out / "model")
     return {"steps": fitted.steps, "minutes": fitted.minutes, "losses": fitted.losses}
 
 
+def build_pipeline(cfg: ReadRecipe, codec: FrameCodeCodec, denoiser: ReadDenoiser) -> ReadPipeline:
+    """The pipeline of the trained models with the config's sampling settings."""
+    s = cfg.schedule
+    return ReadPipeline(codec, denoiser, sampling=ReadSampling(steps=s.sample_steps, guidance=s.guidance,
+                                                               lag=s.lag, shift=s.shift))
+
+
 def save_pipeline(cfg: ReadRecipe, codec: FrameCodeCodec, denoiser: ReadDenoiser, folder: Path) -> Path:
     """Stage 3: the trained models and the sampling settings as one pipeline folder."""
-    s = cfg.schedule
-    sampling = ReadSampling(steps=s.sample_steps, guidance=s.guidance, lag=s.lag, shift=s.shift)
-    return ReadPipeline(codec, denoiser, sampling=sampling).save_pretrained(folder)
+    return build_pipeline(cfg, codec, denoiser).save_pretrained(folder)
+
+
+def read_samples(cfg: ReadRecipe, codec: FrameCodeCodec, denoiser: ReadDenoiser, ema: EMA,
+                 held: dict) -> SoundingVideo:
+    """The pipeline's own call with the EMA weights on the first ``run.samples`` held-out clips:
+    each clip's sound and first frame in, its video out; joined into one batch."""
+    pipe = build_pipeline(cfg, codec, denoiser)
+    with ema.swapped(denoiser):
+        clips = [pipe(held["waveform"][i], held["video"][i, :, 0], seed=cfg.run.seed)
+                 for i in range(min(cfg.run.samples, len(held["video"])))]
+    return SoundingVideo(torch.cat([c.video for c in clips]), torch.cat([c.audio for c in clips]), clips[0].spec)
 
 
 def train(cfg: ReadRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     data = ClipData(cfg.data)
     clips = render_clips(data, ctx.device)
-    result = {"codec": train_codec(cfg, clips, out / "codec", ctx)}
+    r = cfg.run
+    held_clips = max(r.eval_clips if r.eval_every else 0, r.samples)
+    held = render_clips(data, ctx.device, held_out=held_clips) if held_clips else None
+    result = {"codec": train_codec(cfg, clips, out / "codec", ctx, held)}
     codec = FrameCodeCodec(data.spec, FrameAudioCodec.from_pretrained(out / "codec" / "model"))
-    result["denoiser"] = train_denoiser(cfg, clips, codec, out / "denoiser", ctx)
+    result["denoiser"] = train_denoiser(cfg, clips, codec, out / "denoiser", ctx, held)
     denoiser = ReadDenoiser.from_pretrained(out / "denoiser" / "model")
     result["pipeline"] = str(save_pipeline(cfg, codec, denoiser, out / "pipeline"))
     return result
