@@ -168,8 +168,10 @@ class Watch:
         began = time.monotonic()
         mode = self.model.training
         self.model.eval()
+        # the training streams (the CPU's and the model's GPU's) come back as they were
+        cuda = sorted({p.device.index or 0 for p in self.model.parameters() if p.device.type == "cuda"})
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
+            with torch.random.fork_rng(devices=cuda), torch.no_grad():
                 torch.manual_seed(self.run.seed)
                 probe(done, log)
         finally:
