@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from avblocks.device import is_cuda
+
 __all__ = ["Probes", "Watch", "tensorboard_hint", "write_samples"]
 
 
@@ -169,7 +171,7 @@ class Watch:
         mode = self.model.training
         self.model.eval()
         # the training streams (the CPU's and the model's GPU's) come back as they were
-        cuda = sorted({p.device.index or 0 for p in self.model.parameters() if p.device.type == "cuda"})
+        cuda = sorted({p.device.index or 0 for p in self.model.parameters() if is_cuda(p.device)})
         try:
             with torch.random.fork_rng(devices=cuda), torch.no_grad():
                 torch.manual_seed(self.run.seed)
