@@ -135,7 +135,7 @@ def test_nonfinite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     with pytest.raises(NonFiniteError, match=r"non-finite loss \(nan\) at step 3.*on_nonfinite"):
         run_inprocess(tmp_path)
     assert [e["step"] for e in log_lines(tmp_path)] == [0, 1, 2]
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000002.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == ["step_00000002.pt"]
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ def test_tiny_run_matches_reference_losses_and_writes_outputs(tmp_path):
     assert observed == pytest.approx(json.loads(REFERENCE.read_text()), rel=1e-4)
     assert observed[-1] < observed[0]
     assert (tmp_path / "model" / "model.safetensors").is_file()
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt",
+                                                                                   "step_00000004.pt"]
     eval_dir = tmp_path / "eval"
     assert len(list(eval_dir.glob("*.mp4"))) == 2 and len(list(eval_dir.glob("*.png"))) == 2
     assert json.loads((eval_dir / "metrics.json").read_text())["clips"] == 2

@@ -22,6 +22,7 @@ from avblocks.atomic import atomic_path
 from avblocks.codecs import TriPlaneCodec
 from avblocks.config import config_to_dict
 from avblocks.latent.mdsa import MDSA
+from avblocks.saveload import reading
 from recipes.common.config import load_config
 from recipes.common.data import ClipData
 from recipes.proav_dit.config import AutoencoderRecipe
@@ -56,7 +57,8 @@ def cached_latents(codec: TriPlaneCodec, data: ClipData, run_dir: str | Path, *,
     run_dir = Path(run_dir)
     path = run_dir / "latents" / f"{_cache_key(run_dir, data, codec)}.safetensors"
     if path.is_file():
-        return load_file(path)
+        with reading(path):
+            return load_file(path)
     dataset = data.dataset
     latents, labels = [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="encoding latents", disable=not progress):
