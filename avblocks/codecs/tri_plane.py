@@ -33,7 +33,7 @@ from torch import nn
 
 from avblocks.codecs.audio_frames import AudioFrames
 from avblocks.dit.plane_stack import PlaneStack
-from avblocks.latent.mdsa import MDSA, AVLatent
+from avblocks.latent.mdsa import MDSA, AVLatent, MDSAConfig
 from avblocks.spec import AVSpec
 from avblocks.typing import Float, Tensor, shapecheck
 
@@ -73,11 +73,16 @@ class TriPlaneCodec(nn.Module):
         self.spec = spec
         self.audio = AudioFrames(spec, inverse)
         self.autoencoder = autoencoder.eval().requires_grad_(False)
-        cfg = autoencoder.config
+        self.patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        self.stack = self.layout(spec, autoencoder.config, patch)
+
+    @staticmethod
+    def layout(spec: AVSpec, config: MDSAConfig, patch: int | Sequence[int] = 1) -> PlaneStack:
+        """The latent canvas of an autoencoder with ``config`` on ``spec``'s clips, for a
+        denoiser with ``patch``: known from the configs alone (no weights needed)."""
         patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-        self.patch = patch
-        shapes = tri_plane_shapes(spec, cfg.video_patch, cfg.audio_patch)
-        self.stack = PlaneStack(shapes=shapes, channels=cfg.latent_channels, multiple=math.lcm(*patch))
+        shapes = tri_plane_shapes(spec, config.video_patch, config.audio_patch)
+        return PlaneStack(shapes=shapes, channels=config.latent_channels, multiple=math.lcm(*patch))
 
     # ---------------------------------------------------------------- layout
     @property

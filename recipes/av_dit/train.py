@@ -30,11 +30,11 @@ the ``diffusion`` and ``sample`` sections as its sampling defaults), so
     AVDiTPipeline.from_pretrained("outputs/av_dit/adapters/pipeline")(labels=[0, 1]).save("clip.mp4")
 """
 
-import json
 from pathlib import Path
 
 import torch
 
+from avblocks.atomic import atomic_write_json
 from avblocks.codecs import ImageLatentCodec
 from avblocks.dit.adapter_io import save_adapters
 from avblocks.dit.av_dit import AVDiT
@@ -113,7 +113,7 @@ def train(cfg: AVDiTRecipe) -> dict:
     if ctx.is_main:
         model.save_pretrained(out / "model")
         save_adapters(model, out / "adapters.safetensors")
-        (out / "parameters.json").write_text(json.dumps(counts, indent=2))
+        atomic_write_json(out / "parameters.json", counts)
         build_pipeline(cfg, codec, model).save_pretrained(out / "pipeline")
     dist_utils.barrier()
     return result

@@ -40,12 +40,16 @@ from avblocks.codecs import TriPlaneCodec
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
+from avblocks.dit.plane_stack import PlaneStack
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
 from avblocks.pipelines import FlowSampling, ProAVDiTPipeline
 from recipes.common import distributed as dist_utils
 from recipes.common import require
+from recipes.common.config import load_config
+from recipes.common.estimates import require_model_fits
 from recipes.common.loop import (
+    check_optim,
     ema_model,
     fit,
     make_optimizer,
@@ -54,46 +58,36 @@ from recipes.common.loop import (
     step_batches,
 )
 from recipes.proav_dit.codec import cached_latents, load_codec
-from recipes.proav_dit.config import DiTRecipe
+from recipes.proav_dit.config import AutoencoderRecipe, DiTRecipe
 
 
 def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
     """Cross-field constraints, checked before anything is built; the error names the fields.
 
-    The latent canvas is padded to a multiple of ``model.patch`` (:class:`TriPlaneCodec`), so
-    the patch always divides it; what can be impossible is checked here.
+    Each field's own bounds are declared on it (:mod:`avblocks.config_rules`). The latent
+    canvas is padded to a multiple of ``model.patch`` (:class:`TriPlaneCodec`), so the patch
+    always divides it; what can be impossible is checked here, and then (once the
+    autoencoder folder is known to be one) whether training the denoiser fits in memory.
     """
-    m, d, o, r = cfg.model, cfg.diffusion, cfg.optim, cfg.run
-    patch = (m.patch,) if isinstance(m.patch, int) else m.patch
-    require(min(patch) >= 1, f"model.patch ({m.patch}) must be >= 1")
-    for name, value in (("model.depth", m.depth),
-                        ("model.num_heads", m.num_heads), ("model.hidden_size", m.hidden_size),
-                        ("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
-                        ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
-                        ("run.checkpoint_every", r.checkpoint_every),
-                        ("run.keep_checkpoints", r.keep_checkpoints)):
-        require(value >= 1, f"{name} ({value}) must be >= 1")
-    require(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
+    m, d, o = cfg.model, cfg.diffusion, cfg.optim
     require(m.hidden_size % m.num_heads == 0,
             f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
     require(m.hidden_size % 4 == 0,
             f"model.hidden_size ({m.hidden_size}) must be divisible by 4 (2D sin-cos position table)")
-    require(0.0 <= m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in [0, 1)")
-    for name, p in (("diffusion.p_audio_to_video", d.p_audio_to_video),
-                    ("diffusion.p_video_to_audio", d.p_video_to_audio)):
-        require(0.0 <= p <= 1.0, f"{name} ({p}) must lie in [0, 1]")
     require(d.p_audio_to_video + d.p_video_to_audio <= 1.0,
             f"diffusion.p_audio_to_video + diffusion.p_video_to_audio "
             f"({d.p_audio_to_video} + {d.p_video_to_audio}) must be <= 1")
-    require(o.batch_size % (world_size * o.grad_accum) == 0,
-            f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
-            f"x optim.grad_accum ({o.grad_accum})")
+    check_optim(o, world_size=world_size)
     require((Path(cfg.autoencoder) / "config.yaml").is_file() and (Path(cfg.autoencoder) / "model").is_dir(),
             f"autoencoder ({cfg.autoencoder}) must be a trained autoencoder run folder (config.yaml and "
             "model/); train one with proav_dit.train_autoencoder")
+    trained = load_config(AutoencoderRecipe, Path(cfg.autoencoder) / "config.yaml")
+    canvas = TriPlaneCodec.layout(trained.data.spec(), trained.model, m.patch)
+    require_model_fits("model.*", lambda: build_denoiser(cfg, canvas, trained.data.num_classes))
 
 
-def build_denoiser(cfg: DiTRecipe, codec: TriPlaneCodec, num_classes: int) -> STDiT:
+def build_denoiser(cfg: DiTRecipe, codec: "TriPlaneCodec | PlaneStack", num_classes: int) -> STDiT:
+    """The ST-DiT for ``codec``'s latent canvas (a codec, or its :meth:`TriPlaneCodec.layout`)."""
     m = cfg.model
     return STDiT(in_channels=codec.channels, side=codec.side, frames=codec.num_planes,
                  patch=m.patch, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
