@@ -15,17 +15,22 @@ second, so 10 columns per frame at 8 fps), 64 mel bins.
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Annotated
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from avblocks.audio import MelConfig, Vocoder
 from avblocks.codecs import AudioFrames
-from avblocks.data import SyntheticSoundingVideo, VideoFolder
+from avblocks.config import ConfigError
+from avblocks.config_rules import PROBABILITY, SEED, at_least, existing_dir, in_range
+from avblocks.data import DataError, SyntheticSoundingVideo, VideoFolder
+from avblocks.data.request_bounds import MAX_FPS, MAX_SAMPLE_RATE
 from avblocks.spec import AVSpec
+from recipes.common.config import require_fits
 from recipes.common.schedule import StepBatchSampler
 
-__all__ = ["DataConfig", "ClipData", "HELD_OUT_SEED_OFFSET"]
+__all__ = ["DataConfig", "ClipData", "HELD_OUT_SEED_OFFSET", "check_data"]
 
 HELD_OUT_SEED_OFFSET = 10_000
 """The synthetic held-out clips are drawn with ``data.seed + HELD_OUT_SEED_OFFSET``."""
@@ -33,24 +38,41 @@ HELD_OUT_SEED_OFFSET = 10_000
 
 @dataclass
 class DataConfig:
-    folder: str | None = None  # a folder of videos; None: the built-in synthetic set
-    num_clips: int = 512  # synthetic set size
-    num_classes: int = 4  # synthetic classes (a folder is one class)
-    seed: int = 0
-    num_frames: int = 16
-    size: int = 32
-    fps: Fraction = Fraction(8)
-    sample_rate: int = 16000
-    n_fft: int = 800
-    hop: int = 200
-    n_mels: int = 64
-    vocoder: str | None = None  # a local vocos folder (config.yaml + weights); None: Griffin-Lim
+    folder: Annotated[str | None, existing_dir] = None  # a folder of videos; None: the built-in synthetic set
+    num_clips: Annotated[int, at_least(1)] = 512  # synthetic set size
+    num_classes: Annotated[int, at_least(1)] = 4  # synthetic classes (a folder is one class)
+    seed: Annotated[int, SEED] = 0
+    num_frames: Annotated[int, at_least(1)] = 16
+    size: Annotated[int, at_least(1)] = 32
+    fps: Annotated[Fraction, in_range(0, MAX_FPS, lo_open=True)] = Fraction(8)
+    sample_rate: Annotated[int, in_range(1, MAX_SAMPLE_RATE)] = 16000
+    n_fft: Annotated[int, at_least(2)] = 800
+    hop: Annotated[int, at_least(1)] = 200
+    n_mels: Annotated[int, at_least(1)] = 64
+    # a local vocos folder (config.yaml + weights); None: Griffin-Lim
+    vocoder: Annotated[str | None, existing_dir] = None
+    # data.folder: the run stops once more than this share of its files (or of one batch's
+    # clips) failed to read; see avblocks.data.folder
+    max_bad_fraction: Annotated[float, PROBABILITY] = 0.05
 
     def spec(self) -> AVSpec:
         """The clips this section describes, as the library's :class:`AVSpec`."""
         mel = MelConfig(sample_rate=self.sample_rate, n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels)
         return AVSpec(fps=self.fps, sample_rate=self.sample_rate, num_frames=self.num_frames,
                       size=(self.size, self.size), mel=mel)
+
+
+def check_data(data: DataConfig) -> None:
+    """What the ``data`` fields must satisfy together (each field's own bounds are declared on
+    it): a clip the library can describe, i.e. mel settings that fit the rates; and a
+    synthetic set whose every epoch's shuffled order (8 bytes a clip) fits in memory."""
+    try:
+        data.spec()
+    except ValueError as e:
+        raise ConfigError(f"data.sample_rate ({data.sample_rate}), data.fps ({data.fps}), data.n_fft "
+                          f"({data.n_fft}), data.hop ({data.hop}), data.n_mels ({data.n_mels}): {e}") from None
+    if data.folder is None:
+        require_fits(f"shuffling data.num_clips ({data.num_clips}) synthetic clips", 8 * data.num_clips)
 
 
 class ClipData:
@@ -69,7 +91,8 @@ class ClipData:
             self.num_classes = config.num_classes
         else:
             self.dataset = VideoFolder(config.folder, num_frames=config.num_frames, fps=self.spec.fps,
-                                       size=self.spec.size, sample_rate=config.sample_rate)
+                                       size=self.spec.size, sample_rate=config.sample_rate,
+                                       max_bad_fraction=config.max_bad_fraction)
             self.num_classes = 1
         inverse = Vocoder.from_pretrained(config.vocoder) if config.vocoder else None
         self.audio = AudioFrames(self.spec, inverse)
@@ -86,9 +109,10 @@ class ClipData:
         return DataLoader(self.dataset, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
 
     def held_out(self, num_clips: int) -> Dataset:
-        """Evaluation clips: a synthetic set drawn with another seed, or the folder itself."""
+        """``num_clips`` evaluation clips (fewer when the folder holds fewer): a synthetic set
+        drawn with another seed, or the folder's first clips."""
         if self.config.folder is not None:
-            return self.dataset
+            return Subset(self.dataset, range(min(num_clips, len(self.dataset))))
         return self._synthetic(num_clips, self.config.seed + HELD_OUT_SEED_OFFSET)
 
     def held_out_batch(self, num_clips: int) -> dict[str, torch.Tensor]:
@@ -96,8 +120,29 @@ class ClipData:
         clips = self.held_out(num_clips)
         return torch.utils.data.default_collate([clips[i] for i in range(min(num_clips, len(clips)))])
 
+    def read_report(self) -> dict[str, int]:
+        """This process's read failures of ``data.folder`` for the log (empty when none)."""
+        dataset = self.dataset
+        if not isinstance(dataset, VideoFolder) or not (dataset.failed or dataset.substitutions):
+            return {}
+        return {"bad_files": len(dataset.failed), "substituted_clips": dataset.substitutions}
+
+    def check_substitutes(self, batch: dict) -> None:
+        """Stop (:class:`~avblocks.data.DataError`) when more than ``data.max_bad_fraction`` of
+        a batch's clips stand in for clips whose files failed to read."""
+        if "substitute" not in batch:
+            return
+        flags = torch.as_tensor(batch["substitute"])
+        bad, total = int(flags.sum()), flags.numel()
+        if bad > self.config.max_bad_fraction * total:
+            raise DataError(f"{bad} of the {total} clips of a batch stand in for clips whose files in "
+                            f"{self.config.folder} failed to read, more than data.max_bad_fraction "
+                            f"({self.config.max_bad_fraction}); stopping")
+
     def model_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(video b 3 t h w, normalised audio frames b 1 t f w, labels b)`` from a collated batch."""
+        """``(video b 3 t h w, normalised audio frames b 1 t f w, labels b)`` from a collated
+        batch, after :meth:`check_substitutes`."""
+        self.check_substitutes(batch)
         video = batch["video"]
         label = batch.get("label", torch.zeros(video.shape[0], dtype=torch.long))
         return video, self.audio.encode(batch["audio"]), torch.as_tensor(label)
