@@ -9,7 +9,9 @@ A trainer builds its model, optimizer, scheduler and EMA, then calls :func:`fit`
   entry (the one that is back-propagated); it runs under bf16 autocast when
   ``optim.bf16`` and with gradient sync switched off except on the last micro-batch;
 - optionally ``after_step(step)``: work after the optimizer step (a discriminator update);
-  it returns more losses to log.
+  it returns more losses to log;
+- optionally ``report()``: counts to add to each ``log.jsonl`` line (read failures of the
+  data, :mod:`recipes.common.data`); an empty dict adds nothing.
 
 :func:`fit` does everything else, the same way for every recipe: resume from the newest
 checkpoint, the progress bar, gradient accumulation (``optim.grad_accum`` micro-batches),
@@ -20,9 +22,10 @@ gradient clipping, the EMA update, the non-finite guard (``run.on_nonfinite`` = 
 :class:`OptimConfig` and :class:`RunConfig`, which each recipe subclasses to change defaults.
 
 Also here, what every trainer's set-up and entry point repeat: :func:`start_run` (process
-group, validation, output folder, ``config.yaml``), :func:`make_optimizer` (AdamW + warm-up
-cosine schedule), :func:`step_batches` (this rank's slice of every step's batch) and
-:func:`run_entry_point` (the ``main(argv)`` of a recipe module).
+group, validation, the run folder's lock, the rerun check, ``config.yaml``),
+:func:`make_optimizer` (AdamW + warm-up cosine schedule), :func:`step_batches` (this rank's
+slice of every step's batch) and :func:`run_entry_point` (the ``main(argv)`` of a recipe
+module, which releases the run folder's lock however it ends).
 """
 
 import json
@@ -32,19 +35,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from tqdm import tqdm
 
+from avblocks.config import ConfigError, check_fields
+from avblocks.config_rules import CHANGEABLE, SEED, above, at_least, in_range
 from recipes.common import distributed as dist_utils
-from recipes.common.config import dump_config, parse_cli
-from recipes.common.faults import (
-    FaultInjection,
-    NonFiniteError,
-    NonFiniteGuard,
-    remove_stale_temporaries,
-)
+from recipes.common import run_lock
+from recipes.common.config import dump_config, parse_cli, require
+from recipes.common.faults import FaultInjection, NonFiniteError, NonFiniteGuard
+from recipes.common.rerun import check_rerun, latest_step
 from recipes.common.schedule import StepBatchSampler, warmup_cosine
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "fit",
     "make_optimizer",
     "run_entry_point",
+    "check_optim",
     "start_run",
     "step_batches",
 ]
@@ -69,16 +72,30 @@ class OptimConfig:
     A recipe subclasses it and redeclares only the fields whose default differs.
     """
 
-    steps: int = 1000  # optimizer steps of the whole run (a resumed run counts the earlier ones)
-    batch_size: int = 16  # clips per optimizer step, over all ranks and micro-batches
-    lr: float = 1e-3  # peak AdamW learning rate, reached after the warm-up
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay
-    warmup: int = 50  # steps of linear warm-up from 0 to lr
-    min_lr_ratio: float = 0.1  # the cosine decay ends at lr x this at the last step
-    grad_clip: float = 1.0  # the gradients' global norm is clipped to this
-    ema_decay: float = 0.995  # decay of the weights' exponential moving average (the kept model)
+    # optimizer steps of the whole run (a resumed run counts the earlier ones); a rerun may extend it
+    steps: Annotated[int, at_least(1), CHANGEABLE] = 1000
+    batch_size: Annotated[int, at_least(1)] = 16  # clips per optimizer step, over all ranks and micro-batches
+    lr: Annotated[float, above(0)] = 1e-3  # peak AdamW learning rate, reached after the warm-up
+    weight_decay: Annotated[float, at_least(0)] = 0.0  # AdamW's decoupled weight decay
+    warmup: Annotated[int, at_least(0)] = 50  # steps of linear warm-up from 0 to lr
+    min_lr_ratio: Annotated[float, in_range(0, 1)] = 0.1  # the cosine decay ends at lr x this at the last step
+    grad_clip: Annotated[float, at_least(0)] = 1.0  # the gradients' global norm is clipped to this (0: no clipping)
+    # decay of the weights' exponential moving average (the kept model)
+    ema_decay: Annotated[float, in_range(0, 1, hi_open=True)] = 0.995
     bf16: bool = False  # run the forward and loss under bf16 autocast
-    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
+    # micro-batches per optimizer step; batch_size stays the global batch
+    grad_accum: Annotated[int, at_least(1)] = 1
+
+
+def check_optim(optim: OptimConfig, section: str = "optim", *, world_size: int = 1) -> None:
+    """What an optim section's fields must satisfy together (each field's own bounds are
+    declared on it): the warm-up fits in the run (a skipped, zero-step stage has none), and
+    the batch splits evenly over ranks and micro-batches."""
+    require(optim.steps == 0 or optim.warmup <= optim.steps,
+            f"{section}.warmup ({optim.warmup}) must be <= {section}.steps ({optim.steps})")
+    require(optim.batch_size % (world_size * optim.grad_accum) == 0,
+            f"{section}.batch_size ({optim.batch_size}) must be divisible by the number of ranks "
+            f"({world_size}) x {section}.grad_accum ({optim.grad_accum})")
 
 
 @dataclass
@@ -90,14 +107,18 @@ class RunConfig:
     """
 
     output_dir: str = "outputs/run"  # config.yaml, checkpoints/, log.jsonl and the model go here
-    seed: int = 0  # the initial weights, the batch order and (per rank) the noise derive from it
-    log_every: int = 10  # a log.jsonl line every this many steps
-    checkpoint_every: int = 200  # an atomic checkpoint every this many steps (and at the end)
-    keep_checkpoints: int = 3  # the newest this many checkpoints are kept
-    max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
-    progress: bool = True  # the progress bar (rank 0)
-    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
-    max_rollbacks: int = 3  # rollbacks allowed before a non-finite step stops the run
+    seed: Annotated[int, SEED] = 0  # the initial weights, the batch order and (per rank) the noise derive from it
+    log_every: Annotated[int, at_least(1), CHANGEABLE] = 10  # a log.jsonl line every this many steps
+    # an atomic checkpoint every this many steps (and at the end)
+    checkpoint_every: Annotated[int, at_least(1), CHANGEABLE] = 200
+    keep_checkpoints: Annotated[int, at_least(1), CHANGEABLE] = 3  # the newest this many checkpoints are kept
+    # > 0: stop (and save) once this much wall time has passed
+    max_minutes: Annotated[float, at_least(0), CHANGEABLE] = 0.0
+    progress: Annotated[bool, CHANGEABLE] = True  # the progress bar (rank 0)
+    # see recipes.common.faults
+    on_nonfinite: Annotated[Literal["stop", "skip", "rollback"], CHANGEABLE] = "stop"
+    # rollbacks allowed before a non-finite step stops the run
+    max_rollbacks: Annotated[int, at_least(0), CHANGEABLE] = 3
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
 
 
@@ -132,6 +153,7 @@ def fit(
     micro_step: Callable[[Any, int], dict[str, torch.Tensor]],
     after_step: Callable[[int], dict[str, torch.Tensor]] | None = None,
     pairs: tuple[tuple[str, str], ...] = (("model", "optimizer"),),
+    report: Callable[[], dict[str, Any]] | None = None,
 ) -> FitResult:
     """Train ``parts["model"]`` (wrapped for DDP/FSDP as ``net``) for ``optim.steps`` steps.
 
@@ -148,8 +170,8 @@ def fit(
         out / "checkpoints", keep=run.keep_checkpoints, ctx=ctx, seed=run.seed,
         sharded=ctx.enabled and run.parallel == "fsdp", pad=faults.pad, pairs=pairs)
     guard = NonFiniteGuard(run.on_nonfinite, run.max_rollbacks)
-    if ctx.is_main:
-        for leftover in remove_stale_temporaries(out / "checkpoints"):
+    if ctx.is_main:  # only the lock holder, which no live save but its own can be writing beside
+        for leftover in run_lock.remove_leftovers(out / "checkpoints"):
             print(f"removed {leftover.name}, left by an interrupted save")
 
     start = 0
@@ -191,7 +213,8 @@ def fit(
                         (losses["total"] if k == 1 else losses["total"] / k).backward()
                     for key, value in losses.items():
                         totals[key] = totals.get(key, 0.0) + (value.detach() if k == 1 else value.detach() / k)
-                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip))
+                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(  # 0: measured, not clipped
+                    model.parameters(), optim.grad_clip or float("inf")))
                 what = (None if torch.isfinite(totals["total"]) else f"loss ({totals['total'].item()})") or (
                     None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
                 action = None
@@ -223,7 +246,8 @@ def fit(
                     if ctx.enabled:
                         totals = dict(zip(names, dist_utils.all_reduce_mean(values), strict=True))
                     log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]}
-                                         | {n: round(v.item(), 6) for n, v in totals.items()}) + "\n")
+                                         | {n: round(v.item(), 6) for n, v in totals.items()}
+                                         | (report() if report is not None else {})) + "\n")
                 done = step + 1
                 out_of_time = run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * run.max_minutes)
                 if done % run.checkpoint_every == 0 or done == optim.steps or out_of_time:
@@ -236,22 +260,64 @@ def fit(
                     if ctx.is_main:
                         print(f"time budget of {run.max_minutes} min reached at step {done}")
                     break
+                faults.stop(step, totals["total"])
             bar.close()
     return FitResult(steps=done, minutes=round((time.monotonic() - began) / 60, 2),
                      losses={n: round(float(v), 6) for n, v in totals.items()},
                      nonfinite_events=guard.events)
 
 
-def start_run(cfg: Any, validate: Callable[..., None]) -> tuple[dist_utils.DistContext, Path]:
-    """Join the process group (if under torchrun), ``validate(cfg, world_size=...)``, and on
-    rank 0 create ``cfg.run.output_dir`` and write the resolved ``config.yaml`` into it."""
+def start_run(cfg: Any, validate: Callable[..., None],
+              stages: dict[str, str] | None = None) -> tuple[dist_utils.DistContext, Path]:
+    """Check the config, then claim ``cfg.run.output_dir`` and write ``config.yaml`` into it.
+
+    In order, nothing written before the last step:
+
+    1. join the process group (under torchrun), check every field's declared rules
+       (:func:`avblocks.config.check_fields`: ``cfg`` may have been built in Python) and
+       ``validate(cfg, world_size=...)``; a refused config leaves no folder behind;
+    2. on rank 0: take the folder's lock (:mod:`recipes.common.run_lock`; a second run on the
+       folder is refused naming the holder) and compare ``cfg`` with the folder's saved
+       ``config.yaml`` (:func:`recipes.common.rerun.check_rerun`; ``stages`` maps each
+       checkpoint folder to the section counting its steps, ``{"checkpoints": "optim"}`` by
+       default); a refusal here releases the lock and leaves the folder as it was;
+    3. write ``config.yaml``, and record the allowed changes of a rerun in ``log.jsonl``.
+
+    A refusal on rank 0 is raised on every rank.
+    """
     ctx = dist_utils.init_distributed()
+    check_fields(cfg)
     validate(cfg, world_size=ctx.world_size)
     out = Path(cfg.run.output_dir)
+    failure = None
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+        try:
+            _claim(cfg, out, stages or {"checkpoints": "optim"})
+        except (ConfigError, run_lock.RunFolderLocked) as e:
+            failure = e
+    shared = dist_utils.gather_objects(None if failure is None else (isinstance(failure, ConfigError),
+                                                                      str(failure)))[0]
+    if failure is not None:
+        raise failure
+    if shared is not None:
+        raise (ConfigError if shared[0] else run_lock.RunFolderLocked)(shared[1])
     return ctx, out
+
+
+def _claim(cfg: Any, out: Path, stages: dict[str, str]) -> None:
+    lock = run_lock.hold(out)
+    try:
+        changes = check_rerun(cfg, out, stages)
+    except ConfigError:
+        run_lock.release(lock.folder)
+        raise
+    dump_config(cfg, out / "config.yaml")
+    if changes:
+        step = latest_step(out / next(iter(stages))) or 0
+        print(f"{out}: resuming with a changed config: " +
+              "; ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items()))
+        with open(out / "log.jsonl", "a") as log:
+            log.write(json.dumps({"step": step, "config_changed": {k: list(v) for k, v in changes.items()}}) + "\n")
 
 
 def make_optimizer(params: Iterable, optim: OptimConfig) -> tuple[torch.optim.Optimizer,
@@ -308,6 +374,7 @@ def run_entry_point(config_class: type[C], train: Callable[[C], Any], argv=None,
     try:
         result = train(cfg)
     finally:
+        run_lock.release_all()
         dist_utils.destroy_distributed()
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps(result, indent=2))
