@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import AUTOENCODER
 
 from recipes.common.faults import (
     FaultInjection,
@@ -27,13 +28,7 @@ from recipes.common.faults import (
 from recipes.proav_dit import train_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.num_clips=8", "data.num_frames=8", "data.size=16",
-    "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-    "model.groups=2", "model.block_frames=2",
-    "optim.steps=6", "optim.batch_size=2", "optim.warmup=1",
-    "run.checkpoint_every=2", "run.log_every=1", "run.eval_clips=1", "run.progress=false",
-]
+TINY = [*AUTOENCODER, "optim.steps=6", "run.checkpoint_every=2"]
 STEPS = 6
 
 

@@ -6,18 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import AUTOENCODER
 
 from recipes.proav_dit import train_autoencoder
 from recipes.proav_dit.evaluate_autoencoder import main as evaluate_main
 
 REFERENCE = Path(__file__).parent / "references" / "autoencoder_tiny_losses.json"
-TINY = [
-    "data.num_clips=8", "data.num_frames=8", "data.size=16",
-    "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-    "model.groups=2", "model.block_frames=2",
-    "optim.steps=4", "optim.batch_size=2", "optim.warmup=1",
-    "run.checkpoint_every=2", "run.log_every=1", "run.eval_clips=2", "run.progress=false",
-]
+TINY = [*AUTOENCODER, "optim.steps=4", "run.checkpoint_every=2", "run.eval_clips=2"]
 
 
 def run(tmp_path: Path, *extra: str) -> dict:

@@ -18,17 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import AUTOENCODER
 
 from recipes.common import run_lock
 from recipes.common.run_lock import LOCK_NAME, RunFolderLocked
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.num_clips=8", "data.num_frames=8", "data.size=16",
-    "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-    "model.groups=2", "model.block_frames=2", "optim.batch_size=2", "optim.warmup=1",
-    "run.log_every=1", "run.eval_clips=1", "run.progress=false",
-]
+TINY = AUTOENCODER
 
 
 def env(**extra: str) -> dict[str, str]:
