@@ -30,6 +30,8 @@ class MemoryLimitError(ValueError):
 
 
 def format_bytes(n: float) -> str:
+    if n == float("inf"):
+        return "more bytes than can be counted"
     for unit, size in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"

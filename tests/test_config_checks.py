@@ -12,6 +12,7 @@ from typing import Annotated
 
 import pytest
 import torch
+from tiny_runs import AUTOENCODER
 
 from avblocks.config import ConfigError, check_fields, config_from_dict
 from avblocks.config_rules import CHANGEABLE, above, at_least, in_range, is_changeable
@@ -20,13 +21,7 @@ from recipes.proav_dit import train_autoencoder
 from recipes.proav_dit.config import AutoencoderRecipe
 from recipes.read_a2v.config import ReadRecipe
 
-TINY = [
-    "data.num_clips=8", "data.num_frames=8", "data.size=16",
-    "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-    "model.groups=2", "model.block_frames=2",
-    "optim.steps=4", "optim.batch_size=2", "optim.warmup=1",
-    "run.checkpoint_every=2", "run.log_every=1", "run.eval_clips=1", "run.progress=false",
-]
+TINY = [*AUTOENCODER, "optim.steps=4", "run.checkpoint_every=2"]
 
 
 def refusal(tmp_path, capsys, *overrides: str) -> str:
@@ -40,7 +35,7 @@ def refusal(tmp_path, capsys, *overrides: str) -> str:
 
 @pytest.mark.parametrize("override, message", [
     ("optim.grad_clip=-1", "AutoencoderRecipe.optim.grad_clip (-1.0) must be >= 0"),
-    ("optim.lr=-1", "AutoencoderRecipe.optim.lr (-1.0) must be > 0"),
+    ("optim.lr=-1", "AutoencoderRecipe.optim.lr (-1.0) must lie in (0, 10]"),
     ("optim.lr=.nan", "AutoencoderRecipe.optim.lr (nan) must be a finite number"),
     ("optim.lr=1e400", "AutoencoderRecipe.optim.lr (inf) must be a finite number"),
     ("optim.ema_decay=2", "AutoencoderRecipe.optim.ema_decay (2.0) must lie in [0, 1)"),
@@ -65,8 +60,11 @@ def test_memory_heavy_values_are_refused_by_an_estimate(tmp_path, capsys, monkey
     message = refusal(tmp_path, capsys, "run.eval_clips=100000")
     assert "run.eval_clips (each kept with its reconstruction): 200000 clip(s)" in message
     assert "more than the memory limit of 1.0 GB (AVBLOCKS_MEMORY_LIMIT=1G)" in message
-    assert "optim.batch_size: 2 clip(s) of data.num_frames (8) frames of data.size (10000)" in refusal(
-        tmp_path, capsys, "data.size=10000")
+    assert "one clip of data.num_frames (8) frames of data.size (10000) squared would need about 8.9 GB" in (
+        refusal(tmp_path, capsys, "data.size=10000"))
+    # one 3000-pixel clip (0.8 GB) fits, a batch of two does not
+    assert "optim.batch_size: 2 clip(s) of data.num_frames (8) frames of data.size (3000)" in refusal(
+        tmp_path, capsys, "data.size=3000")
     assert "training the model of model.*" in refusal(tmp_path, capsys, "model.hidden_channels=4096")
 
 
@@ -76,7 +74,7 @@ def test_every_broken_rule_is_listed_in_one_format():
     assert str(info.value).split("; ") == [
         "AutoencoderRecipe.model.video_patch[1] (0) must be >= 1",
         "AutoencoderRecipe.loss.kl (-1.0) must lie in [0, 1000]",
-        "AutoencoderRecipe.optim.lr (0.0) must be > 0",
+        "AutoencoderRecipe.optim.lr (0.0) must lie in (0, 10]",
     ]
 
 

@@ -12,10 +12,10 @@ the fields and their values.
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from avblocks.config_rules import PROBABILITY, SEED, WEIGHT, above, at_least, in_range
+from avblocks.config_rules import PROBABILITY, SEED, WEIGHT, at_least, in_range
 from recipes.common import loop
 from recipes.common.config import require
-from recipes.common.data import DataConfig, check_data
+from recipes.common.data import DataConfig, check_batch, check_data
 from recipes.common.loop import OptimConfig, check_optim
 
 
@@ -66,6 +66,7 @@ class AutoencoderRecipe:
         check_optim(self.optim, world_size=world_size)
         d, m = self.data, self.model
         check_data(d)
+        check_batch(self.optim.batch_size, d)
         require(d.num_frames % self.audio_images == 0,
                 f"audio_images ({self.audio_images}) must divide data.num_frames ({d.num_frames})")
         require(d.size % m.downsample == 0, f"model.downsample ({m.downsample}) must divide data.size ({d.size})")
@@ -93,7 +94,7 @@ class DDPMConfig:
     """The frozen DiT's objective; the adapters train with it and the pipeline samples with it."""
 
     schedule: Literal["linear", "cosine"] = "linear"
-    num_timesteps: Annotated[int, at_least(1)] = 1000
+    num_timesteps: Annotated[int, in_range(1, 100_000)] = 1000  # its schedule tables hold one entry a step
 
 
 @dataclass
@@ -120,7 +121,7 @@ class PretrainRecipe:
 class AdapterConfig:
     lora_targets: tuple[str, ...] = ("blocks.*.attn.qkv", "blocks.*.attn.proj")
     lora_rank: Annotated[int, at_least(1)] = 8
-    lora_alpha: Annotated[float, above(0)] = 8.0
+    lora_alpha: Annotated[float, in_range(0, 10_000, lo_open=True)] = 8.0  # the LoRA update is scaled by alpha / rank
     bottleneck: Annotated[int, at_least(0)] = 0
     fusion_every: Annotated[int, at_least(1)] = 2
     class_labels: Literal["pretrained", "adapter"] = "pretrained"

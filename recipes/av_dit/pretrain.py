@@ -40,25 +40,33 @@ from recipes.av_dit.trainer import build_ddpm, train_module
 from recipes.common import distributed as dist_utils
 from recipes.common import require
 from recipes.common.config import load_config
+from recipes.common.data import check_batch
 from recipes.common.estimates import require_model_fits
 from recipes.common.loop import run_entry_point, start_run
 
 
-def validate(cfg: PretrainRecipe, *, world_size: int = 1) -> None:
-    """:meth:`PretrainRecipe.validate`, then what depends on the autoencoder run (read from
-    its ``config.yaml`` alone): the patch divides the latent side, and training fits in memory."""
-    cfg.validate(world_size=world_size)
-    config_file = Path(cfg.autoencoder) / "config.yaml"
-    require(config_file.is_file(), f"autoencoder ({cfg.autoencoder}) must be an av_dit.train_autoencoder run "
+def autoencoder_run(run_dir: str) -> tuple[AutoencoderRecipe, int, int]:
+    """``(config, latent side, latent channels)`` of an autoencoder run, read from its
+    ``config.yaml`` alone (the model is built on the ``meta`` device): what the later stages
+    check their config against before anything is loaded."""
+    config_file = Path(run_dir) / "config.yaml"
+    require(config_file.is_file(), f"autoencoder ({run_dir}) must be an av_dit.train_autoencoder run "
             "folder (it has no config.yaml)")
     trained = load_config(AutoencoderRecipe, config_file)
     with torch.device("meta"):
         autoencoder = build_autoencoder(trained)
-    side = autoencoder.latent_size(trained.data.size, trained.data.size)[0]
+    return trained, autoencoder.latent_size(trained.data.size, trained.data.size)[0], autoencoder.latent_channels
+
+
+def validate(cfg: PretrainRecipe, *, world_size: int = 1) -> None:
+    """:meth:`PretrainRecipe.validate`, then what depends on the autoencoder run: a batch its
+    clips can fill, a patch that divides the latent side, and training that fits in memory."""
+    cfg.validate(world_size=world_size)
+    trained, side, channels = autoencoder_run(cfg.autoencoder)
+    check_batch(cfg.optim.batch_size, trained.data, source="the autoencoder run's data")
     require(side % cfg.model.patch_size == 0,
             f"model.patch_size ({cfg.model.patch_size}) must divide the latent side ({side})")
-    require_model_fits("model.*", lambda: build_dit(cfg, side, autoencoder.latent_channels,
-                                                    trained.data.num_classes))
+    require_model_fits("model.*", lambda: build_dit(cfg, side, channels, trained.data.num_classes))
 
 
 def build_dit(cfg: PretrainRecipe, side: int, channels: int, clip_classes: int) -> DiT:

@@ -27,7 +27,7 @@ from avblocks.config_rules import PROBABILITY, SEED, at_least, existing_dir, in_
 from avblocks.data import DataError, SyntheticSoundingVideo, VideoFolder
 from avblocks.data.request_bounds import MAX_FPS, MAX_SAMPLE_RATE
 from avblocks.spec import AVSpec
-from recipes.common.config import require_fits
+from recipes.common.config import require, require_fits
 from recipes.common.schedule import StepBatchSampler
 
 __all__ = ["DataConfig", "ClipData", "HELD_OUT_SEED_OFFSET", "check_data"]
@@ -55,6 +55,14 @@ class DataConfig:
     # clips) failed to read; see avblocks.data.folder
     max_bad_fraction: Annotated[float, PROBABILITY] = 0.05
 
+    def clip_bytes(self) -> int:
+        """One clip as float32 tensors: video ``3 t h w``, waveform, its complex STFT and its
+        log-mel frames (what memory estimates count a clip as)."""
+        samples = int(self.num_frames * self.sample_rate / self.fps)
+        columns = samples // self.hop + 1
+        stft = 2 * (self.n_fft // 2 + 1) * columns
+        return 4 * (3 * self.num_frames * self.size**2 + samples + stft + self.n_mels * columns)
+
     def spec(self) -> AVSpec:
         """The clips this section describes, as the library's :class:`AVSpec`."""
         mel = MelConfig(sample_rate=self.sample_rate, n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels)
@@ -64,15 +72,32 @@ class DataConfig:
 
 def check_data(data: DataConfig) -> None:
     """What the ``data`` fields must satisfy together (each field's own bounds are declared on
-    it): a clip the library can describe, i.e. mel settings that fit the rates; and a
-    synthetic set whose every epoch's shuffled order (8 bytes a clip) fits in memory."""
+    it): a clip the library can describe (mel settings that fit the rates) that fits in
+    memory, and, for the synthetic set, one it can draw, with every epoch's shuffled order
+    (8 bytes a clip) in memory."""
+    fields = (f"data.sample_rate ({data.sample_rate}), data.fps ({data.fps}), data.n_fft ({data.n_fft}), "
+              f"data.hop ({data.hop}), data.n_mels ({data.n_mels})")
     try:
-        data.spec()
+        spec = data.spec()
     except ValueError as e:
-        raise ConfigError(f"data.sample_rate ({data.sample_rate}), data.fps ({data.fps}), data.n_fft "
-                          f"({data.n_fft}), data.hop ({data.hop}), data.n_mels ({data.n_mels}): {e}") from None
+        raise ConfigError(f"{fields}: {e}") from None
+    require_fits(f"one clip of data.num_frames ({data.num_frames}) frames of data.size ({data.size}) squared",
+                 data.clip_bytes())
     if data.folder is None:
         require_fits(f"shuffling data.num_clips ({data.num_clips}) synthetic clips", 8 * data.num_clips)
+        try:
+            SyntheticSoundingVideo.from_spec(spec, num_clips=data.num_clips, num_classes=data.num_classes,
+                                             seed=data.seed)
+        except ValueError as e:
+            raise ConfigError(f"the synthetic set (data.folder is null) cannot make these clips: {e}") from None
+
+
+def check_batch(batch_size: int, data: DataConfig, key: str = "optim.batch_size", source: str = "data") -> None:
+    """A batch the synthetic set of ``data`` can fill (``source`` names where ``data`` comes
+    from); a folder's clips are counted once it is indexed."""
+    if data.folder is None:
+        require(batch_size <= data.num_clips,
+                f"{key} ({batch_size}) must be <= {source}.num_clips ({data.num_clips})")
 
 
 class ClipData:

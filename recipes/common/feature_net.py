@@ -28,6 +28,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -37,8 +38,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from avblocks.atomic import atomic_write, atomic_write_json
-from avblocks.config import check_fields
-from avblocks.config_rules import SEED, above, at_least, in_range
+from avblocks.config import ConfigError, check_fields
+from avblocks.config_rules import SEED, at_least, in_range
 from avblocks.data import SyntheticSoundingVideo
 from avblocks.metrics.features import (
     distribution_distances,
@@ -48,6 +49,7 @@ from avblocks.metrics.features import (
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet, SyntheticFeatureNetConfig
 from recipes.common import run_lock
 from recipes.common.config import dump_config, load_config, require, require_fits
+from recipes.common.data import DataConfig
 from recipes.common.estimates import training_state_bytes
 from recipes.common.faults import FaultInjection
 from recipes.common.schedule import StepBatchSampler, warmup_cosine
@@ -66,8 +68,8 @@ class FeatureDataConfig:
 class FeatureOptimConfig:
     steps: Annotated[int, at_least(1)] = 400
     batch_size: Annotated[int, at_least(1)] = 16
-    lr: Annotated[float, above(0)] = 2e-3
-    weight_decay: Annotated[float, at_least(0)] = 1e-4
+    lr: Annotated[float, in_range(0, 10, lo_open=True)] = 2e-3
+    weight_decay: Annotated[float, in_range(0, 10)] = 1e-4
     warmup: Annotated[int, at_least(0)] = 20
     min_lr_ratio: Annotated[float, in_range(0, 1)] = 0.05
     grad_clip: Annotated[float, at_least(0)] = 1.0  # 0: no clipping
@@ -266,15 +268,22 @@ def validate(cfg: FeatureRecipe) -> None:
     """What spans several fields (each field's own bounds are declared on it), and whether the
     run fits in memory: the held-out splits are kept whole, the second one in every corrupted
     copy of the distance table."""
-    o, d = cfg.optim, cfg.data
+    o, d, m = cfg.optim, cfg.data, cfg.model
     require(o.warmup <= o.steps, f"optim.warmup ({o.warmup}) must be <= optim.steps ({o.steps})")
-    net = training_state_bytes(lambda: SyntheticFeatureNet.from_config(cfg.model))
-    m = cfg.model
-    clip = 4 * (3 * m.num_frames * m.size**2 + m.num_frames * m.sample_rate // m.fps)
+    require(o.batch_size <= d.num_clips, f"optim.batch_size ({o.batch_size}) must be <= data.num_clips "
+            f"({d.num_clips})")
+    require_fits(f"shuffling data.num_clips ({d.num_clips}) synthetic clips", 8 * d.num_clips)
+    clip = DataConfig(num_frames=m.num_frames, size=m.size, fps=Fraction(m.fps), sample_rate=m.sample_rate,
+                      n_fft=m.n_fft, hop=m.hop, n_mels=m.n_mels).clip_bytes()
     copies = 2 + (len(VIDEO_CORRUPTIONS) + len(AUDIO_CORRUPTIONS) if cfg.run.distances else 0)
     require_fits(f"data.held_out_clips ({d.held_out_clips}) x {copies} splits and corrupted copies of "
-                 f"model.num_frames ({m.num_frames}) x model.size ({m.size})^2 clips, and the network",
-                 d.held_out_clips * copies * clip + net)
+                 f"model.num_frames ({m.num_frames}) x model.size ({m.size})^2 clips", d.held_out_clips * copies * clip)
+    try:  # the clips it trains on
+        synthetic_split(m, num_clips=d.num_clips, seed=d.seed)
+    except ValueError as e:
+        raise ConfigError(f"the synthetic set cannot make the clips model.* describes: {e}") from None
+    require_fits("training the network of model.*",
+                 training_state_bytes(lambda: SyntheticFeatureNet.from_config(cfg.model)))
 
 
 def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:

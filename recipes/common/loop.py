@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from avblocks.config import ConfigError, check_fields
-from avblocks.config_rules import CHANGEABLE, SEED, above, at_least, in_range
+from avblocks.config_rules import CHANGEABLE, SEED, at_least, in_range
 from recipes.common import distributed as dist_utils
 from recipes.common import run_lock
 from recipes.common.config import dump_config, parse_cli, require
@@ -75,8 +75,10 @@ class OptimConfig:
     # optimizer steps of the whole run (a resumed run counts the earlier ones); a rerun may extend it
     steps: Annotated[int, at_least(1), CHANGEABLE] = 1000
     batch_size: Annotated[int, at_least(1)] = 16  # clips per optimizer step, over all ranks and micro-batches
-    lr: Annotated[float, above(0)] = 1e-3  # peak AdamW learning rate, reached after the warm-up
-    weight_decay: Annotated[float, at_least(0)] = 0.0  # AdamW's decoupled weight decay
+    # peak AdamW learning rate, reached after the warm-up; AdamW moves each weight by about lr a
+    # step, so no useful value is near 10, and huge ones make float32 weights inf after one step
+    lr: Annotated[float, in_range(0, 10, lo_open=True)] = 1e-3
+    weight_decay: Annotated[float, in_range(0, 10)] = 0.0  # AdamW's decoupled weight decay
     warmup: Annotated[int, at_least(0)] = 50  # steps of linear warm-up from 0 to lr
     min_lr_ratio: Annotated[float, in_range(0, 1)] = 0.1  # the cosine decay ends at lr x this at the last step
     grad_clip: Annotated[float, at_least(0)] = 1.0  # the gradients' global norm is clipped to this (0: no clipping)

@@ -57,7 +57,7 @@ from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
 from avblocks.timing import frame_columns
 from recipes.common import StepBatchSampler, require
 from recipes.common import distributed as dist_utils
-from recipes.common.data import ClipData, check_data
+from recipes.common.data import ClipData, check_batch, check_data
 from recipes.common.estimates import require_clips_fit, require_model_fits
 from recipes.common.loop import (
     check_optim,
@@ -81,9 +81,7 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
     """
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
     check_optim(o, world_size=world_size)
-    if d.folder is None:
-        require(o.batch_size <= d.num_clips,
-                f"optim.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
+    check_batch(o.batch_size, d)
     require(m.video_patch[0] == m.audio_patch[0],
             f"model.video_patch[0] ({m.video_patch[0]}) and model.audio_patch[0] ({m.audio_patch[0]}) "
             "must be equal (both latents share one t axis)")

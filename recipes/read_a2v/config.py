@@ -17,7 +17,7 @@ from typing import Annotated
 from avblocks.config_rules import CHANGEABLE, SEED, WEIGHT, above, at_least, in_range
 from recipes.common import loop
 from recipes.common.config import require
-from recipes.common.data import DataConfig, check_data
+from recipes.common.data import DataConfig, check_batch, check_data
 from recipes.common.loop import check_optim
 
 __all__ = [
@@ -120,8 +120,7 @@ def validate(cfg: ReadRecipe, world_size: int = 1) -> None:
             f"equal the spectrogram columns per frame ({columns} = sample_rate / fps / hop)")
     for name, o in (("codec_optim", cfg.codec_optim), ("optim", cfg.optim)):
         check_optim(o, name, world_size=world_size)
-        require(o.batch_size <= d.num_clips,
-                f"{name}.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
+        check_batch(o.batch_size, d, f"{name}.batch_size")
 
 
 @dataclass
