@@ -2,7 +2,7 @@
 
 The public blocks by name; subpackages hold the rest (``avblocks.attention``,
 ``avblocks.audio``, ``avblocks.data``, ``avblocks.diffusion``, ``avblocks.dit``,
-``avblocks.latent``, ``avblocks.metrics``). Optional heavy dependencies (vocos, matplotlib)
+``avblocks.latent``, ``avblocks.metrics``, ``avblocks.coupling``). Optional heavy dependencies (vocos, matplotlib)
 are imported only when used.
 """
 
@@ -15,15 +15,28 @@ from avblocks.attention import (
     attend,
     attention_backend,
 )
+from avblocks.attention.time_rope import TimeRotary
 from avblocks.audio import (
     FrameAudioCodec,
     GriffinLim,
+    HiFiGAN,
     LogMelNormalizer,
     MelConfig,
     VideoLikeAudio,
     Vocoder,
 )
+from avblocks.coupling import (
+    BiBlockCoupling,
+    Coupling,
+    CouplingConfig,
+    GatedCrossAttention,
+    GCMCoupling,
+    JointAttention,
+    RandomShiftCoupling,
+    ResampledAddition,
+)
 from avblocks.diffusion import ReadSchedule
+from avblocks.diffusion.stream_pack import StreamPack
 from avblocks.dit import (
     AudioSTDiTBlock,
     AVFusionBlock,
@@ -31,11 +44,15 @@ from avblocks.dit import (
     DiTBlock,
     FrameAudioCrossAttention,
     LabelEmbedder,
+    PackedSTDiT,
+    PlanePack,
     PlaneStack,
     STDiTBlock,
     TemporalAdapter,
     TimestepEmbedder,
 )
+from avblocks.dit.dual_stream import DualStreamDiT
+from avblocks.dit.stream_cache import StreamCache
 from avblocks.latent import (
     MDSA,
     AVLatent,
@@ -61,6 +78,7 @@ __all__ = [
     "VideoLikeAudio",
     "LogMelNormalizer",
     "Vocoder",
+    "HiFiGAN",
     "GriffinLim",
     "SaveLoadMixin",
     "TimestepEmbedder",
@@ -68,6 +86,8 @@ __all__ = [
     "DiTBlock",
     "STDiTBlock",
     "PlaneStack",
+    "PlanePack",
+    "PackedSTDiT",
     "TriPlane",
     "TriPlaneProjector",
     "TriPlaneUnprojector",
@@ -82,4 +102,16 @@ __all__ = [
     "FrameAudioCrossAttention",
     "FrameAudioCodec",
     "ReadSchedule",
+    "TimeRotary",
+    "Coupling",
+    "CouplingConfig",
+    "GatedCrossAttention",
+    "JointAttention",
+    "ResampledAddition",
+    "GCMCoupling",
+    "BiBlockCoupling",
+    "RandomShiftCoupling",
+    "DualStreamDiT",
+    "StreamPack",
+    "StreamCache",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "broken_rules",
     "existing_dir",
     "existing_file",
+    "existing_path",
     "field_rules",
     "in_range",
     "is_changeable",
@@ -103,15 +104,17 @@ class Bound(Rule):
 
 @dataclass(frozen=True)
 class ExistingPath(Rule):
-    """The value names an existing folder (``kind="dir"``) or file (``kind="file"``)."""
+    """The value names an existing folder (``kind="dir"``), file (``kind="file"``) or
+    either (``kind="any"``)."""
 
     kind: str = "dir"
 
     def broken(self, value: Any) -> str | None:
         if not isinstance(value, (str, os.PathLike)):
             return None
-        ok = os.path.isdir(value) if self.kind == "dir" else os.path.isfile(value)
-        return None if ok else f"be an existing {'folder' if self.kind == 'dir' else 'file'}"
+        check, what = {"dir": (os.path.isdir, "folder"), "file": (os.path.isfile, "file"),
+                       "any": (os.path.exists, "file or folder")}[self.kind]
+        return None if check(value) else f"be an existing {what}"
 
 
 class _Changeable:
@@ -141,6 +144,7 @@ def in_range(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fal
 
 existing_dir = ExistingPath("dir")
 existing_file = ExistingPath("file")
+existing_path = ExistingPath("any")
 
 SEED = in_range(0, 2**31 - 1)
 """A seed every generator here accepts, with room for the offsets recipes add to it."""

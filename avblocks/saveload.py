@@ -86,8 +86,11 @@ __all__ = [
 ]
 
 CONFIG_NAME = "config.json"
+"""A module folder's config file."""
 WEIGHTS_NAME = "model.safetensors"
+"""A module folder's weights file."""
 FORMAT_VERSION = 1
+"""The module-folder format this version writes (recorded in the config)."""
 
 M = TypeVar("M", bound="SaveLoadMixin")
 

@@ -10,7 +10,9 @@ side by side in one process, and reports per setting:
   the baseline measured in the same run. Sampling only (denoiser calls and solver), not
   decoding. Compiled settings are warmed up first (compile time is reported apart);
 - peak memory: extra resident memory during one run (``VmHWM - VmRSS`` after resetting the
-  high-water mark via ``/proc/self/clear_refs``, as ``benchmarks/stdit_vs_3d.py``);
+  high-water mark via ``/proc/self/clear_refs``, as ``benchmarks/stdit_vs_3d.py``), measured in
+  a child process started with ``MALLOC_MMAP_THRESHOLD_=65536``; the timing process runs
+  without that allocator setting (it slows some models' runs and not others');
 - quality against the baseline output with the same seed: PSNR of the decoded video
   (``[-1, 1]``, peak-to-peak 2, MSE over all clips at once; ``exact`` when identical) and of
   the decoded normalised audio frames, and the AV-sync score of the decoded clips
@@ -32,9 +34,11 @@ side by side in one process, and reports per setting:
   second call included).
 
 Settings: ``baseline``; ``fbcache@T`` (:class:`avblocks.dit.cache.FirstBlockCache`);
-``teacache@T`` (:class:`avblocks.dit.cache.TeaCache`, no rescale polynomial); ``sta``
-(:class:`avblocks.attention.sparse_video.SlidingTileAttention` on the spatial attention:
-tile 2, window 2 tiles per side, dense for the first 2 calls and the first block);
+``teacache@T`` (:class:`avblocks.dit.cache.TeaCache`, no rescale polynomial); ``sta``: on a
+canvas ST-DiT :class:`avblocks.attention.sparse_video.SlidingTileAttention` on the spatial
+attention (tile 2, window 2 tiles per side, dense for the first 2 calls and the first block;
+on row tokens the one-column axis is a single tile), on a packed ST-DiT the same weights with
+local time attention (``time_window=2`` token rows: each query sees three tiles of two rows);
 ``compile`` (:func:`avblocks.dit.compile.compile_blocks`, inductor); ``bf16``
 (:func:`avblocks.dit.compile.bf16_autocast`); and combinations joined by ``+``.
 
@@ -51,10 +55,12 @@ Usage:
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,6 +74,7 @@ import torch  # noqa: E402
 from avblocks.attention.sparse_video import SlidingTileAttention  # noqa: E402
 from avblocks.dit.cache import FirstBlockCache, TeaCache  # noqa: E402
 from avblocks.dit.compile import bf16_autocast, compile_blocks  # noqa: E402
+from avblocks.dit.packed_stdit import PackedSTDiT  # noqa: E402
 from avblocks.dit.stdit import STDiT  # noqa: E402
 from avblocks.latent.chunked import decode_chunked  # noqa: E402
 from avblocks.latent.mdsa import AVLatent  # noqa: E402
@@ -113,15 +120,23 @@ def load(run: Path):
     return pipe.codec, pipe.denoiser
 
 
+def local_time(model: PackedSTDiT, window: int) -> PackedSTDiT:
+    """The packed model's weights with local time attention of ``window`` token rows."""
+    local = PackedSTDiT.from_config(dataclasses.replace(model.config, time_window=window))
+    local.load_state_dict(model.state_dict())
+    return local.to(next(model.parameters()).device)
+
+
 class Setting:
     """One acceleration setting applied to its own copy of the denoiser."""
 
-    def __init__(self, name: str, base: STDiT):
-        self.name = name
+    def __init__(self, name: str, base: STDiT | PackedSTDiT):
         import copy
 
-        self.model = copy.deepcopy(base).eval()
+        self.name = name
         self.parts = name.split("+")
+        packed = isinstance(base, PackedSTDiT)
+        self.model = (local_time(base, 2) if packed and "sta" in self.parts else copy.deepcopy(base)).eval()
         self.compiled = "compile" in self.parts
         if self.compiled:
             compile_blocks(self.model)
@@ -143,27 +158,18 @@ class Setting:
                 elif part.startswith("teacache@"):
                     self.cache = stack.enter_context(
                         TeaCache(self.model, threshold=float(part.split("@")[1])))
-                elif part == "sta":
+                elif part == "sta" and not isinstance(self.model, PackedSTDiT):
                     self.sparse = stack.enter_context(
                         SlidingTileAttention(self.model, tile=2, window=2, dense_layers=1,
                                              dense_steps=2))
                 elif part == "bf16":
                     stack.enter_context(bf16_autocast("cpu"))
-                elif part not in ("baseline", "compile") and not part.startswith("steps@"):
+                elif part not in ("baseline", "compile", "sta") and not part.startswith("steps@"):
                     raise ValueError(f"unknown setting part {part!r}")
             yield self
 
 
-def _reexec_with_malloc_threshold() -> None:
-    """Freed buffers must go back to the OS for the peak-memory probe to see each run's
-    own peak: glibc's ``MALLOC_MMAP_THRESHOLD_`` is read at process start, so re-exec."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
-def main() -> None:
-    _reexec_with_malloc_threshold()
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run", type=Path, default=None,
                    help="folder with autoencoder/ and dit/ (default: outputs/demo, else outputs/accel)")
@@ -181,54 +187,107 @@ def main() -> None:
                    help="latent frames of the long clip of the decode section (0: skip)")
     p.add_argument("--chunk-frames", type=int, default=8)
     p.add_argument("--out", type=Path, help="also write the markdown tables here")
-    args = p.parse_args()
+    p.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+class Bench:
+    """The run's codec and denoiser, the labels, and one :class:`Setting` per name."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.run = args.run or next(
+            (Path(d) for d in ("outputs/demo", "outputs/accel") if (Path(d) / "pipeline" / "pipeline.json").is_file()),
+            None,
+        )
+        if self.run is None:
+            raise SystemExit("no trained run found: pass --run (a demo folder holding pipeline/)")
+        self.codec, self.base = load(self.run)
+        self.labels = torch.arange(self.base.y_embedder.num_classes).repeat_interleave(args.per_class)
+        self.settings = [Setting(name, self.base) for name in args.settings]
+        if self.settings[0].name != "baseline":
+            raise SystemExit("the first setting must be 'baseline' (the reference)")
+
+    def generate(self, model: STDiT | PackedSTDiT, steps: int) -> torch.Tensor:
+        a = self.args
+        return ProAVDiTPipeline(self.codec, model).sample_latents(
+            self.labels, steps=steps, sampler=a.sampler, cfg_scale=a.cfg_scale, seed=a.seed, progress=False)
+
+    def sample(self, setting: Setting) -> torch.Tensor:
+        return self.generate(setting.model, setting.steps or self.args.steps)
+
+
+def memory_probe(args: argparse.Namespace) -> None:
+    """Child process (started with ``MALLOC_MMAP_THRESHOLD_=65536``, so freed buffers go back
+    to the OS and each run starts from the same baseline): the peak of one run per setting
+    after its warm-up, and of each decode; printed as JSON."""
+    bench = Bench(args)
+    peaks: dict = {"settings": {}, "decode": {}}
+    for s in bench.settings:
+        mem: dict = {}
+        with torch.no_grad(), s.applied():
+            bench.sample(s)  # warm-up (compiles)
+        with torch.no_grad(), s.applied(), peak_memory(mem):
+            bench.sample(s)
+        peaks["settings"][s.name] = mem["peak_bytes"]
+    if args.decode_frames:
+        for name, fn in decodes(bench.codec, args):
+            mem = {}
+            with torch.no_grad():
+                fn()
+                with peak_memory(mem):
+                    fn()
+            peaks["decode"][name] = mem["peak_bytes"]
+    print(json.dumps(peaks))
+
+
+def run_memory_probe(argv: list[str]) -> dict:
+    """The peaks of :func:`memory_probe`, measured in a child process apart from the timing."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    proc = subprocess.run([sys.executable, __file__, *argv, "--memory-probe"], capture_output=True, text=True,
+                          env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"memory probe failed: {proc.stderr.strip()[-400:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
-
-    run = args.run or next(
-        (Path(d) for d in ("outputs/demo", "outputs/accel") if (Path(d) / "pipeline" / "pipeline.json").is_file()),
-        None,
-    )
-    if run is None:
-        raise SystemExit("no trained run found: pass --run (a demo folder holding pipeline/)")
-    codec, base = load(run)
-    labels = torch.arange(base.y_embedder.num_classes).repeat_interleave(args.per_class)
-
-    def generate(model: STDiT, steps: int) -> torch.Tensor:
-        return ProAVDiTPipeline(codec, model).sample_latents(
-            labels, steps=steps, sampler=args.sampler, cfg_scale=args.cfg_scale, seed=args.seed, progress=False)
-    settings = [Setting(name, base) for name in args.settings]
-    if settings[0].name != "baseline":
-        raise SystemExit("the first setting must be 'baseline' (the reference)")
-
-    def sample(setting: Setting) -> torch.Tensor:
-        return generate(setting.model, setting.steps or args.steps)
+    if args.memory_probe:
+        memory_probe(args)
+        return
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        raise SystemExit("unset MALLOC_MMAP_THRESHOLD_: timing runs without it (the memory probe sets it)")
+    bench = Bench(args)
+    settings, codec, run = bench.settings, bench.codec, bench.run
 
     outputs = {}
     for s in settings:  # warm-up (compiles the compiled settings); deterministic: its output
         t0 = time.perf_counter()  # is the setting's output for the quality columns
         with s.applied():
-            outputs[s.name] = sample(s)
+            outputs[s.name] = bench.sample(s)
             s.skipped = f"{s.cache.stats.skipped}/{s.cache.stats.calls}" if s.cache else "-"
         s.compile_s = time.perf_counter() - t0 if s.compiled else None
     converged = None
     if args.reference_steps:
-        converged = codec.decode(generate(base, args.reference_steps))[0]
+        converged = codec.decode(bench.generate(bench.base, args.reference_steps))[0]
     times = {s.name: [] for s in settings}
     load_start = os.getloadavg()
     for _ in range(args.repeats):
         for s in settings:
             with torch.no_grad(), s.applied():
                 t0 = time.perf_counter()
-                sample(s)
+                bench.sample(s)
                 times[s.name].append(time.perf_counter() - t0)
     load_end = os.getloadavg()
+    peaks = run_memory_probe(argv)
     rows = []
     c = codec.spec
     reference = None
     for s in settings:
-        mem: dict = {}
-        with s.applied(), peak_memory(mem):
-            sample(s)
         latent = outputs[s.name]
         video, waveform = codec.decode(latent)
         _, audio = codec.decode_frames(latent)
@@ -237,7 +296,7 @@ def main() -> None:
             reference = (video, audio)
         rows.append({
             "setting": s.name, "ms": 1e3 * statistics.median(times[s.name]),
-            "peak_mb": mem["peak_bytes"] / 2**20,
+            "peak_mb": peaks["settings"][s.name] / 2**20,
             "psnr_video": _psnr(video, reference[0], 2.0),
             "psnr_audio": _psnr(audio, reference[1], float(reference[1].max() - reference[1].min())),
             "sync": sync,
@@ -248,9 +307,11 @@ def main() -> None:
         })
         print(json.dumps(rows[-1]), flush=True)
     base_ms = rows[0]["ms"]
+    layout = f"{codec.layout_name} layout, {type(bench.base).__name__}"
     head = (
-        f"run `{run}`, {len(labels)} clips, {args.sampler} {args.steps} steps, CFG {args.cfg_scale}, "
-        f"{args.threads} thread(s), median of {args.repeats} interleaved runs; load average "
+        f"run `{run}` ({layout}), {len(bench.labels)} clips, {args.sampler} {args.steps} steps, CFG "
+        f"{args.cfg_scale}, {args.threads} thread(s), median of {args.repeats} interleaved runs (peak memory in a "
+        f"separate process); load average "
         f"{'/'.join(f'{v:.1f}' for v in load_start)} -> {'/'.join(f'{v:.1f}' for v in load_end)}\n\n"
         "| setting | ms / run | speed-up | peak MB | PSNR video dB | PSNR audio dB | "
         "8-bit video values changed % | "
@@ -282,13 +343,13 @@ def main() -> None:
     print(table)
     text = table
     if args.decode_frames:
-        text += "\n" + decode_section(codec, args)
+        text += "\n" + decode_section(codec, args, peaks["decode"])
     if args.out:
         args.out.write_text(text)
 
 
-def decode_section(codec, args) -> str:
-    """Whole vs chunked decode of a long random latent of the autoencoder's plane shapes."""
+def decodes(codec, args) -> list[tuple[str, object]]:
+    """Whole and chunked decode of a long random latent of the autoencoder's plane shapes."""
     ae = codec.autoencoder
     shapes = [tuple(p) for p in codec.plane_shapes]  # (h, w), (t, h), (t, w) per modality
     t = args.decode_frames
@@ -298,23 +359,24 @@ def decode_section(codec, args) -> str:
         size = (a, b) if i % 3 == 0 else (t, b)
         planes.append(torch.randn(1, codec.channels, *size, generator=g))
     latent = AVLatent.from_planes(planes)
+    return [("whole", lambda: ae.decode(latent)),
+            (f"chunks of {args.chunk_frames}", lambda: decode_chunked(ae, latent, chunk_frames=args.chunk_frames))]
+
+
+def decode_section(codec, args, peaks: dict) -> str:
+    """Whole vs chunked decode: time here, peak memory from the probe."""
     rows = []
-    for name, fn in (
-        ("whole", lambda: ae.decode(latent)),
-        (f"chunks of {args.chunk_frames}", lambda: decode_chunked(ae, latent, chunk_frames=args.chunk_frames)),
-    ):
-        mem: dict = {}
+    for name, fn in decodes(codec, args):
         with torch.no_grad():
             fn()  # warm-up
             t0 = time.perf_counter()
-            with peak_memory(mem):
-                out = fn()
+            out = fn()
             elapsed = time.perf_counter() - t0
-        rows.append((name, elapsed, mem["peak_bytes"], out))
+        rows.append((name, elapsed, peaks[name], out))
     diff = max(float((a - b).abs().max()) for a, b in zip(rows[0][3], rows[1][3], strict=True))
     text = (
-        f"MDSA decode of a {t}-frame clip (video {rows[0][3][0].shape[-2]}x{rows[0][3][0].shape[-1]}), "
-        f"{args.threads} thread(s); max |chunked - whole| = {diff:.1e}\n\n"
+        f"MDSA decode of a {args.decode_frames}-frame clip (video {rows[0][3][0].shape[-2]}x"
+        f"{rows[0][3][0].shape[-1]}), {args.threads} thread(s); max |chunked - whole| = {diff:.1e}\n\n"
         "| decode | ms | peak MB |\n|---|---:|---:|\n"
         + "\n".join(f"| {n} | {1e3 * e:.0f} | {m / 2**20:.0f} |" for n, e, m, _ in rows) + "\n"
     )

@@ -3,21 +3,21 @@
     PYTHONPATH=. python benchmarks/proav_sync.py AUTOENCODER_RUN DIT_RUN [DIT_RUN ...] \
         [--clips 32] [--steps 16] [--guidance 1 2] [--seed 1]
 
-Every denoiser samples the same held-out labels with the same noise (Heun, ``--steps``
-steps), jointly, audio-to-video (the audio planes held clean at the held-out clips' encoded
-audio; scored with the real audio) and video-to-audio (the converse; scored with the real
-video), and is scored against those clips (:func:`recipes.common.evaluation.sync_scores`):
-the fraction of audio onsets with a visual bounce within one frame, the reverse fraction,
-and how many onsets / bounces were detected (real clips have about 3 of each). The rows
-"real" and "shuffled" (each video with the next clip's audio: the chance level) give the
-scale. Prints a markdown table.
+Every denoiser (each DIT_RUN's saved ``pipeline/``: its plane layout, canvas or packed, comes
+with it) samples the same held-out labels with the same noise (Heun, ``--steps`` steps),
+jointly, audio-to-video (the audio planes held clean at the held-out clips' encoded audio;
+scored with the real audio) and video-to-audio (the converse; scored with the real video),
+and is scored against those clips (:func:`recipes.common.evaluation.sync_scores`): the
+fraction of audio onsets with a visual bounce within one frame, the reverse fraction, and how
+many onsets / bounces were detected (real clips have about 3 of each). The rows "real" and
+"shuffled" (each video with the next clip's audio: the chance level) give the scale. The
+held-out clips come from AUTOENCODER_RUN's data config. Prints a markdown table.
 """
 
 import argparse
 
 import torch
 
-from avblocks.dit.stdit import STDiT
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
 from avblocks.pipelines import ProAVDiTPipeline
 from recipes.common import load_config
@@ -42,12 +42,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    patch = load_config(DiTRecipe, f"{args.dits[0]}/config.yaml").model.patch
-    codec, data = load_codec(args.autoencoder, patch=patch)
+    _, data = load_codec(args.autoencoder)
     batch = data.held_out_batch(args.clips)
     video, audio, labels = data.model_inputs(batch)
     sr, fps = data.spec.sample_rate, data.spec.fps
-    condition = codec.encode_frames(video, audio)
     reference = generation_metrics(batch["video"], batch["audio"], batch["video"], batch["audio"],
                                    sample_rate=sr, fps=fps)
     print("| clips | AV-sync | reverse | onsets | bounces |")
@@ -55,8 +53,11 @@ def main(argv=None) -> None:
     print(_row("real", reference["sync_real"]))
     print(_row("shuffled real pairs", reference["sync_shuffled"]))
     for run in args.dits:
-        steps = load_config(DiTRecipe, f"{run}/config.yaml").optim.steps
-        pipe = ProAVDiTPipeline(codec, STDiT.from_pretrained(f"{run}/model"))
+        cfg = load_config(DiTRecipe, f"{run}/config.yaml")
+        pipe = ProAVDiTPipeline.from_pretrained(f"{run}/pipeline")
+        codec = pipe.codec
+        condition = codec.encode_frames(video, audio)
+        layout = cfg.model.layout + (f", across {cfg.model.across}" if cfg.model.layout == "packed" else "")
         for scale in args.guidance:
             for mode in ("joint", "a2v", "v2a"):
                 clean = None
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
                 wave = batch["audio"] if mode == "a2v" else gen_wave
                 if mode == "v2a":
                     gen_video = batch["video"]
-                name = f"{run} ({steps} steps), {mode}, guidance {scale:g}"
+                name = f"{run} ({layout}, {cfg.optim.steps} steps), {mode}, guidance {scale:g}"
                 print(_row(name, sync_scores(gen_video, wave, sr, fps)), flush=True)
 
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 RECIPES_DIR = Path(__file__).parent
-SYSTEMS = ("proav_dit", "av_dit", "read_a2v", "features")
+SYSTEMS = ("proav_dit", "av_dit", "read_a2v", "dual_stream", "features")
 
 
 def recipes() -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 ``make_media`` encodes a synthetic sounding video with a known timeline: video frame ``k``
 is a flat grey of level ``levels[k]`` (default: black, with a white flash at ``flash``), and
-the soundtrack is silence (or a 440 Hz ``tone``) with a 1 kHz beep over exactly ``[beep_t, beep_t + 1/fps)``.
+the soundtrack is silence (or a 440 Hz ``tone``) with a 1 kHz beep over exactly
+``[beep_t, beep_t + event_frames / fps)``; the flash lasts ``event_frames`` frames too.
 ``colors``/``images`` replace the grey levels (see :func:`index_colors` to stamp each frame
 with its index). Stream start offsets (``video_start``/``audio_start`` seconds) are written as timestamps, so
 the container records them (edit lists in mp4/mov, absolute timestamps in mkv/webm).
@@ -42,6 +43,7 @@ def make_media(
     images=None,
     gop: int | None = None,
     tone: bool = False,
+    event_frames: int = 1,
 ):
     """Write ``path`` (format from its extension) and return it as a Path."""
     path = Path(path)
@@ -49,7 +51,8 @@ def make_media(
     fps = Fraction(fps)
     h, w = size
     if levels is None:
-        levels = [255 if k == flash else 0 for k in range(num_frames)]
+        on = range(flash, flash + event_frames) if flash is not None else ()
+        levels = [255 if k in on else 0 for k in range(num_frames)]
     with av.open(str(path), "w", format=fmt) as c:
         vs = c.add_stream(vcodec, rate=fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
@@ -87,7 +90,7 @@ def make_media(
             if beep_t is not None:
                 # beep_t is on the same clock as the video (absolute), audio starts at audio_start
                 s0 = round((Fraction(beep_t) - audio_start) * sample_rate)
-                s1 = s0 + round(sample_rate / fps)
+                s1 = s0 + round(event_frames * sample_rate / fps)
                 t = np.arange(s1 - s0) / sample_rate
                 wav[s0:s1] = 0.8 * np.sin(2 * np.pi * 1000 * t)
             wav = np.repeat(wav[None], channels, axis=0)

@@ -42,6 +42,9 @@ def _reference_log_mel(x, *, sr, n_fft, hop, n_mels, f_min=0.0, f_max=None, wind
         ("mel_scale", "bark"),
         ("norm", "l2"),
         ("log_floor", 0.0),
+        ("pad", -1),
+        ("pad", 1024),  # >= n_fft
+        ("magnitude_eps", -1.0),
     ],
 )
 def test_invalid_config_is_refused_naming_the_value(field, value):
@@ -72,6 +75,18 @@ def test_vocos_preset_log_mel_equals_vocos_features_on_random_audio():
     theirs = MelSpectrogramFeatures(padding="center")(audio)
     assert ours.shape == theirs.shape == (2, 100, 1 + audio.shape[-1] // 256)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_pad_is_for_non_centred_frames_and_torchaudio_has_no_such_transform():
+    with pytest.raises(ValueError, match="pad.*center=True"):
+        MelConfig(pad=4)
+    from avblocks.audio import mel_transform
+
+    with pytest.raises(ValueError, match="no reflect pad"):
+        mel_transform(MelConfig.hifigan())
+    cfg = MelConfig.hifigan()
+    assert cfg.half_hop_columns and not MelConfig.vocos().half_hop_columns
+    assert [cfg.num_columns(n) for n in (256, 2816, 22528)] == [1, 11, 88]
 
 
 def test_speech16k_preset():

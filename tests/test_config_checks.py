@@ -42,7 +42,7 @@ def refusal(tmp_path, capsys, *overrides: str) -> str:
     ("data.sample_rate=0", "AutoencoderRecipe.data.sample_rate (0) must lie in [1, 384000]"),
     ("data.n_fft=1", "AutoencoderRecipe.data.n_fft (1) must be >= 2"),
     ("data.folder=/no/such/folder", "AutoencoderRecipe.data.folder ('/no/such/folder') must be an existing folder"),
-    ("data.vocoder=/no/vocoder", "AutoencoderRecipe.data.vocoder ('/no/vocoder') must be an existing folder"),
+    ("data.vocoder=/no/vocoder", "AutoencoderRecipe.data.vocoder ('/no/vocoder') must be an existing file or folder"),
     ("model.latent_channels=0", "AutoencoderRecipe.model.latent_channels (0) must be >= 1"),
     ("optim.warmup=-10", "AutoencoderRecipe.optim.warmup (-10) must be >= 0"),
     ("run.max_minutes=-1", "AutoencoderRecipe.run.max_minutes (-1.0) must be >= 0"),

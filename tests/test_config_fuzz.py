@@ -35,12 +35,16 @@ from recipes.av_dit.config import AVDiTRecipe, CompareConfig, PretrainRecipe
 from recipes.common.config import load_config
 from recipes.common.faults import FAULTS_ENV, InjectedStop
 from recipes.common.feature_net import FeatureRecipe
+from recipes.common.sync_eval import SyncEvalConfig
+from recipes.dual_stream import train as dual_train
+from recipes.dual_stream.config import DualStreamRecipe
 from recipes.features import train as features_train
 from recipes.proav_dit import train_autoencoder, train_dit
 from recipes.proav_dit.config import (
     AblationConfig,
     AutoencoderRecipe,
     DemoConfig,
+    DemoRealConfig,
     DiTRecipe,
     EvaluateAutoencoderConfig,
 )
@@ -59,6 +63,9 @@ AV_PRE = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "optim.s
           "optim.warmup=1", "run.progress=false"]
 AV_ADAPTERS = ["optim.steps=2", "optim.batch_size=4", "optim.warmup=1", "run.progress=false",
                "model.lora_rank=2", "model.fusion_every=1"]
+DUAL = ["data.num_clips=8", "data.num_frames=4", "data.size=16", "model.video_patch=8", "model.video_width=16",
+        "model.audio_width=8", "model.depth=2", "model.num_heads=2", "model.coupling.heads=2", "optim.steps=2",
+        "optim.batch_size=4", "optim.warmup=1", "run.progress=false", "sample.steps=2"]
 FEATURES = ["model.num_frames=8", "model.size=16", "model.channels=[8, 8, 8]", "model.dim=16",
             "model.temporal_channels=16", "model.groups=4", "optim.batch_size=4", "optim.steps=2",
             "optim.warmup=1", "data.held_out_clips=4", "run.distances=false", "run.progress=false"]
@@ -138,6 +145,7 @@ def trainers(runs: dict[str, Path]) -> dict[str, tuple]:
         "av_autoencoder": (AVAutoencoderRecipe, av_autoencoder.main, AV_AE, "run.output_dir"),
         "av_pretrain": (PretrainRecipe, av_pretrain.main, [*AV_PRE, f"autoencoder={runs['av_ae']}"],
                         "run.output_dir"),
+        "dual_stream": (DualStreamRecipe, dual_train.main, DUAL, "run.output_dir"),
         "av_adapters": (AVDiTRecipe, av_train.main, [*AV_ADAPTERS, f"autoencoder={runs['av_ae']}",
                                                      f"pretrained={runs['av_pre']}"], "run.output_dir"),
     }
@@ -177,7 +185,7 @@ EXAMPLES = int(os.environ.get("AVBLOCKS_FUZZ_EXAMPLES", max(3, settings().max_ex
 
 
 @pytest.mark.parametrize("name", ["proav_autoencoder", "proav_dit", "read", "features", "av_autoencoder",
-                                  "av_pretrain", "av_adapters"])
+                                  "av_pretrain", "av_adapters", "dual_stream"])
 @settings(max_examples=EXAMPLES)
 @given(data=st.data())
 def test_a_random_value_is_refused_before_the_folder_exists_or_trains_a_finite_step(runs, name, data):
@@ -207,10 +215,10 @@ def test_values_the_search_found_are_refused(runs, name, key, value):
     assert run_once(runs, name, key, value) == "refused"
 
 
-CONFIGS = [AutoencoderRecipe, DiTRecipe, EvaluateAutoencoderConfig, AblationConfig, DemoConfig,
+CONFIGS = [AutoencoderRecipe, DiTRecipe, EvaluateAutoencoderConfig, AblationConfig, DemoConfig, DemoRealConfig,
            AVAutoencoderRecipe, PretrainRecipe, AVDiTRecipe, CompareConfig, ReadRecipe, GenerateConfig,
-           EvaluateConfig, FeatureRecipe]
-REQUIRED = {GenerateConfig: ["run_dir=x"], EvaluateConfig: ["run_dir=x"]}
+           EvaluateConfig, FeatureRecipe, DualStreamRecipe, SyncEvalConfig]
+REQUIRED = {GenerateConfig: ["run_dir=x"], EvaluateConfig: ["run_dir=x"], SyncEvalConfig: ["run_dir=x"]}
 
 
 @pytest.mark.parametrize("config_class", CONFIGS, ids=lambda c: f"{c.__module__.split('.')[1]}.{c.__name__}")

@@ -152,7 +152,8 @@ def test_frames_are_chosen_by_presentation_time(indexed_24fps, fps, start_tick, 
     if start + num_frames / fps > 2:
         return
     clip = read_clip(indexed_24fps, start=start, num_frames=num_frames, fps=fps, sample_rate=16000)
-    expected = [math.floor((start + Fraction(k) / fps) * 24) for k in range(num_frames)]
+    # the source frame displayed at the middle of each clip frame's interval
+    expected = [math.floor((start + Fraction(2 * k + 1, 2) / fps) * 24) for k in range(num_frames)]
     assert decode_index(clip.video).tolist() == expected
 
 
@@ -172,7 +173,7 @@ def test_b_frames_from_write_mp4_are_placed_by_presentation_time(tmp_path, fps):
         (Fraction(1), Fraction(30)),
     ]:
         clip = read_clip(path, start=start, num_frames=8, fps=read_fps, sample_rate=16000)
-        expected = [math.floor((start + Fraction(k) / read_fps) * fps) for k in range(8)]
+        expected = [math.floor((start + Fraction(2 * k + 1, 2) / read_fps) * fps) for k in range(8)]
         assert decode_index(clip.video).tolist() == expected
 
 

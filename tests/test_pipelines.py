@@ -18,6 +18,7 @@ from avblocks.data import MediaError, read_clip
 from avblocks.data.mp4 import Mp4Writer
 from avblocks.dit.av_dit import AVDiT
 from avblocks.dit.dit import DiTConfig
+from avblocks.dit.packed_stdit import PackedSTDiT
 from avblocks.dit.read_denoiser import ReadDenoiser
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.image_autoencoder import ImageAutoencoder
@@ -48,13 +49,20 @@ def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def proav_pipeline() -> ProAVDiTPipeline:
+def proav_pipeline(layout: str = "canvas") -> ProAVDiTPipeline:
     mdsa = _randomise(MDSA(video_patch=(1, 4, 4), audio_patch=(1, 4, 2), hidden_channels=16, latent_channels=4,
                            depth=1, heads=2, groups=2), 0)
-    codec = TriPlaneCodec(SPEC, mdsa, patch=(1, 8))
-    denoiser = _randomise(STDiT(in_channels=4, side=codec.side, frames=6, patch=(1, 8), hidden_size=32, depth=1,
-                                num_heads=2, num_classes=4), 1)
-    return ProAVDiTPipeline(codec, denoiser)
+    codec = TriPlaneCodec(SPEC, mdsa, patch=(1, 8), layout=layout)
+    width = dict(in_channels=4, patch=(1, 8), hidden_size=32, depth=1, num_heads=2, num_classes=4)
+    if layout == "packed":
+        denoiser = PackedSTDiT(planes=codec.plane_shapes, **width)
+    else:
+        denoiser = STDiT(side=codec.side, frames=6, **width)
+    return ProAVDiTPipeline(codec, _randomise(denoiser, 1))
+
+
+def proav_packed_pipeline() -> ProAVDiTPipeline:
+    return proav_pipeline("packed")
 
 
 def av_dit_pipeline() -> AVDiTPipeline:
@@ -79,6 +87,11 @@ def read_pipeline() -> ReadPipeline:
 @pytest.fixture(scope="module")
 def proav() -> ProAVDiTPipeline:
     return proav_pipeline()
+
+
+@pytest.fixture(scope="module")
+def proav_packed() -> ProAVDiTPipeline:
+    return proav_pipeline("packed")
 
 
 def check_file(path, num_frames: int, spec: AVSpec = SPEC) -> None:
@@ -106,6 +119,7 @@ def test_joint_clips_have_the_spec_shape_and_play_back(tmp_path, proav):
     check_file(paths[1], 8)
     assert clips[1].save(tmp_path / "one.mp4").name == "one.mp4"
     assert clips.preview(tmp_path / "sheet.png").stat().st_size > 5000
+    assert clips[1]._title(0) == "clip 1 (class 3)" and clips[-1][0]._title(0) == "clip 1 (class 3)"
     # the same call gives the same clips; another seed others
     again = proav(labels=[0, 3], steps=2, progress=False)
     assert torch.equal(again.video, clips.video)
@@ -133,17 +147,21 @@ def test_audio_to_video_from_a_wav_at_another_rate(tmp_path, proav):
     check_file(clips.save(tmp_path / "a2v.mp4"), 8)
 
 
-def test_audio_to_video_keeps_the_audio_planes_and_video_to_audio_the_video_planes(proav):
+@pytest.mark.parametrize("layout", ["canvas", "packed"])
+def test_audio_to_video_keeps_the_audio_planes_and_video_to_audio_the_video_planes(request, layout):
+    pipe = request.getfixturevalue("proav" if layout == "canvas" else "proav_packed")
     wave = torch.randn(2, SPEC.num_samples) * 0.2
     video = torch.rand(2, 3, 8, 16, 16) * 2 - 1
-    condition = proav.codec.encode(video, wave)
+    condition = pipe.codec.encode(video, wave)
     for held, index in ((slice(3, 6), 1), (slice(0, 3), 0)):
         clean = torch.zeros(2, 6, dtype=torch.bool)
         clean[:, held] = True
-        out = proav.sample_latents(torch.tensor([0, 1]), condition=condition, clean=clean, steps=2,
-                                   sampler="euler", cfg_scale=1.0, seed=0, progress=False)
-        assert torch.equal(out[:, :, held], condition[:, :, held])
-        assert torch.equal(proav.codec.decode_frames(out)[index], proav.codec.decode_frames(condition)[index])
+        out = pipe.sample_latents(torch.tensor([0, 1]), condition=condition, clean=clean, steps=2,
+                                  sampler="euler", cfg_scale=1.0, seed=0, progress=False)
+        kept = [torch.equal(a, b) for a, b in zip(pipe.codec.layout.split(out),
+                                                  pipe.codec.layout.split(condition), strict=True)]
+        assert kept == [i in range(6)[held] for i in range(6)]
+        assert torch.equal(pipe.codec.decode_frames(out)[index], pipe.codec.decode_frames(condition)[index])
 
 
 def test_video_to_audio_from_a_video_without_sound(tmp_path, proav):
@@ -180,6 +198,34 @@ def test_folder_round_trips_bit_exactly_and_loads_as_its_class(tmp_path, proav):
     # saving again replaces the folder whole, leaving nothing else next to it
     proav.save_pretrained(folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_a_packed_folder_round_trips_and_records_its_layout(tmp_path, proav_packed):
+    folder = proav_packed.save_pretrained(tmp_path / "pipe")
+    manifest = json.loads((folder / "pipeline.json").read_text())
+    assert manifest["settings"]["layout"] == "packed" and manifest["components"]["denoiser"] == "PackedSTDiT"
+    loaded = Pipeline.from_pretrained(folder)
+    assert isinstance(loaded.denoiser, PackedSTDiT) and loaded.codec.latent_shape(1) == (1, 4, 16 + 32 + 32 + 20 + 32 + 40)
+    assert torch.equal(loaded(labels=[1], steps=2, progress=False).video,
+                       proav_packed(labels=[1], steps=2, progress=False).video)
+
+
+def test_a_canvas_folder_saved_before_layouts_existed_still_loads(tmp_path, proav):
+    folder = proav.save_pretrained(tmp_path / "pipe")
+    manifest = json.loads((folder / "pipeline.json").read_text())
+    del manifest["settings"]["layout"]  # what folders written before the packed layout hold
+    (folder / "pipeline.json").write_text(json.dumps(manifest))
+    loaded = Pipeline.from_pretrained(folder)
+    assert loaded.codec.layout_name == "canvas" and isinstance(loaded.denoiser, STDiT)
+    assert torch.equal(loaded(labels=[1], steps=2, progress=False).video,
+                       proav(labels=[1], steps=2, progress=False).video)
+
+
+def test_a_layout_and_denoiser_that_disagree_are_refused(proav, proav_packed):
+    with pytest.raises(ValueError, match="packed codec needs a PackedSTDiT"):
+        ProAVDiTPipeline(proav_packed.codec, proav.denoiser)
+    with pytest.raises(ValueError, match="canvas codec needs an STDiT"):
+        ProAVDiTPipeline(proav.codec, proav_packed.denoiser)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "outside", "no_manifest"])
@@ -254,7 +300,7 @@ def test_read_from_a_reference_picture_and_a_wav_at_another_rate(tmp_path, monke
         pipe(audio, audio)
 
 
-@pytest.mark.parametrize("build", [proav_pipeline, av_dit_pipeline, read_pipeline])
+@pytest.mark.parametrize("build", [proav_pipeline, proav_packed_pipeline, av_dit_pipeline, read_pipeline])
 def test_a_folder_loads_in_bfloat16_and_samples_close_to_float32(tmp_path, build):
     folder = build().save_pretrained(tmp_path / "pipe")
     full, half = Pipeline.from_pretrained(folder), Pipeline.from_pretrained(folder, dtype=torch.bfloat16)

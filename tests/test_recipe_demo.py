@@ -1,6 +1,7 @@
 """The README's main command on a tiny config: every stage runs and writes what it promises."""
 
 import json
+import warnings
 
 import pytest
 
@@ -37,8 +38,23 @@ def test_demo_writes_samples_contact_sheet_and_metrics(tmp_path, monkeypatch):
         assert {"score", "reverse", "onsets", "bounces"} <= written[key].keys()
     assert {"video_frechet", "video_kernel", "audio_frechet", "audio_kernel"} <= written.keys()
     assert written["sync_real"]["score"] == 1.0  # the detectors on real clips (see test_sync_metrics)
+    files = written["sync_from_mp4"]  # the same clips through mp4 (see test_sync_eval)
+    assert {"real", "joint", "audio_to_video", "shuffled"} <= files.keys()
+    assert {"event_f1_exact", "event_f1_1frame", "av_align", "onset_ratio", "integrity"} <= files["joint"].keys()
+    assert files["real"]["event_f1_1frame"] == 1.0 and files["real"]["integrity"] == 1.0
+    assert len(list((tmp_path / "sync_eval" / "joint").glob("clip_*.mp4"))) == 4
+    assert written["dit"]["steps"] == written["dit"]["planned_steps"]  # step counts, not the time cap, ended it
 
     # a second run reuses every trained stage and only samples again
     for module, name in ((train_autoencoder, "train"), (train_dit, "train"), (feature_net, "train")):
         monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("retrained a finished stage"))
     demo.main(args(tmp_path))
+
+
+def test_a_stage_stopped_by_its_time_cap_is_warned_about_and_recorded():
+    with pytest.warns(UserWarning, match="denoiser stopped at step 190 of 750"):
+        result = demo.finished_steps({"steps": 190}, 750, "denoiser")
+    assert result == {"steps": 190, "planned_steps": 750}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert demo.finished_steps({"steps": 750}, 750, "denoiser")["planned_steps"] == 750

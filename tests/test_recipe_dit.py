@@ -9,6 +9,7 @@ import torch
 
 from avblocks.codecs import TriPlaneCodec
 from avblocks.data import read_clip
+from avblocks.dit.packed_stdit import PackedSTDiT
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
 from avblocks.pipelines import Pipeline, ProAVDiTPipeline
@@ -118,3 +119,21 @@ def test_the_run_saves_a_pipeline_that_samples_playable_files(tmp_path, dit_run)
     assert clip.video.shape == (3, 8, 16, 16) and clip.audio.shape[-1] == 16000
     clips.preview(tmp_path / "s" / "joint.png")
     assert (tmp_path / "s" / "joint.png").stat().st_size > 0
+
+
+def test_the_packed_layout_trains_saves_and_holds_the_given_planes(tmp_path, autoencoder_run):
+    """model.layout=packed: the latents are cached packed (no padding cell), the run saves a
+    packed pipeline, and its conditional modes keep the given planes exactly."""
+    result = run_dit(tmp_path, autoencoder_run, "model.layout=packed", "model.across=time")
+    assert result["steps"] == 4 and all(loss == loss for loss in losses(tmp_path))
+    codec, data = load_codec(autoencoder_run, patch=2, layout="packed")
+    latents = cached_latents(codec, data, autoencoder_run, progress=False)["latents"]
+    assert latents.shape == (8, *codec.latent_shape(1)[1:]) and codec.valid_mask.all()
+    pipe = Pipeline.from_pretrained(tmp_path / "pipeline")
+    assert isinstance(pipe.denoiser, PackedSTDiT) and pipe.denoiser.config.across == "time"
+    clean = torch.zeros(2, 6, dtype=torch.bool)
+    clean[:, AUDIO_PLANES] = True
+    out = pipe.sample_latents(torch.tensor([0, 1]), condition=latents[:2], clean=clean, steps=2, sampler="heun",
+                              cfg_scale=2.0, seed=0, progress=False)
+    kept = [torch.equal(a, b) for a, b in zip(codec.layout.split(out), codec.layout.split(latents[:2]), strict=True)]
+    assert kept == [False, False, False, True, True, True]

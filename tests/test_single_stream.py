@@ -92,7 +92,8 @@ def test_video_without_sound_is_read_by_time(tmp_path):
                       colors=index_colors(25))
     video = read_video(path, num_frames=5, fps=5, size=(16, 16))
     assert video.shape == (3, 5, 16, 16)
-    assert list(decode_index(video)) == [0, 5, 10, 15, 20]
+    # clip frame k shows the source frame at the middle of [k/5, (k+1)/5): 25 * (k + 1/2) / 5
+    assert list(decode_index(video)) == [2, 7, 12, 17, 22]
 
 
 def test_reference_picture_from_png_and_from_a_video(tmp_path):

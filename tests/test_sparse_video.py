@@ -234,3 +234,14 @@ def test_sliding_tile_equals_masked_math_for_any_tiling(config):
     q, k, v = _qkv(math.prod(grid), b=1, d=4)
     torch.testing.assert_close(sliding_tile_attention(q, k, v, mask),
                                attend(q, k, v, mask=mask, backend="math"))
+
+
+@torch.no_grad()
+def test_sliding_tile_on_row_tokens_tiles_the_rows_only():
+    """The demo's (1, 16) patches: a (16, 1) token grid per plane. The one-column axis is one
+    tile (it was refused before: tile 2 does not divide 1), the rows are tiled."""
+    model = STDiT(in_channels=2, side=16, patch=(1, 16), hidden_size=32, depth=2, num_heads=2, num_classes=3).eval()
+    with SlidingTileAttention(model, tile=2, window=2, dense_layers=0, dense_steps=0) as sta:
+        model(torch.randn(2, 2, 6, 16, 16), torch.rand(2), torch.tensor([0, 1]))
+    assert sta.mask.tile == (1, 2, 1) and sta.mask.window == (1, 2, 1)
+    assert sta.density == pytest.approx(4 / 16) and sta.stats.sparse_calls == 2

@@ -21,6 +21,7 @@ from avblocks.metrics import (
     clip_sync_score,
     detect_audio_onsets,
     detect_bounces,
+    detect_onset_samples,
     match_events,
     pooled_sync_score,
 )
@@ -93,15 +94,17 @@ def _bursts(starts: list[int], n: int = 16 * SPF, seed: int = 0, noise: float = 
     seed=st.integers(0, 1000),
 )
 def test_onsets_land_in_frame_floor_of_sample_times_fps_over_sr(starts, seed):
-    # Bursts at least 0.25 s apart (a 30 ms decay has faded by then).
-    starts = sorted(starts)
+    # Bursts at least 0.25 s apart (a 30 ms decay has faded by then), none in the last 40
+    # samples (2.5 ms) of a frame: a sound with under a quarter of its hop's energy before a
+    # frame edge starts after it (test_pre_echo_does_not_move_an_onset_a_frame_early).
+    starts = sorted(s for s in starts if s % SPF < SPF - 40)
     kept = [s for i, s in enumerate(starts) if all(s - p >= 4000 for p in starts[:i])]
     frames = detect_audio_onsets(_bursts(kept, seed=seed), SR, FPS)
     assert frames.tolist() == sorted({s * FPS // SR for s in kept})
 
 
 def test_onsets_at_frame_edges_and_in_a_batch():
-    edges = [3 * SPF - 1, 6 * SPF, 9 * SPF + 1, 12 * SPF + SPF // 2]
+    edges = [3 * SPF - 40, 6 * SPF, 9 * SPF + 1, 12 * SPF + SPF // 2]
     assert detect_audio_onsets(_bursts(edges), SR, FPS).tolist() == [2, 6, 9, 12]
     batch = torch.stack([_bursts(edges), _bursts([]), _bursts([5 * SPF])])
     frames = detect_audio_onsets(batch, SR, FPS)
@@ -109,6 +112,22 @@ def test_onsets_at_frame_edges_and_in_a_batch():
     assert detect_audio_onsets(torch.zeros(32000), SR, FPS).tolist() == []
     with pytest.raises(ValueError, match="n or b n"):
         detect_audio_onsets(torch.zeros(1, 1, 100), SR, FPS)
+
+
+def test_pre_echo_does_not_move_an_onset_a_frame_early():
+    """A codec's pre-echo (energy 14 dB under the sound in the 6 ms before it, as Griffin-Lim
+    leaves) is not the onset: the onset stays in the sound's frame, at its first sample's hop.
+    So does a sound with a single sample before the frame edge: the detector's resolution is a
+    hop, and under a quarter of a hop's energy does not start the onset there."""
+    gen = torch.Generator().manual_seed(0)
+    audio = _bursts([6 * SPF])
+    echo = 96  # 6 ms at 16 kHz
+    audio[6 * SPF - echo : 6 * SPF] += 0.5 * 10 ** (-14 / 20) * torch.randn(echo, generator=gen)
+    assert detect_audio_onsets(audio, SR, FPS).tolist() == [6]
+    assert detect_onset_samples(audio, SR, FPS).tolist() == [6 * SPF]
+    without = detect_onset_samples(audio, SR, FPS, onset_within_db=float("inf")).tolist()
+    assert without == [6 * SPF - 125]  # the old rule: one hop, and one frame, early
+    assert detect_audio_onsets(_bursts([3 * SPF - 1]), SR, FPS).tolist() == [3]
 
 
 # -- visual bounces -------------------------------------------------------------------------

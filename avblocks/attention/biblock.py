@@ -31,7 +31,7 @@ the video frames it was paired with. In eval mode the shift is 0. ``forward(...,
 forces a shift (e.g. for tests or for a fixed offset). Drawing the shift is a Python-side
 random number: compile the module in eval mode or pass ``shift`` explicitly.
 
-Everything else as in :class:`GCMAttention`: pre-norm per stream, both directions read the
+Everything else as in :class:`~avblocks.attention.gcm.GCMAttention`: pre-norm per stream, both directions read the
 block's inputs, zero-initialised output projections (identity at init), no positional terms.
 """
 

@@ -55,7 +55,9 @@ __all__ = [
 ]
 
 ENV_VAR = "AVBLOCKS_ATTENTION_BACKEND"
+"""The environment variable that names the default backend."""
 DEFAULT_BACKEND = "sdpa"
+"""The backend used when neither an argument, a context manager nor ``ENV_VAR`` names one."""
 
 
 class UnsupportedAttentionError(ValueError):
@@ -82,6 +84,7 @@ class Backend:
             )
 
     def run(self, q: Tensor, k: Tensor, v: Tensor, mask: Mask | None, scale: float) -> Tensor:
+        """Attention of ``q`` over ``k``/``v`` (``b h n d``), called after :meth:`check` passed."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ Sliding Tile Attention (STA, Zhang et al. 2025) -- :func:`sliding_tile_attention
   holds the gathered keys (``prod(window)`` copies of each key, fewer at borders than the
   full ``N``). Exact: the same scores and softmax over the same keys as the masked dense
   form (tested against the ``math`` backend with the mask);
-- :class:`SlidingTileAttention` wires it into ST-DiT: every :class:`STDiTBlock`'s *spatial*
+- :class:`SlidingTileAttention` wires it into ST-DiT: every :class:`~avblocks.dit.blocks.STDiTBlock`'s *spatial*
   attention (within one plane, ``n = (s/p)^2`` tokens on a ``(1, s/p, s/p)`` grid) gets the
   mask; the temporal attention across the six planes stays dense (six keys).
 
@@ -46,7 +46,7 @@ DiT on video tokens, the full-3D baseline; ST-DiT's attention is already factori
 Controllers: forward pre-/post-hooks (``always_call``) on the chosen attention modules
 enter/leave :func:`~avblocks.attention.dispatch.attention_backend` for that module's call
 only, and a pre-hook on the model counts its calls (one call = one sampling step, or half a
-Heun step). They change no parameter and no module: :meth:`detach` removes the hooks; use
+Heun step). They change no parameter and no module: ``detach()`` removes the hooks; use
 them as context managers (``with SparseVideoAttention(model, ...) as sparse:``), which
 reset the step count on entry (one sampling run) and detach on exit.
 """
@@ -491,7 +491,9 @@ class SlidingTileAttention(_SparseController):
     pre-hook fills the keyword when the caller gave none), and its spatial ``attn`` runs
     under :class:`SlidingTileBackend` once the warm-up is over (before, and in the first
     ``dense_layers`` blocks, the mask is not passed: dense). ``tile`` must divide ``g`` and
-    ``window <= g / tile``. Temporal attention (six keys) stays dense.
+    ``window <= g / tile``, except on an axis shorter than ``tile`` (the demo's ``(1, 16)``
+    row tokens have one column): there the tile is the whole axis. Temporal attention (six
+    keys) stays dense.
 
     Args: ``model`` (an ST-DiT: ``blocks``, ``grid`` = token rows, columns per plane, or one
     side), ``tile``,
@@ -512,7 +514,10 @@ class SlidingTileAttention(_SparseController):
         g = (g, g) if isinstance(g, int) else g
         if not (isinstance(g, tuple) and len(g) == 2 and all(isinstance(v, int) for v in g)):
             raise ValueError(f"{type(model).__name__} has no `grid` (token rows, columns per plane)")
-        self.mask = SlidingTileMask(grid=(1, *g), tile=(1, tile, tile), window=(1, window, window))
+        # an axis shorter than the tile (row tokens: one column) is one tile, unrestricted
+        tiles = tuple(side if side < tile else tile for side in g)
+        windows = tuple(1 if side < tile else window for side in g)
+        self.mask = SlidingTileMask(grid=(1, *g), tile=(1, *tiles), window=(1, *windows))
         modules = _attention_of_blocks(model, "attn")
         super().__init__(model, modules, dense_layers=dense_layers, dense_steps=dense_steps)
         self.backend = SlidingTileBackend(inner=inner)

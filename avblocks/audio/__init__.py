@@ -7,10 +7,12 @@ from avblocks.audio.frame_codes import (
     FrameAudioCodecConfig,
     frame_infonce,
 )
+from avblocks.audio.hifigan import HiFiGAN
 from avblocks.audio.mel import LogMelSpectrogram, MelConfig, log_mel_spectrogram, mel_transform
 from avblocks.audio.normalize import LogMelNormalizer
 from avblocks.audio.video_like import VideoLikeAudio
 from avblocks.audio.vocoder import GriffinLim, Vocoder, vocos_config
+from avblocks.audio.vocoder_folder import load_vocoder
 
 __all__ = [
     "MelConfig",
@@ -22,6 +24,8 @@ __all__ = [
     "GriffinLim",
     "Vocoder",
     "vocos_config",
+    "HiFiGAN",
+    "load_vocoder",
 ]
 
 __all__ += [

@@ -10,9 +10,18 @@ magnitude, and torchaudio's filterbank, step for step, so the numbers are bit-id
 the transform because torchaudio's spectrogram does not trace under
 ``torch.compile(fullgraph=True)``; the tests compare it with torchaudio and with vocos.
 
-Column convention: with ``center=True`` the waveform is padded by ``n_fft // 2`` on both sides
-(``pad_mode``), so column ``j`` is centred at sample ``j * hop`` and a waveform of ``n`` samples
-gives ``1 + n // hop`` columns.
+Column conventions:
+
+- ``center=True`` (vocos, torchaudio): the waveform is padded by ``n_fft // 2`` on both sides
+  (``pad_mode``), so column ``j`` is centred at sample ``j * hop`` and a waveform of ``n``
+  samples gives ``1 + n // hop`` columns.
+- ``center=False`` with ``pad`` samples of ``pad_mode`` padding on both sides first (HiFi-GAN:
+  ``pad = (n_fft - hop) / 2``, reflect): column ``j`` starts at sample ``j * hop - pad``, so
+  with that HiFi-GAN padding it is centred at ``(j + 1/2) * hop`` and ``n`` samples (a
+  multiple of ``hop``) give exactly ``n / hop`` columns.
+
+The magnitude is ``|X|``, or ``sqrt(|X|^2 + magnitude_eps)`` when ``magnitude_eps > 0`` (the
+HiFi-GAN recipe adds 1e-9 inside the square root).
 """
 
 import dataclasses
@@ -55,11 +64,14 @@ class MelConfig:
         window: ``"hann"``, ``"hamming"``, ``"blackman"`` or ``"bartlett"`` (torch's periodic
             windows, as torchaudio uses them).
         center: pad ``n_fft // 2`` on both sides so column ``j`` is centred at ``j * hop``.
-        pad_mode: padding mode used when ``center`` (torchaudio's default ``"reflect"``).
+        pad_mode: padding mode of ``center`` and of ``pad`` (torchaudio's default ``"reflect"``).
+        pad: with ``center=False``, samples of ``pad_mode`` padding on both sides before the
+            STFT (HiFi-GAN: ``(n_fft - hop) // 2``); must be 0 with ``center=True``.
         power: ``1.0`` for magnitude, ``2.0`` for power.
         mel_scale: ``"htk"`` or ``"slaney"``.
         norm: filter normalisation, ``None`` or ``"slaney"`` (area normalisation).
         log_floor: values are clamped to at least this before the natural log.
+        magnitude_eps: added to ``|X|^2`` before the square root (0: the plain ``|X|``).
 
     The defaults are the vocos settings (:meth:`vocos`).
     """
@@ -77,6 +89,8 @@ class MelConfig:
     mel_scale: str = "htk"
     norm: str | None = None
     log_floor: float = 1e-7
+    pad: int = 0
+    magnitude_eps: float = 0.0
 
     def __post_init__(self):
         for name in ("sample_rate", "n_fft", "hop", "n_mels"):
@@ -108,6 +122,12 @@ class MelConfig:
             raise ValueError(f"norm ({self.norm!r}) must be None or 'slaney'")
         if not (isinstance(self.log_floor, (int, float)) and self.log_floor > 0):
             raise ValueError(f"log_floor ({self.log_floor!r}) must be a positive number")
+        if not _is_int(self.pad) or not 0 <= self.pad < self.n_fft:
+            raise ValueError(f"pad ({self.pad!r}) must be an int in [0, n_fft = {self.n_fft})")
+        if self.center and self.pad:
+            raise ValueError(f"pad ({self.pad}) must be 0 with center=True (centring pads n_fft // 2 itself)")
+        if not (isinstance(self.magnitude_eps, (int, float)) and self.magnitude_eps >= 0):
+            raise ValueError(f"magnitude_eps ({self.magnitude_eps!r}) must be a number >= 0")
 
     # ---------------------------------------------------------------- presets
     @classmethod
@@ -121,6 +141,23 @@ class MelConfig:
         video frame the valid frame rates are 93.75 / w (31.25, 18.75, 15.625, ... fps).
         """
         return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def hifigan(cls, **overrides) -> "MelConfig":
+        """The mel of the original HiFi-GAN recipe (``meldataset.mel_spectrogram``), which its
+        released V1/V2/V3 generators were trained on: 22.05 kHz, n_fft 1024, hop 256, window
+        1024 (Hann), 80 bins over 0-8000 Hz with librosa's Slaney mel scale and Slaney (area)
+        normalisation, reflect padding of ``(n_fft - hop) / 2`` on both sides and no
+        centring, magnitude ``sqrt(|X|^2 + 1e-9)``, ``log(clamp(x, 1e-5))``.
+
+        22050 / 256 = 86.13 columns per second: with ``w`` columns per video frame the frame
+        rate is ``22050 / (256 w)`` (``Fraction(11025, 1408)`` fps at ``w = 11``). Overrides
+        of ``n_fft`` or ``hop`` should pass the matching ``pad = (n_fft - hop) // 2``.
+        """
+        base = cls(sample_rate=22050, n_fft=1024, hop=256, n_mels=80, f_min=0.0, f_max=8000.0,
+                   center=False, pad=(1024 - 256) // 2, pad_mode="reflect", power=1.0,
+                   mel_scale="slaney", norm="slaney", log_floor=1e-5, magnitude_eps=1e-9)
+        return dataclasses.replace(base, **overrides)
 
     @classmethod
     def speech16k(cls, **overrides) -> "MelConfig":
@@ -159,7 +196,13 @@ class MelConfig:
         """Columns of the spectrogram of ``num_samples`` samples."""
         if self.center:
             return 1 + num_samples // self.hop
-        return 1 + (num_samples - self.n_fft) // self.hop
+        return 1 + (num_samples + 2 * self.pad - self.n_fft) // self.hop
+
+    @property
+    def half_hop_columns(self) -> bool:
+        """Whether column ``j`` is centred at ``(j + 1/2) * hop`` (no centring, padding of
+        ``(n_fft - hop) / 2``: the HiFi-GAN convention), so ``n`` samples give ``n / hop``."""
+        return not self.center and 2 * self.pad == self.n_fft - self.hop
 
     def filterbank(self) -> Tensor:
         """The mel filterbank, ``(n_freqs, n_mels)``, as torchaudio builds it (on the CPU, also
@@ -195,7 +238,11 @@ class MelConfig:
 
 def mel_transform(mel: MelConfig) -> torchaudio.transforms.MelSpectrogram:
     """A fresh ``torchaudio.transforms.MelSpectrogram`` with the settings of ``mel`` (the
-    reference the log-mel computation here reproduces)."""
+    reference the log-mel computation here reproduces). Settings torchaudio's transform has
+    no equivalent for (``pad`` of ``pad_mode`` samples, ``magnitude_eps``) are a ValueError."""
+    if mel.pad or mel.magnitude_eps:
+        raise ValueError(f"torchaudio's MelSpectrogram has no reflect pad ({mel.pad}) nor magnitude_eps "
+                         f"({mel.magnitude_eps}); compare such a MelConfig with log_mel_spectrogram")
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=mel.sample_rate,
         n_fft=mel.n_fft,
@@ -217,8 +264,11 @@ def mel_transform(mel: MelConfig) -> torchaudio.transforms.MelSpectrogram:
 def _log_mel(waveform: Tensor, window: Tensor, fb: Tensor, mel: MelConfig) -> Tensor:
     # torchaudio.functional.spectrogram + MelScale, step for step, then the log.
     shape = waveform.shape
+    flat = waveform.reshape(-1, shape[-1])
+    if mel.pad:  # the HiFi-GAN recipe: pad, then a non-centred STFT
+        flat = torch.nn.functional.pad(flat, (mel.pad, mel.pad), mode=mel.pad_mode)
     spec = torch.stft(
-        waveform.reshape(-1, shape[-1]),
+        flat,
         n_fft=mel.n_fft,
         hop_length=mel.hop,
         win_length=mel.n_fft,
@@ -229,7 +279,11 @@ def _log_mel(waveform: Tensor, window: Tensor, fb: Tensor, mel: MelConfig) -> Te
         onesided=True,
         return_complex=True,
     )
-    spec = spec.reshape(shape[:-1] + spec.shape[-2:]).abs()
+    spec = spec.reshape(shape[:-1] + spec.shape[-2:])
+    if mel.magnitude_eps:
+        spec = (spec.real.square() + spec.imag.square() + mel.magnitude_eps).sqrt()
+    else:
+        spec = spec.abs()
     if mel.power != 1.0:
         spec = spec.pow(mel.power)
     mel_spec = torch.matmul(spec.transpose(-1, -2), fb).transpose(-1, -2)

@@ -13,12 +13,17 @@ per frame). Choices made here (the paper does not say):
   ``[k*w, (k+1)*w)``, whose centres ``k*sr/fps + i*hop`` (``i < w``) all lie inside video frame
   ``k``. Hence ``w = sr / (fps * hop)`` must be a whole number, else :class:`ValueError`
   (with the nearest valid hops and sample rates).
+- **HiFi-GAN's columns** (``center=False`` with ``(n_fft - hop) / 2`` samples of padding,
+  :meth:`MelConfig.hifigan`): column ``j`` is centred at ``(j + 1/2) * hop``, so the centres
+  ``k*sr/fps + (i + 1/2)*hop`` of audio frame ``k`` lie inside video frame ``k`` too, by half
+  a hop more on the left than on the right. Any other non-centred padding is refused.
 - **Trailing audio.** ``t = n // (sr/fps)``: a trailing partial frame is dropped (the audio of a
   video frame that does not exist), and the waveform is cut to ``t*sr/fps`` samples *before*
   the STFT, so the result depends only on the audio of the ``t`` frames. The centred STFT of
   those samples has ``t*w + 1`` columns; the last one is centred on the end boundary (half of
-  it is padding) and is dropped. A vocoder then turns the ``t*w`` columns back into
-  ``hop * t * w = t*sr/fps`` samples: exactly the video's duration.
+  it is padding) and is dropped (HiFi-GAN's padding gives exactly ``t*w``). A vocoder then
+  turns the ``t*w`` columns back into ``hop * t * w = t*sr/fps`` samples: exactly the video's
+  duration.
 - **Resampling is explicit.** Pass ``input_sample_rate`` when your waveforms are at another
   rate than ``mel.sample_rate``: ``forward`` resamples them with
   ``torchaudio.functional.resample`` (windowed sinc, torchaudio's defaults) first.
@@ -59,7 +64,7 @@ class VideoLikeAudio(nn.Module):
     Raises:
         ValueError: if ``mel.sample_rate / (fps * mel.hop)`` is not a whole number (the message
             names the ratio and the nearest valid hops and sample rates), or if ``mel.center``
-            is False (columns would not be centred at ``j * hop``).
+            is False without HiFi-GAN's padding (columns would not lie inside their frames).
     """
 
     def __init__(
@@ -81,10 +86,11 @@ class VideoLikeAudio(nn.Module):
         if input_sample_rate <= 0:
             raise ValueError(f"input_sample_rate ({input_sample_rate}) must be positive")
         self.input_sample_rate = input_sample_rate
-        if not mel.center:
+        if not (mel.center or mel.half_hop_columns):
             raise ValueError(
-                "VideoLikeAudio needs mel.center=True (column j centred at sample j*hop) "
-                "to align columns with video frames; got center=False"
+                "VideoLikeAudio needs mel.center=True (column j centred at sample j*hop) or "
+                "center=False with pad = (n_fft - hop) / 2 (HiFi-GAN: centred at (j + 1/2) * hop) "
+                f"to align columns with video frames; got center=False, pad={mel.pad}"
             )
         try:
             columns = frame_columns(mel.sample_rate, self.fps, mel.hop)
@@ -148,10 +154,11 @@ class VideoLikeAudio(nn.Module):
                 f"one video frame ({self.samples_per_frame} samples at {self.fps} fps)"
             )
         used = t * self.samples_per_frame
-        if self.mel.pad_mode == "reflect" and used <= self.mel.n_fft // 2:
+        pad = self.mel.n_fft // 2 if self.mel.center else self.mel.pad
+        if self.mel.pad_mode == "reflect" and used <= pad:
             raise ValueError(
                 f"{t} frame(s) = {used} samples is too short for reflect padding of "
-                f"n_fft // 2 = {self.mel.n_fft // 2} samples; give more than that"
+                f"{pad} samples; give more than that"
             )
         w = self._columns
         if x.shape[0] == 0 or x.shape[1] == 0:  # an empty batch gives empty frames, as in torch

@@ -4,7 +4,7 @@ no-weights fallback (:class:`GriffinLim`).
 Both share one interface: ``.mel`` (the :class:`MelConfig` they expect) and
 ``decode(mel, mel_config) -> b n``, which refuses, with a :class:`ValueError` naming each field
 and both values, a spectrogram made with other settings. Both produce ``hop * cols`` samples
-for ``cols`` columns: with the column convention of :class:`VideoLikeAudio` (``t*w`` centred
+for ``cols`` columns: with the column convention of :class:`~avblocks.audio.video_like.VideoLikeAudio` (``t*w`` centred
 columns for ``t*w*hop`` samples, the end-boundary column dropped) that is exactly the
 duration of the video.
 """
@@ -24,7 +24,7 @@ from avblocks.audio.mel import MelConfig
 from avblocks.saveload import reading
 from avblocks.typing import Float, Tensor, shapecheck
 
-__all__ = ["Vocoder", "GriffinLim"]
+__all__ = ["Vocoder", "GriffinLim", "vocos_config"]
 
 _NNLS_EPS = 1e-9  # positive start for the multiplicative updates (a zero would stay zero)
 _MEL_FEATURES = "vocos.feature_extractors.MelSpectrogramFeatures"
@@ -34,7 +34,7 @@ SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
 
 
-def _check_mel(own: MelConfig, given: MelConfig, who: str) -> None:
+def check_mel(own: MelConfig, given: MelConfig, who: str) -> None:
     if not isinstance(given, MelConfig):
         raise ValueError(f"mel_config must be a MelConfig, got {type(given).__name__}")
     diffs = own.differences(given)
@@ -45,7 +45,7 @@ def _check_mel(own: MelConfig, given: MelConfig, who: str) -> None:
         )
 
 
-def _check_bins(mel: Tensor, own: MelConfig) -> None:
+def check_bins(mel: Tensor, own: MelConfig) -> None:
     if mel.shape[1] != own.n_mels:
         raise ValueError(f"mel has {mel.shape[1]} bins, expected n_mels = {own.n_mels}")
 
@@ -282,8 +282,8 @@ class Vocoder(nn.Module):
         cloned out of inference mode so it is an ordinary tensor). ``grad=True`` calls the
         backbone and head directly so gradients flow to ``mel`` and to the weights.
         """
-        _check_mel(self._mel, mel_config, "Vocoder")
-        _check_bins(mel, self._mel)
+        check_mel(self._mel, mel_config, "Vocoder")
+        check_bins(mel, self._mel)
         if grad:
             return self.vocos.head(self.vocos.backbone(mel))
         return self.vocos.decode(mel).clone()
@@ -317,8 +317,12 @@ class GriffinLim(nn.Module):
        mean log-mel error of about 0.3-0.5 on a harmonic tone; 32 updates bring it to about
        0.06-0.12, for a few milliseconds (matmuls only; no autograd, no optimiser).
     3. One column is appended (a copy of the last): the column centred on the end boundary
-       that :class:`VideoLikeAudio` drops, so ``torchaudio.functional.griffinlim`` with
+       that :class:`~avblocks.audio.video_like.VideoLikeAudio` drops, so ``torchaudio.functional.griffinlim`` with
        ``length = hop * cols`` sees a spectrogram consistent with its own STFT of that length.
+       HiFi-GAN's columns (:meth:`MelConfig.hifigan`, centred at ``(j + 1/2) * hop``) are the
+       centred columns of the waveform delayed by half a hop: a copy of the first column is
+       prepended and one of the last appended, Griffin-Lim runs on ``cols + 2`` centred
+       columns, and the ``hop * cols`` samples from ``hop / 2`` on are returned (``hop`` even).
     4. ``torchaudio.functional.griffinlim`` with the config's ``n_fft``, ``hop``, window and
        ``power`` (centred, reflect padding; ``n_iter`` iterations of fast Griffin-Lim with
        ``momentum``). Phase starts at zero (``rand_init=False``) so the output is
@@ -327,8 +331,8 @@ class GriffinLim(nn.Module):
     Output length: ``hop * cols``.
 
     Args:
-        mel: the settings the log-mels are made with (must be centred with reflect padding,
-            which is what torchaudio's Griffin-Lim uses).
+        mel: the settings the log-mels are made with: centred with reflect padding (what
+            torchaudio's Griffin-Lim uses), or HiFi-GAN's reflect padding with an even hop.
         n_iter: Griffin-Lim iterations.
         momentum: fast Griffin-Lim momentum in ``[0, 1)``.
         rand_init: random initial phase instead of zero.
@@ -346,10 +350,12 @@ class GriffinLim(nn.Module):
         nnls_iter: int = 32,
     ):
         super().__init__()
-        if not (mel.center and mel.pad_mode == "reflect"):
+        half_hop = mel.half_hop_columns and mel.hop % 2 == 0
+        if not ((mel.center or half_hop) and mel.pad_mode == "reflect"):
             raise ValueError(
-                f"GriffinLim needs center=True and pad_mode='reflect' (torchaudio's STFT in "
-                f"Griffin-Lim), got center={mel.center}, pad_mode={mel.pad_mode!r}"
+                f"GriffinLim needs pad_mode='reflect' (torchaudio's STFT in Griffin-Lim) and "
+                f"center=True, or center=False with pad = (n_fft - hop) / 2 and an even hop; got "
+                f"center={mel.center}, pad={mel.pad}, hop={mel.hop}, pad_mode={mel.pad_mode!r}"
             )
         if n_iter < 1:
             raise ValueError(f"n_iter ({n_iter}) must be at least 1")
@@ -379,8 +385,8 @@ class GriffinLim(nn.Module):
     @shapecheck
     def decode(self, mel: Float[Tensor, "b f cols"], mel_config: MelConfig) -> Float[Tensor, "b n"]:
         """Waveform from a log-mel made with ``mel_config`` (must equal :attr:`mel`)."""
-        _check_mel(self._mel, mel_config, "GriffinLim")
-        _check_bins(mel, self._mel)
+        check_mel(self._mel, mel_config, "GriffinLim")
+        check_bins(mel, self._mel)
         cfg = self._mel
         if cfg.hop * mel.shape[-1] <= cfg.n_fft // 2:
             raise ValueError(
@@ -397,8 +403,13 @@ class GriffinLim(nn.Module):
             # does not increase ||fb^T @ linear - target||.
             fitted = torch.einsum("km,bkc->bmc", fb, linear)
             linear = linear * rhs / torch.einsum("km,bmc->bkc", fb, fitted).clamp(min=1e-12)
-        linear = torch.cat([linear, linear[..., -1:]], dim=-1)
-        return torchaudio.functional.griffinlim(
+        cols = mel.shape[-1]
+        if cfg.center:
+            linear, length, skip = torch.cat([linear, linear[..., -1:]], dim=-1), cfg.hop * cols, 0
+        else:  # half-hop columns: the centred columns of the waveform delayed by hop / 2
+            linear = torch.cat([linear[..., :1], linear, linear[..., -1:]], dim=-1)
+            length, skip = cfg.hop * (cols + 1), cfg.hop // 2
+        wave = torchaudio.functional.griffinlim(
             linear,
             window=self.window.to(mel.dtype),
             n_fft=cfg.n_fft,
@@ -407,9 +418,10 @@ class GriffinLim(nn.Module):
             power=cfg.power,
             n_iter=self.n_iter,
             momentum=self.momentum,
-            length=cfg.hop * mel.shape[-1],
+            length=length,
             rand_init=self.rand_init,
         )
+        return wave[..., skip : skip + cfg.hop * cols]
 
     @shapecheck
     def forward(

@@ -1,14 +1,18 @@
-"""ProAV-DiT's codec: a clip (video + waveform) <-> the stacked tri-plane latent ST-DiT denoises.
+"""ProAV-DiT's codec: a clip (video + waveform) <-> the tri-plane latent ST-DiT denoises.
 
     codec = TriPlaneCodec(spec, autoencoder=MDSA.from_pretrained(...), patch=(1, 16))
-    latent = codec.encode(video, waveform)       # b c 6 s s
+    latent = codec.encode(video, waveform)       # b c 6 s s (canvas) or b c L (packed)
     video, waveform = codec.decode(latent)       # b 3 t h w in [-1, 1], b n
 
 What it owns, in order: the video-like audio and its normalisation and inverse
 (:class:`~avblocks.codecs.audio_frames.AudioFrames`), the MDSA autoencoder (frozen, eval
-mode), and the plane layout (:class:`~avblocks.dit.PlaneStack`: the six planes in
-:data:`~avblocks.latent.planes.PLANE_ORDER`, each zero-padded into the top-left of one
-``s x s`` canvas).
+mode), and the plane layout, one of :data:`LAYOUTS`:
+
+- ``"canvas"`` (:class:`~avblocks.dit.PlaneStack`): the six planes in
+  :data:`~avblocks.latent.planes.PLANE_ORDER`, each zero-padded into the top-left of one
+  ``s x s`` canvas, stacked as ``b c 6 s s`` (:class:`~avblocks.dit.STDiT` denoises it);
+- ``"packed"`` (:class:`~avblocks.dit.PlanePack`): the six planes' cells end to end,
+  ``b c L``, no padding (:class:`~avblocks.dit.PackedSTDiT` denoises it).
 
 Choices:
 
@@ -19,10 +23,14 @@ Choices:
   A patch that does not divide its axis is a ValueError naming both.
 - **Canvas side** is the largest plane side rounded up to a multiple of both sides of the
   denoiser's patch ``(p, q)`` (their lcm), so every patch grid tiles the canvas exactly.
-- ``valid_mask`` (``6 s s``) is True on real latent cells: noise and losses use it so the
-  padding stays exactly zero.
+  The packed layout needs no patch: the denoiser cuts each plane itself.
+- ``valid_mask`` (canvas ``6 s s``, packed ``L``, all True there) is True on real latent
+  cells: noise and losses use it so the padding stays exactly zero.
+- **Per-plane values** (timesteps, the held-clean mask) reach the diffusion helpers, which
+  index frames along axis 2 of the latent, through :meth:`TriPlaneCodec.frame_values`:
+  ``b 6`` as it is for the canvas, one value per cell (``b L``) for the packed latent.
 - The codec never trains: encoding and decoding run without gradients; training the MDSA
-  itself uses :meth:`audio_frames` for its inputs.
+  itself uses :meth:`TriPlaneCodec.audio_frames` for its inputs.
 """
 
 import math
@@ -32,12 +40,16 @@ import torch
 from torch import nn
 
 from avblocks.codecs.audio_frames import AudioFrames
+from avblocks.dit.plane_pack import PlanePack
 from avblocks.dit.plane_stack import PlaneStack
 from avblocks.latent.mdsa import MDSA, AVLatent, MDSAConfig
 from avblocks.spec import AVSpec
 from avblocks.typing import Float, Tensor, shapecheck
 
-__all__ = ["TriPlaneCodec", "tri_plane_shapes"]
+__all__ = ["LAYOUTS", "TriPlaneCodec", "tri_plane_shapes"]
+
+LAYOUTS = ("canvas", "packed")
+"""The plane layouts a codec can produce (see the module docstring)."""
 
 
 def _patched(name: str, size: int, patch: int, source: str) -> int:
@@ -58,56 +70,70 @@ def tri_plane_shapes(spec: AVSpec, video_patch: Sequence[int], audio_patch: Sequ
 
 
 class TriPlaneCodec(nn.Module):
-    """Clips <-> stacked tri-plane latents ``b c 6 s s`` (see the module doc).
+    """Clips <-> tri-plane latents in the chosen layout (see the module doc).
 
     Args:
         spec: the clips' description.
         autoencoder: a trained :class:`MDSA` (its latent scale calibrated).
         patch: the denoiser's patch ``p`` or ``(p, q)``; the canvas side is a multiple of both.
+        layout: ``"canvas"`` (``b c 6 s s``) or ``"packed"`` (``b c L``).
         inverse: the audio inverse (default Griffin-Lim), see :class:`AudioFrames`.
     """
 
     def __init__(self, spec: AVSpec, autoencoder: MDSA, *, patch: int | Sequence[int] = 1,
-                 inverse: nn.Module | None = None):
+                 layout: str = "canvas", inverse: nn.Module | None = None):
         super().__init__()
         self.spec = spec
         self.audio = AudioFrames(spec, inverse)
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-        self.stack = self.layout(spec, autoencoder.config, patch)
+        self.layout_name = layout
+        self.layout = self.plane_layout(spec, autoencoder.config, patch, layout)
 
     @staticmethod
-    def layout(spec: AVSpec, config: MDSAConfig, patch: int | Sequence[int] = 1) -> PlaneStack:
-        """The latent canvas of an autoencoder with ``config`` on ``spec``'s clips, for a
+    def plane_layout(spec: AVSpec, config: MDSAConfig, patch: int | Sequence[int] = 1,
+                     layout: str = "canvas") -> PlaneStack | PlanePack:
+        """The latent layout of an autoencoder with ``config`` on ``spec``'s clips, for a
         denoiser with ``patch``: known from the configs alone (no weights needed)."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout ({layout!r}) must be one of {LAYOUTS}")
         patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
         shapes = tri_plane_shapes(spec, config.video_patch, config.audio_patch)
-        return PlaneStack(shapes=shapes, channels=config.latent_channels, multiple=math.lcm(*patch))
+        if layout == "canvas":
+            return PlaneStack(shapes=shapes, channels=config.latent_channels, multiple=math.lcm(*patch))
+        return PlanePack(shapes=shapes, channels=config.latent_channels)
 
     # ---------------------------------------------------------------- layout
     @property
     def channels(self) -> int:
-        return self.stack.channels
+        return self.layout.channels
 
     @property
     def side(self) -> int:
-        return self.stack.side
+        """The canvas side ``s`` (canvas layout only)."""
+        if self.layout_name != "canvas":
+            raise AttributeError(f"a {self.layout_name} latent has no canvas side")
+        return self.layout.side
 
     @property
     def num_planes(self) -> int:
-        return self.stack.num_planes
+        return self.layout.num_planes
 
     @property
     def plane_shapes(self) -> tuple[tuple[int, int], ...]:
-        return self.stack.shapes
+        return self.layout.shapes
 
     @property
     def valid_mask(self) -> Tensor:
-        """``6 s s`` bool, True on real latent cells."""
-        return self.stack.valid_mask
+        """Canvas ``6 s s`` / packed ``L`` bool, True on real latent cells."""
+        return self.layout.valid_mask
 
-    def latent_shape(self, batch: int) -> tuple[int, int, int, int, int]:
-        return (batch, self.channels, self.num_planes, self.side, self.side)
+    def latent_shape(self, batch: int) -> tuple[int, ...]:
+        return self.layout.latent_shape(batch)
+
+    def frame_values(self, per_plane: Tensor) -> Tensor:
+        """``b 6`` values (one per plane) along the latent's frame axis (see the module doc)."""
+        return self.layout.frame_values(per_plane)
 
     # ---------------------------------------------------------------- audio
     def audio_frames(self, waveform: Tensor) -> Tensor:
@@ -122,22 +148,23 @@ class TriPlaneCodec(nn.Module):
     @torch.no_grad()
     @shapecheck
     def encode_frames(self, video: Float[Tensor, "b 3 t h w"], frames: Float[Tensor, "b 1 t f wa"]
-                      ) -> Float[Tensor, "b c p s s"]:
-        """``(video, normalised audio frames)`` -> stacked latent."""
-        return self.stack.stack(self.autoencoder.encode(video, frames).planes())
+                      ) -> Float[Tensor, "b c *latent"]:
+        """``(video, normalised audio frames)`` -> latent in the codec's layout."""
+        return self.layout(self.autoencoder.encode(video, frames).planes())
 
     def encode(self, video: Tensor, waveform: Tensor) -> Tensor:
-        """``(video b 3 t h w in [-1, 1], waveform b n)`` -> stacked latent ``b c 6 s s``."""
+        """``(video b 3 t h w in [-1, 1], waveform b n)`` -> latent (``b c 6 s s`` / ``b c L``)."""
         return self.encode_frames(video, self.audio_frames(waveform))
 
     @torch.no_grad()
     @shapecheck
-    def decode_frames(self, latent: Float[Tensor, "b c p s s"]) -> tuple[Tensor, Tensor]:
-        """Stacked latent -> ``(video b 3 t h w in [-1, 1], normalised audio frames b 1 t f w)``."""
-        video, frames = self.autoencoder.decode(AVLatent.from_planes(list(self.stack.unstack(latent))))
+    def decode_frames(self, latent: Float[Tensor, "b c *latent"]) -> tuple[Tensor, Tensor]:
+        """Latent -> ``(video b 3 t h w in [-1, 1], normalised audio frames b 1 t f w)``."""
+        planes = [p.contiguous() for p in self.layout.split(latent)]
+        video, frames = self.autoencoder.decode(AVLatent.from_planes(planes))
         return video.clamp(-1, 1), frames
 
     def decode(self, latent: Tensor) -> tuple[Tensor, Tensor]:
-        """Stacked latent -> ``(video b 3 t h w in [-1, 1], waveform b n)``."""
+        """Latent -> ``(video b 3 t h w in [-1, 1], waveform b n)``."""
         video, frames = self.decode_frames(latent)
         return video, self.waveform(frames)

@@ -4,6 +4,11 @@ Choices:
 
 - **Files**: every regular file under ``root`` (recursive, sorted by relative path) whose
   extension (case-insensitive) is in ``extensions``; other files are ignored silently.
+- **Classes and the held-out split** (:mod:`avblocks.data.folder_layout`): one class per
+  top-level subfolder when all files lie in subfolders (``ImageFolder``'s convention; a
+  folder with files at its top level is one class); ``split="train"`` / ``"held_out"`` with ``held_out`` (a
+  fraction) and ``held_out_by`` (``"file"``: whole files by a hash of their path; ``"time"``:
+  the tail of every file) give two sides that never share a second of video.
 - **Index**: each file is probed once (:func:`avblocks.data.media.probe`: streams, start
   times, where the packets really end). A clip may start at ``lo + i * stride`` for
   ``lo = max(0, audio_start - video_start - audio_slack)`` and must end by
@@ -34,9 +39,11 @@ Choices:
   file that read fine earlier in this process fails (the data changed under the run: a
   folder moved away, a disk unmounted; training on substitutes would hide it), or when more
   than ``max_bad_fraction`` of the indexed files have failed (None: no bound).
-- **Items**: ``dict(video=3 t h w float in [-1, 1], audio=ch n float, path=str,
-  start=float seconds, substitute=bool)``; ``path``/``start`` describe the clip actually
-  returned.
+- **Items**: ``dict(video=3 t h w float in [-1, 1], audio=ch n float, label=int, path=str,
+  start=float seconds, substitute=bool)``; ``path``/``start``/``label`` describe the clip
+  actually returned.
+- **Summary**: :meth:`VideoFolder.summary` says, in a few lines, how many files and clips, the
+  classes with their clip counts, the split and every skipped file with its reason.
 """
 
 import hashlib
@@ -53,6 +60,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avblocks.atomic import atomic_write_text
+from avblocks.data.folder_layout import HeldOutSplit, class_of_files
 from avblocks.data.media import MediaError, MediaInfo, probe, read_clip
 from avblocks.timing import as_fraction
 
@@ -87,7 +95,8 @@ def default_cache_dir() -> Path:
 class VideoFolder(Dataset):
     """Clips of ``num_frames`` frames at ``fps`` (+ their audio at ``sample_rate``) from ``root``.
 
-    See the module docstring for indexing, caching, skipping and substitution rules.
+    See the module docstring for indexing, caching, classes, splits, skipping and substitution
+    rules. ``classes`` lists the class names (index = label).
     """
 
     def __init__(
@@ -103,6 +112,9 @@ class VideoFolder(Dataset):
         cache_dir: "str | os.PathLike[str] | None" = None,
         extensions: Sequence[str] = ("mp4", "mkv", "webm", "mov"),
         audio_slack: float = 0.1,
+        split: str = "all",
+        held_out: float = 0.0,
+        held_out_by: str = "file",
         read_retries: int = 2,
         retry_delay: float = 0.05,
         max_bad_fraction: float | None = None,
@@ -130,6 +142,7 @@ class VideoFolder(Dataset):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         key = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:16]
         self.cache_path = self.cache_dir / f"index-{key}.json"
+        self.split = HeldOutSplit(split=split, fraction=held_out, by=held_out_by)
 
         self.skipped: dict[str, str] = {}
         self.failed: dict[str, str] = {}
@@ -138,8 +151,18 @@ class VideoFolder(Dataset):
         self.num_probed = 0  # files probed by this construction (0 when the cache served all)
         self.clips: list[tuple[str, Fraction]] = []
         self._infos: dict[str, MediaInfo] = {}
+        self.labels: dict[str, int] = {}
         files = self._files()
+        self.classes, class_of = class_of_files(self.root, files)
+        self.num_files = len(files)
+        self.other_side = 0  # files whose clips are all on the other side of the split
+        labels = {str(f.resolve()): class_of[f] for f in files}
+        relative = {str(f.resolve()): f.relative_to(self.root).as_posix() for f in files}
         for path, entry in self._index(files).items():
+            if not self.split.keeps_file(relative[path]):
+                self.other_side += 1
+                continue
+            self.labels[path] = labels[path]
             if "error" in entry:
                 self._skip(path, entry["error"])
                 continue
@@ -148,9 +171,11 @@ class VideoFolder(Dataset):
             starts = self._starts(info)
             if not starts:
                 lo, hi = info.usable
+                side = "" if self.split.split == "all" else f" on the {self.split.split} side of the split"
+                lo, hi = self.split.span(lo, max(hi, lo))
                 self._skip(
                     path,
-                    f"too short: {max(0.0, hi - lo):.3f} s with both video and audio,"
+                    f"too short: {max(0.0, hi - lo):.3f} s with both video and audio{side},"
                     f" a clip needs {float(self.duration):.3f} s",
                 )
             self.clips.extend((path, s) for s in starts)
@@ -230,6 +255,7 @@ class VideoFolder(Dataset):
         slack = self.audio_slack
         lo = max(0.0, info.audio_start - info.video_start - slack)
         hi = min(info.video_end, info.audio_end + slack) - info.video_start
+        lo, hi = self.split.span(lo, max(hi, lo))
         lo_q = as_fraction(lo, "start", positive=False)
         hi_q = as_fraction(max(hi, 0.0), "end", positive=False)
         starts = []
@@ -259,7 +285,8 @@ class VideoFolder(Dataset):
             channels=self.channels,
             audio_slack=self.audio_slack,
         )
-        return {"video": clip.video, "audio": clip.audio, "path": path, "start": float(start)}
+        return {"video": clip.video, "audio": clip.audio, "label": self.labels[path], "path": path,
+                "start": float(start)}
 
     def __getitem__(self, i: int) -> dict:
         n = len(self.clips)
@@ -318,7 +345,29 @@ class VideoFolder(Dataset):
         return {
             "video": torch.full((3, self.num_frames, h, w), -1.0),
             "audio": torch.zeros(self.channels, n),
+            "label": self.labels[path],
             "path": path,
             "start": float(start),
             "substitute": True,
         }
+
+    def summary(self, also_skipped: dict[str, str] | None = None) -> str:
+        """Files, clips, classes (with clip counts), the split and every skipped file with why
+        (``also_skipped``: files the caller left out before, e.g. by extension)."""
+        counts = [0] * len(self.classes)
+        for path, _ in self.clips:
+            counts[self.labels[path]] += 1
+        used = len({path for path, _ in self.clips})
+        s = self.split
+        side = "" if s.split == "all" else (
+            f", {s.split} side of a {s.fraction:g} held-out split by {s.by}"
+            + (f" ({self.other_side} file(s) on the other side)" if s.by == "file" else ""))
+        lines = [f"{self.root}: {self.num_files} file(s), {len(self.clips)} clip(s) of {float(self.duration):.3f} s "
+                 f"every {float(self.stride):.3f} s from {used} file(s){side}",
+                 f"  {len(self.classes)} class(es): " + ", ".join(f"{i} {name} ({counts[i]} clips)"
+                                                            for i, name in enumerate(self.classes))]
+        skipped = dict(self.skipped) | dict(also_skipped or {})
+        if skipped:
+            lines.append(f"  skipped {len(skipped)} file(s), kept {len(self.clips)} clip(s):")
+            lines += [f"    {path}: {reason}" for path, reason in skipped.items()]
+        return "\n".join(lines)

@@ -6,12 +6,19 @@ Alignment is by presentation timestamps, never by frame or sample counts:
   the first decoded video frame when the container does not record it). A clip ``start`` is
   measured from there. An audio stream that starts earlier or later than the video keeps its
   own timestamps relative to that origin.
-- **Video**: clip frame ``k`` is the source frame displayed at ``start + k / fps``, i.e. the
-  frame whose presentation interval ``[pts_i, pts_{i+1})`` contains that time (the last frame
-  lasts its own duration, or one average frame interval). So reading at another frame rate
-  repeats or drops source frames by time, not by index. Muxers round timestamps to their
-  time base (1 ms in mkv/webm, so 1/24 s is stored as 42 ms), so a pts is known only to half
-  a tick: the comparison allows half a tick (a time 41.67 ms selects the frame stamped 42).
+- **Video**: clip frame ``k`` owns the time ``[start + k / fps, start + (k + 1) / fps)``
+  (and the audio of it, below); it shows the source frame displayed at the MIDDLE of that
+  interval, ``start + (k + 1/2) / fps`` (:func:`frame_times`), i.e. the source frame whose
+  presentation interval ``[pts_i, pts_{i+1})`` contains that time (the last frame lasts its
+  own duration, or one average frame interval). So reading at another frame rate repeats or
+  drops source frames by time, not by index, and a source frame is shown in the clip frame
+  whose interval holds the middle of it: a flash and a beep that start at the same instant
+  land in the same clip frame whenever the flash covers that frame's middle (sampling at the
+  start of the interval showed a flash one clip frame after its beep whenever the source
+  frame began in the first half of a clip frame, e.g. 24 or 29.97 fps read at 25). At the
+  source's own rate and a start on its frame grid the middle picks frame ``k`` itself.
+  Muxers round timestamps to their time base (1 ms in mkv/webm, so 1/24 s is stored as
+  42 ms), so a pts is known only to half a tick: the comparison allows half a tick.
 - **Audio**: the samples of ``[start, start + num_frames / fps)``, resampled to
   ``sample_rate``; exactly ``round(num_frames * sample_rate / fps)`` samples, so clip frame ``k``
   owns samples ``[k * sr / fps, (k + 1) * sr / fps)``. Decoded audio is treated as contiguous
@@ -28,7 +35,12 @@ Alignment is by presentation timestamps, never by frame or sample counts:
   (front left/right for the usual layouts). No matrix downmix.
 - **Resampling**: ``torchaudio.functional.resample`` (windowed sinc, sample 0 of input and
   output at the same instant, so no delay is introduced) on a buffer with a 50 ms margin on
-  both sides so the filter never sees the buffer edges inside the clip.
+  both sides so the filter never sees the buffer edges inside the clip. The buffer starts a
+  whole number of periods of the rate ratio (``src_sr / gcd(src_sr, sr)`` source samples, 320
+  for 48 kHz -> 22.05 kHz) before the clip's first sample, so the clip's start is an output
+  sample: a clip equals the whole track resampled once and cut at the clip whenever the
+  clip starts on a source sample (a buffer started anywhere else shifts every output sample
+  by up to half a sample, which changes high frequencies by tens of percent).
 - **Size**: ``size=None`` keeps the native size; ``size=(h, w)`` scales so the frame covers
   ``(h, w)`` (the shorter side relative to the target fits exactly, aspect kept) with
   FFmpeg's area-averaging scaler (anti-aliased when shrinking), then crops the centre.
@@ -66,7 +78,7 @@ from avblocks.data.request_bounds import check_request, decoded_bytes
 from avblocks.memory import check_fits
 from avblocks.timing import as_fraction
 
-__all__ = ["MediaError", "MediaInfo", "Clip", "probe", "read_clip"]
+__all__ = ["MediaError", "MediaInfo", "Clip", "frame_times", "probe", "read_clip"]
 
 _AUDIO_MARGIN = Fraction(1, 20)  # resampler support on both sides of the window
 _AUDIO_WARMUP = Fraction(1, 5)  # decode this much before the margin after a seek
@@ -172,6 +184,12 @@ def _rewind(container, stream) -> None:
         container.seek(floor, stream=stream, backward=True)
     except av.error.FFmpegError:
         container.seek(0)
+
+
+def frame_times(start: Fraction, num_frames: int, fps: Fraction) -> list[Fraction]:
+    """The instants clip frames show: the middle of each frame's interval,
+    ``start + (k + 1/2) / fps`` for ``k < num_frames`` (exact; see the module doc)."""
+    return [start + (2 * k + 1) / (2 * fps) for k in range(num_frames)]
 
 
 def _frame_time(frame) -> Fraction:
@@ -464,8 +482,7 @@ def read_clip(
             _check_decoded_size(path, vstream, astream, num_frames, size, duration, max_bytes)
             origin = _start(vstream, container)
             t0 = origin + start_q
-            times = [t0 + k / fps_q for k in range(num_frames)]
-            frames = _decode_video(container, vstream, times, size, path)
+            frames = _decode_video(container, vstream, frame_times(t0, num_frames, fps_q), size, path)
             src_sr = astream.codec_context.sample_rate
             x, a0 = _decode_audio(
                 container, astream, t0 - _AUDIO_MARGIN, t0 + duration + _AUDIO_MARGIN, path
@@ -488,8 +505,12 @@ def read_clip(
             f" (allowed slack {float(slack)} s)",
         )
     # a buffer on the source grid from b0 ~ t0 - margin, zero-padded where the stream has nothing
-    i0 = math.floor((t0 - _AUDIO_MARGIN - a0) * src_sr)
-    length = math.ceil((duration + 2 * _AUDIO_MARGIN) * src_sr) + 1
+    period = src_sr // math.gcd(src_sr, sample_rate)  # source samples per whole output grid step
+    clip_start = (t0 - a0) * src_sr  # where the clip starts in x, in source samples
+    i0 = math.floor(clip_start - _AUDIO_MARGIN * src_sr)
+    if clip_start.denominator == 1:  # start the buffer a whole number of periods before the clip
+        i0 -= (i0 - int(clip_start)) % period
+    length = math.ceil((duration + 2 * _AUDIO_MARGIN) * src_sr) + 1 + period
     buf = np.zeros((x.shape[0], length), np.float32)
     lo, hi = max(i0, 0), min(i0 + length, x.shape[1])
     if hi > lo:

@@ -3,10 +3,10 @@ or one picture. What a user hands a pipeline ("here is my wav / my mp4 / my refe
 
 The same PyAV decoding and the same choices as :func:`avblocks.data.read_clip` (resampling with
 ``torchaudio.functional.resample``, channels averaged down or a mono source repeated up,
-frames scaled to cover ``size`` with FFmpeg's area scaler and centre-cropped, the source frame
-shown at each target time), with one time origin per stream: ``t = 0`` is the first sample
-of the audio stream for :func:`read_audio` and the first frame of the video stream for
-:func:`read_video`.
+frames scaled to cover ``size`` with FFmpeg's area scaler and centre-cropped, clip frame ``k``
+showing the source frame displayed at the middle of ``[k / fps, (k + 1) / fps)``), with one
+time origin per stream: ``t = 0`` is the first sample of the audio stream for
+:func:`read_audio` and the first frame of the video stream for :func:`read_video`.
 
 Every problem names the file and what was expected, as a :class:`~avblocks.data.MediaError`:
 a file that is not media, a file without the stream asked for, a file shorter than asked.
@@ -30,6 +30,7 @@ from avblocks.data.media import (
     _start,
     _to_rgb,
     _why,
+    frame_times,
 )
 from avblocks.timing import as_fraction
 
@@ -102,7 +103,7 @@ def read_video(path: "str | os.PathLike[str]", *, num_frames: int, fps: "int | f
                 raise MediaError(path, "no video stream; expected a video file (mp4, mkv, webm, mov)")
             stream = container.streams.video[0]
             t0 = _start(stream, container) + start_q
-            frames = _decode_video(container, stream, [t0 + k / fps_q for k in range(num_frames)], size, path)
+            frames = _decode_video(container, stream, frame_times(t0, num_frames, fps_q), size, path)
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:

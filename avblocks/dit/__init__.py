@@ -1,4 +1,4 @@
-"""Diffusion-transformer blocks: embedders, adaLN-Zero, DiT / ST-DiT blocks, patches, plane stack."""
+"""Diffusion-transformer blocks: embedders, adaLN-Zero, DiT / ST-DiT blocks, patches, plane layouts."""
 
 from avblocks.dit.adapter_io import (
     adapter_state_dict,
@@ -35,6 +35,14 @@ from avblocks.dit.dit import DIT_PRESETS, DiT, DiTConfig, load_dit_checkpoint, r
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder, timestep_embedding
 from avblocks.dit.lora import LoRALinear, add_lora, lora_disabled, merge_lora, unmerge_lora
 from avblocks.dit.modulation import AdaLNZero, modulate, to_tokens
+from avblocks.dit.packed_attention import PackedPlanesMask
+from avblocks.dit.packed_stdit import (
+    PackedSTDiT,
+    PackedSTDiTBlock,
+    PackedSTDiTConfig,
+    packed_from_canvas,
+)
+from avblocks.dit.packed_tokens import PackedTokens
 from avblocks.dit.patch import (
     PatchEmbed2d,
     PatchEmbed3d,
@@ -43,6 +51,7 @@ from avblocks.dit.patch import (
     unpatchify2d,
     unpatchify3d,
 )
+from avblocks.dit.plane_pack import PlanePack
 from avblocks.dit.plane_stack import PLANE_ORDER, PlaneStack
 from avblocks.dit.stdit import STDiT, STDiTConfig
 
@@ -68,6 +77,13 @@ __all__ = [
     "PLANE_ORDER",
     "STDiT",
     "STDiTConfig",
+    "PlanePack",
+    "PackedTokens",
+    "PackedPlanesMask",
+    "PackedSTDiT",
+    "PackedSTDiTBlock",
+    "PackedSTDiTConfig",
+    "packed_from_canvas",
 ]
 
 __all__ += [

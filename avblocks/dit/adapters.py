@@ -197,7 +197,7 @@ class AdaptedDiTBlock(nn.Module):
     exactly as ``block`` does) or ``b t d`` (one per frame, e.g. per-frame timesteps). A
     missing adapter is ``nn.Identity``. With fresh (zero-initialised) adapters the output
     equals ``block`` applied to every frame separately. The block's parameters keep their
-    names under ``block.`` and are not frozen here (use :func:`freeze` on the backbone).
+    names under ``block.`` and are not frozen here (use :func:`~avblocks.dit.adapter_io.freeze` on the backbone).
 
     Args:
         block: the image DiT block (shared, not copied).

@@ -140,6 +140,12 @@ class DiTBlock(nn.Module):
     def _mlp_branch(self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor) -> Tensor:
         return x + gate * self.mlp(modulate(self.norm2(x), shift, scale))
 
+    def attention_input(self, x: Tensor, c: Tensor) -> Tensor:
+        """``modulate(norm1(x), shift_msa, scale_msa)``: what the first attention sees (TeaCache
+        compares it between sampling steps), broadcast as :meth:`forward` does."""
+        shift, scale = self.adaLN_modulation(c)[:2]
+        return modulate(self.norm1(x), to_tokens(shift, x), to_tokens(scale, x))
+
     @shapecheck
     def forward(
         self, x: Float[Tensor, "b n d"], c: Float[Tensor, "b d"], mask: Mask | None = None
@@ -194,6 +200,11 @@ class STDiTBlock(DiTBlock):
         super()._build_branches(hidden_size=hidden_size, num_heads=num_heads, mlp_ratio=mlp_ratio)
         self.norm_temporal = _layer_norm(hidden_size)
         self.attn_temporal = DiTAttention(hidden_size=hidden_size, num_heads=num_heads)
+
+    def attention_input(self, x: Tensor, c: Tensor) -> Tensor:
+        if x.ndim == 4 and c.ndim == 2:  # as forward: b d conditioning expanded per frame
+            c = c.unsqueeze(1).expand(x.shape[0], x.shape[1], c.shape[-1])
+        return super().attention_input(x, c)
 
     def _attend_tokens(self, h: Tensor, mask: Mask | None) -> Tensor:
         # Spatial attention, within each frame. Only the attention sees the folded view: norm,

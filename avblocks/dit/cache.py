@@ -9,7 +9,8 @@ has
 - ``forward_blocks(tokens, c)`` (tokens ``b n d`` or ``b f n d``, conditioning ``b d`` or
   ``b f d``), and
 - ``blocks``: an ``nn.ModuleList`` whose blocks are called ``block(tokens, c)`` and (for
-  :class:`TeaCache`) have DiT's ``adaLN_modulation`` (shift, scale first) and ``norm1``.
+  :class:`TeaCache`) have DiT's ``attention_input(tokens, c)`` (``norm1`` modulated by the
+  first two ``adaLN_modulation`` vectors, as every :class:`~avblocks.dit.blocks.DiTBlock`).
 
 Two policies (both OFF unless constructed; ``threshold=0`` never skips and reproduces the
 uncached output bit for bit, because the computed path calls the same blocks in the same
@@ -55,7 +56,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from avblocks.dit.modulation import modulate, to_tokens
 from avblocks.typing import Float, shapecheck
 
 __all__ = [
@@ -138,6 +138,7 @@ class StepCache:
         self.threshold = float(threshold)
         self.warmup = warmup
         self._original = model.forward_blocks
+        #: Calls computed and skipped in this session, and each call's measured change.
         self.stats = CacheStats()
         self._state: dict[str, Tensor] = {}
         self._shapes: tuple | None = None
@@ -220,8 +221,8 @@ class TeaCache(StepCache):
     """TeaCache: skip the whole stack while the accumulated (rescaled) change of the first
     block's modulated input stays under ``threshold``.
 
-    See the module docstring. Args: ``model`` (its first block needs ``adaLN_modulation``
-    returning shift, scale first, and ``norm1``), ``threshold`` (accumulator limit; 0 never
+    See the module docstring. Args: ``model`` (its first block needs ``attention_input``),
+    ``threshold`` (accumulator limit; 0 never
     skips; TeaCache uses about 0.1-0.3), ``rescale`` (polynomial coefficients, highest
     degree first as ``numpy.polyval``, applied to each call's relative L1 change before
     accumulating; ``None`` = identity; :func:`fit_rescale` fits one), ``warmup``.
@@ -237,10 +238,10 @@ class TeaCache(StepCache):
     ) -> None:
         _check_model(model)
         block = model.blocks[0]
-        if not (hasattr(block, "adaLN_modulation") and hasattr(block, "norm1")):
+        if not callable(getattr(block, "attention_input", None)):
             raise ValueError(
-                f"TeaCache needs the first block to have adaLN_modulation and norm1 (DiT layout); "
-                f"{type(block).__name__} has not"
+                f"TeaCache needs the first block's modulated attention input (attention_input(x, c): "
+                f"a DiT block with adaLN_modulation and norm1); {type(block).__name__} has none"
             )
         if rescale is not None and len(rescale) == 0:
             raise ValueError("rescale must hold at least one coefficient (or be None)")
@@ -262,14 +263,11 @@ class TeaCache(StepCache):
 
     @shapecheck
     def modulated_input(
-        self, tokens: Float[Tensor, "b *grid d"], c: Float[Tensor, "b *frames d"]
-    ) -> Float[Tensor, "b *grid d"]:
-        """The first block's ``modulate(norm1(tokens), shift, scale)`` (its attention input)."""
-        block = self.model.blocks[0]
-        if tokens.ndim == 4 and c.ndim == 2:  # as STDiTBlock: b d conditioning per frame
-            c = c.unsqueeze(1).expand(tokens.shape[0], tokens.shape[1], c.shape[-1])
-        shift, scale = block.adaLN_modulation(c)[:2]
-        return modulate(block.norm1(tokens), to_tokens(shift, tokens), to_tokens(scale, tokens))
+        self, tokens: Float[Tensor, "*tokens d"], c: Float[Tensor, "b *frames d"]
+    ) -> Float[Tensor, "*tokens d"]:
+        """The first block's ``modulate(norm1(tokens), shift, scale)`` (its attention input),
+        as the block computes it (:meth:`~avblocks.dit.blocks.DiTBlock.attention_input`)."""
+        return self.model.blocks[0].attention_input(tokens, c)
 
     def _cached_blocks(self, tokens: Tensor, c: Tensor, fresh: bool) -> Tensor:
         modulated = self.modulated_input(tokens, c)

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import nn
 
+from avblocks.dit.plane_layout import PlaneLayout, av_plane_shapes
 from avblocks.latent.planes import PLANE_ORDER
 from avblocks.typing import Bool, Float, Tensor, shapecheck
 
@@ -35,7 +35,7 @@ __all__ = ["PLANE_ORDER", "PlaneStack"]
 
 
 
-class PlaneStack(nn.Module):
+class PlaneStack(PlaneLayout):
     """Planes ``b c rows_i cols_i`` (in :data:`PLANE_ORDER`) <-> one latent ``b c planes s s``.
 
     Args:
@@ -56,14 +56,8 @@ class PlaneStack(nn.Module):
         multiple: int = 1,
     ) -> None:
         super().__init__()
-        shapes = tuple(tuple(int(v) for v in shape) for shape in shapes)
-        if not shapes:
-            raise ValueError("shapes is empty: give the (rows, cols) of at least one plane")
-        for i, shape in enumerate(shapes):
-            if len(shape) != 2 or min(shape) < 1:
-                raise ValueError(f"plane {self._name(i)} shape {shape} must be two positive ints")
-        if channels < 1:
-            raise ValueError(f"channels ({channels}) must be >= 1")
+        self._set_planes(shapes, channels)
+        shapes = self.shapes
         if multiple < 1:
             raise ValueError(f"multiple ({multiple}) must be >= 1")
         largest = max(max(shape) for shape in shapes)
@@ -74,13 +68,13 @@ class PlaneStack(nn.Module):
                 f"side ({side}) is smaller than the largest plane dimension ({largest}) "
                 f"of shapes {shapes}"
             )
-        self.shapes = shapes
-        self.channels = channels
         self.side = side
         mask = torch.zeros(len(shapes), side, side, dtype=torch.bool)
         for i, (rows, cols) in enumerate(shapes):
             mask[i, :rows, :cols] = True
         self.register_buffer("valid_mask", mask, persistent=False)
+        #: ``planes s s`` bool: True on real latent cells, False on the canvas padding.
+        self.valid_mask: Tensor
 
     @classmethod
     def for_av(
@@ -93,38 +87,7 @@ class PlaneStack(nn.Module):
         multiple: int = 1,
     ) -> "PlaneStack":
         """The six planes of a video latent ``(t, h, w)`` and an audio latent ``(t, f, w)``."""
-        tv, h, w = video_thw
-        ta, f, wa = audio_tfw
-        shapes = [(h, w), (tv, h), (tv, w), (f, wa), (ta, f), (ta, wa)]
-        return cls(shapes=shapes, channels=channels, side=side, multiple=multiple)
-
-    @property
-    def num_planes(self) -> int:
-        return len(self.shapes)
-
-    @staticmethod
-    def _name(i: int) -> str:
-        return PLANE_ORDER[i] if i < len(PLANE_ORDER) else f"plane_{i}"
-
-    def _check(self, planes: Sequence[Tensor]) -> None:
-        if len(planes) != self.num_planes:
-            raise ValueError(f"expected {self.num_planes} planes {PLANE_ORDER[:self.num_planes]}, "
-                             f"got {len(planes)}")
-        batch = planes[0].shape[0] if planes[0].ndim else None
-        for i, (plane, shape) in enumerate(zip(planes, self.shapes, strict=True)):
-            name = self._name(i)
-            if plane.ndim != 4:
-                raise ValueError(f"plane {name} must be b c rows cols, got shape {tuple(plane.shape)}")
-            if plane.shape[1] != self.channels:
-                raise ValueError(
-                    f"plane {name} has {plane.shape[1]} channels, expected {self.channels} "
-                    f"(channels of all planes: {[p.shape[1] for p in planes]})"
-                )
-            if tuple(plane.shape[2:]) != shape:
-                raise ValueError(f"plane {name} is {tuple(plane.shape[2:])}, expected {shape}")
-            if plane.shape[0] != batch:
-                raise ValueError(f"plane {name} has batch {plane.shape[0]}, plane "
-                                 f"{self._name(0)} has {batch}")
+        return cls(shapes=av_plane_shapes(video_thw, audio_tfw), channels=channels, side=side, multiple=multiple)
 
     @shapecheck
     def stack(self, planes: Sequence[Tensor]) -> Float[Tensor, "b c t s s"]:
@@ -150,6 +113,19 @@ class PlaneStack(nn.Module):
     def forward(self, planes: Sequence[Tensor]) -> Tensor:
         """Same as :meth:`stack`."""
         return self.stack(planes)
+
+    def split(self, latent: Tensor) -> tuple[Tensor, ...]:
+        """Same as :meth:`unstack` (the name both layouts share)."""
+        return self.unstack(latent)
+
+    def latent_shape(self, batch: int) -> tuple[int, int, int, int, int]:
+        return (batch, self.channels, self.num_planes, self.side, self.side)
+
+    def frame_values(self, values: Tensor) -> Tensor:
+        """One value per plane (``b planes``) along the latent's frame axis: the planes are
+        its frames, so the values as they are."""
+        self._check_values(values)
+        return values
 
     def token_mask(self, patch_size: int | tuple[int, int]) -> Bool[Tensor, "t n"]:
         """Validity per patch token (tokens in ``(h w)`` order per plane): any valid cell."""

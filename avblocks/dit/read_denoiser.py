@@ -22,7 +22,7 @@ Choices (READ publishes no code):
   for every frame (a still video: right background, right object, no motion) and training
   only has to learn what moves; without it, five CPU minutes still sample blurry blocks;
 - **x-prediction, velocity out** (Li & He 2025, "Back to Basics: Let Denoising Generative
-  Models Denoise"): the network predicts the clean frames ``x0`` (as above) and :meth:`forward` returns
+  Models Denoise"): the network predicts the clean frames ``x0`` (as above) and :meth:`ReadDenoiser.forward` returns
   the flow velocity ``(x_t - x0) / max(t, 0.05)``, so the objective and the samplers are the
   library's velocity ones unchanged. A pixel patch of ``8 x 8 x 3 = 192`` values leaves a
   token of width 64 through a linear map: a velocity (which contains the full-rank noise)
@@ -40,7 +40,7 @@ Choices (READ publishes no code):
   reference frame (which has no time of its own), then every block is an
   :class:`~avblocks.dit.audio_cross.AudioSTDiTBlock`: frame ``t`` attends to the codes of
   frames ``t - window .. t + window``. The codes are bound for the forward call
-  (:class:`~avblocks.dit.audio_cross.AudioBinding`), so :meth:`forward_blocks` keeps the
+  (:class:`~avblocks.dit.audio_cross.AudioBinding`), so :meth:`ReadDenoiser.forward_blocks` keeps the
   ``(tokens, c)`` signature that step caches (:mod:`avblocks.dit.cache`) wrap;
 - **audio dropout** for classifier-free guidance: ``drop_audio`` (``b`` bool) replaces every
   code of a sample by ``null_audio``, the same learned code the reference frame hears (so
@@ -144,7 +144,7 @@ class ReadDenoiser(SaveLoadMixin, nn.Module):
     def forward_blocks(
         self, tokens: Float[Tensor, "b t n d"], c: Float[Tensor, "b t d"]
     ) -> Float[Tensor, "b t n d"]:
-        """The block stack (audio from :attr:`binding`): the method step caches wrap."""
+        """The block stack (audio from ``self.binding``): the method step caches wrap."""
         for block in self.blocks:
             tokens = block(tokens, c)
         return tokens

@@ -41,7 +41,7 @@ Choices (ProAV-DiT publishes no code; this is the reference):
   (``max_period`` 10000) was designed for. Integer DDPM steps work with
   ``timestep_scale=1``;
 - **classifier-free guidance**: the label table has a null row ``num_classes``
-  (:attr:`null_label`); in training, labels are replaced by it with probability
+  (:attr:`STDiT.null_label`); in training, labels are replaced by it with probability
   ``class_dropout`` (DiT's label dropout, :class:`~avblocks.dit.embedders.LabelEmbedder`).
   With ``class_dropout=0`` there is no null row and ``y == num_classes`` is an error;
 - **initialisation as DiT**: xavier-uniform Linears / patch kernel, zero biases, zero adaLN
@@ -69,7 +69,7 @@ from avblocks.dit.patch import PatchEmbed2d, _as_tuple
 from avblocks.saveload import SaveLoadMixin
 from avblocks.typing import TYPECHECK, Float, Tensor, shapecheck
 
-__all__ = ["STDiTConfig", "STDiT"]
+__all__ = ["STDiTConfig", "STDiT", "PlaneDenoiser"]
 
 # Module-level aliases: a one-word shape string inside an annotation reads as a forward
 # reference to pyflakes (F821).
@@ -96,7 +96,86 @@ class STDiTConfig:
     gradient_checkpointing: bool = False
 
 
-class STDiT(SaveLoadMixin, nn.Module):
+
+class PlaneDenoiser(nn.Module):
+    """What ST-DiT on a canvas (:class:`STDiT`) and on packed planes
+    (:class:`~avblocks.dit.packed_stdit.PackedSTDiT`) share: the patch kernel, the plane
+    embedding, the timestep / label embedders, the block stack and the final layer, built in
+    this order (seeded initialisation and parameter order are the same in both, so one's
+    ``state_dict`` loads into the other), per-plane conditioning and the block loop."""
+
+    def _build(self, *, in_channels: int, planes: int, patch: tuple[int, int], hidden_size: int,
+               depth: int, num_heads: int, mlp_ratio: float, num_classes: int, class_dropout: float,
+               timestep_scale: float, gradient_checkpointing: bool, block: type[nn.Module]) -> None:
+        for name, value in (("in_channels", in_channels), ("depth", depth)):
+            if value < 1:
+                raise ValueError(f"{name} ({value}) must be >= 1")
+        if hidden_size < 1 or num_heads < 1 or hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be a positive multiple of num_heads ({num_heads})"
+            )
+        if hidden_size % 4:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by 4 (2D sin-cos position table)"
+            )
+        if not timestep_scale > 0:
+            raise ValueError(f"timestep_scale ({timestep_scale}) must be > 0")
+        self.in_channels = in_channels
+        self.frames = planes
+        self.patch_size = patch
+        self.hidden_size = hidden_size
+        self.timestep_scale = timestep_scale
+        self.gradient_checkpointing = gradient_checkpointing
+        self.x_embedder = PatchEmbed2d(in_channels=in_channels, hidden_size=hidden_size, patch_size=patch)
+        self.plane_embed = nn.Parameter(torch.zeros(planes, hidden_size))
+        nn.init.normal_(self.plane_embed, std=0.02)
+        self.t_embedder = TimestepEmbedder(hidden_size=hidden_size)
+        self.y_embedder = LabelEmbedder(
+            num_classes=num_classes, hidden_size=hidden_size, dropout_prob=class_dropout
+        )
+        self.blocks = nn.ModuleList(
+            block(hidden_size=hidden_size, num_heads=num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)
+        )
+        self.final_layer = FinalLayer(hidden_size=hidden_size, patch_dim=patch[0] * patch[1] * in_channels)
+        # The sub-modules already initialise as DiT (xavier Linears and patch kernel, zero
+        # biases, zero adaLN, zero final layer); nothing to redo here.
+
+    @property
+    def null_label(self) -> int:
+        """The label that means "no class" (classifier-free guidance): ``num_classes``."""
+        return self.y_embedder.null_class
+
+    def _check_labels(self, y: Tensor) -> None:
+        # Value check costs a host sync: only in eager mode with shape checks on.
+        if TYPECHECK and not torch.compiler.is_compiling():
+            rows = self.y_embedder.embedding_table.num_embeddings
+            if bool(((y < 0) | (y >= rows)).any()):
+                raise ValueError(
+                    f"labels {y.tolist()} out of range: valid are 0..{rows - 1} "
+                    f"({self.y_embedder.num_classes} classes"
+                    + (f", null label {self.null_label})" if rows > self.y_embedder.num_classes
+                       else "; no null label because class_dropout is 0)")
+                )
+
+    def condition(self, t: PlaneTimesteps, y: Labels) -> Float[Tensor, "b f d"]:
+        """Per-plane conditioning ``TimestepEmbedder(t * scale) + LabelEmbedder(y)``, ``b f d``."""
+        if t.ndim == 1:
+            t = t[:, None].expand(t.shape[0], self.frames)
+        t_emb = self.t_embedder(t.to(torch.float32) * self.timestep_scale)
+        y_emb = self.y_embedder(y, train=self.training)
+        return t_emb + y_emb[:, None, :]
+
+    def forward_blocks(self, tokens: Tensor, c: Float[Tensor, "b f d"]) -> Tensor:
+        """The block stack alone: the one place step caches (``avblocks.dit.cache``) hook into."""
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, c, use_reentrant=False)
+            else:
+                tokens = block(tokens, c)
+        return tokens
+
+
+class STDiT(SaveLoadMixin, PlaneDenoiser):
     """Spatio-temporal DiT on stacked planes: ``(x b c f s s, t b | b f, y b) -> b c f s s``.
 
     Args:
@@ -136,62 +215,19 @@ class STDiT(SaveLoadMixin, nn.Module):
     ) -> None:
         super().__init__()
         rows, cols = _as_tuple("patch", patch, 2)
-        for name, value in (
-            ("in_channels", in_channels),
-            ("side", side),
-            ("frames", frames),
-            ("depth", depth),
-        ):
+        for name, value in (("side", side), ("frames", frames)):
             if value < 1:
                 raise ValueError(f"{name} ({value}) must be >= 1")
         if side % rows or side % cols:
             raise ValueError(f"side ({side}) must be divisible by patch ({patch})")
-        if hidden_size < 1 or num_heads < 1 or hidden_size % num_heads:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be a positive multiple of num_heads ({num_heads})"
-            )
-        if hidden_size % 4:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be divisible by 4 (2D sin-cos position table)"
-            )
-        if not timestep_scale > 0:
-            raise ValueError(f"timestep_scale ({timestep_scale}) must be > 0")
-        self.in_channels = in_channels
-        self.side = side
-        self.frames = frames
+        self._build(in_channels=in_channels, planes=frames, patch=(rows, cols), hidden_size=hidden_size,
+                    depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=num_classes,
+                    class_dropout=class_dropout, timestep_scale=timestep_scale,
+                    gradient_checkpointing=gradient_checkpointing, block=STDiTBlock)
         self.patch = patch
-        self.patch_size = (rows, cols)
-        self.hidden_size = hidden_size
-        self.timestep_scale = timestep_scale
-        self.gradient_checkpointing = gradient_checkpointing
+        self.side = side
         self.grid = (side // rows, side // cols)  # tokens per plane: rows x columns
-
-        self.x_embedder = PatchEmbed2d(
-            in_channels=in_channels, hidden_size=hidden_size, patch_size=self.patch_size
-        )
-        self.register_buffer(
-            "pos_embed", dit_sincos_2d(hidden_size, self.grid), persistent=False
-        )
-        self.plane_embed = nn.Parameter(torch.zeros(frames, hidden_size))
-        nn.init.normal_(self.plane_embed, std=0.02)
-        self.t_embedder = TimestepEmbedder(hidden_size=hidden_size)
-        self.y_embedder = LabelEmbedder(
-            num_classes=num_classes, hidden_size=hidden_size, dropout_prob=class_dropout
-        )
-        self.blocks = nn.ModuleList(
-            STDiTBlock(hidden_size=hidden_size, num_heads=num_heads, mlp_ratio=mlp_ratio)
-            for _ in range(depth)
-        )
-        self.final_layer = FinalLayer(
-            hidden_size=hidden_size, patch_dim=rows * cols * in_channels
-        )
-        # The sub-modules already initialise as DiT (xavier Linears and patch kernel, zero
-        # biases, zero adaLN, zero final layer); nothing to redo here.
-
-    @property
-    def null_label(self) -> int:
-        """The label that means "no class" (classifier-free guidance): ``num_classes``."""
-        return self.y_embedder.null_class
+        self.register_buffer("pos_embed", dit_sincos_2d(hidden_size, self.grid), persistent=False)
 
     @property
     def num_tokens(self) -> int:
@@ -210,35 +246,7 @@ class STDiT(SaveLoadMixin, nn.Module):
             )
         if t.ndim > 2:
             raise ValueError(f"t must be b or b f, got shape {tuple(t.shape)}")
-        # Value check costs a host sync: only in eager mode with shape checks on.
-        if TYPECHECK and not torch.compiler.is_compiling():
-            rows = self.y_embedder.embedding_table.num_embeddings
-            if bool(((y < 0) | (y >= rows)).any()):
-                raise ValueError(
-                    f"labels {y.tolist()} out of range: valid are 0..{rows - 1} "
-                    f"({self.y_embedder.num_classes} classes"
-                    + (f", null label {self.null_label})" if rows > self.y_embedder.num_classes
-                       else "; no null label because class_dropout is 0)")
-                )
-
-    def condition(self, t: PlaneTimesteps, y: Labels) -> Float[Tensor, "b f d"]:
-        """Per-plane conditioning ``TimestepEmbedder(t * scale) + LabelEmbedder(y)``, ``b f d``."""
-        if t.ndim == 1:
-            t = t[:, None].expand(t.shape[0], self.frames)
-        t_emb = self.t_embedder(t.to(torch.float32) * self.timestep_scale)
-        y_emb = self.y_embedder(y, train=self.training)
-        return t_emb + y_emb[:, None, :]
-
-    def forward_blocks(
-        self, tokens: Float[Tensor, "b f n d"], c: Float[Tensor, "b f d"]
-    ) -> Float[Tensor, "b f n d"]:
-        """The block stack alone: the one place step caches (``avblocks.dit.cache``) hook into."""
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, c, use_reentrant=False)
-            else:
-                tokens = block(tokens, c)
-        return tokens
+        self._check_labels(y)
 
     @shapecheck
     def forward(
@@ -252,7 +260,9 @@ class STDiT(SaveLoadMixin, nn.Module):
         self._check_inputs(x, t, y)
         b, f = x.shape[0], x.shape[2]
         tokens = self.x_embedder(rearrange(x, "b c f h w -> (b f) c h w"))
-        tokens = rearrange(tokens, "(b f) n d -> b f n d", b=b)
+        # contiguous: the embedding's view is transposed, and every norm and add of the
+        # residual stream would otherwise run on strided memory (each LayerNorm copying it)
+        tokens = rearrange(tokens, "(b f) n d -> b f n d", b=b).contiguous()
         tokens = tokens + self.pos_embed.to(tokens.dtype) + self.plane_embed[None, :, None, :]
         c = self.condition(t, y).to(tokens.dtype)
         tokens = self.forward_blocks(tokens, c)

@@ -38,6 +38,7 @@ from avblocks.latent.triplane import TriPlane
 __all__ = ["PlaneFusion", "STAGES"]
 
 STAGES = ("temporal", "spatial", "gcm", "biblock")
+"""The fusion stages, in the order they run."""
 
 
 def _time_stream(planes: TriPlane) -> torch.Tensor:

@@ -13,20 +13,20 @@ Choices (each ours; documented because callers rely on them):
   time (an image is a volume of one frame). Patch ``(1, downsample, downsample)``: a
   non-overlapping patch stem, ``depth`` residual blocks, a 1x1 head. With a single frame and
   zero padding the blocks' temporal ``(3, 1, 1)`` conv sees only its centre tap, so the codec
-  is strictly per image; :meth:`encode_frames` folds ``t`` into the batch, so a frame's latent
+  is strictly per image; :meth:`ImageAutoencoder.encode_frames` folds ``t`` into the batch, so a frame's latent
   never depends on another frame.
 - Bottleneck: a diagonal Gaussian (:class:`DiagonalGaussian`): the encoder outputs
   ``2 * latent_channels`` maps, mean and log-variance, the log-variance clamped to
   ``[-30, 20]`` (as the MDSA and SD's VAE) so ``exp`` never overflows. Its KL is
   :func:`avblocks.latent.losses.kl_divergence` (summed over latent values, batch mean).
 - Latent scale: one stored factor (buffer ``latent_scale``, saved with the weights; 1 at
-  init). :meth:`latents` returns ``scale * mean`` and :meth:`images` divides by it, so the
-  diffusion stage sees unit-variance latents after :meth:`calibrate_scale` (1/std of the
+  init). :meth:`ImageAutoencoder.latents` returns ``scale * mean`` and :meth:`ImageAutoencoder.images` divides by it, so the
+  diffusion stage sees unit-variance latents after :meth:`ImageAutoencoder.calibrate_scale` (1/std of the
   means of a batch; SD's 0.18215 is the same idea, fixed once).
 - ``downsample`` must divide the image size; a size that does not raises a ``ValueError``
   naming the axis (no silent cropping or padding). Default ``downsample = 4`` and
   ``latent_channels = 4`` (SD's channel count; SD down-samples by 8, too much for 32x32 frames).
-- :meth:`decode_frames` decodes ``chunk`` frames at a time, so long clips do not need memory
+- :meth:`ImageAutoencoder.decode_frames` decodes ``chunk`` frames at a time, so long clips do not need memory
   for all of their frames' activations at once (the VAE-decode out-of-memory that video
   pipelines hit); decoding is per frame, so chunking changes results only by float
   rounding (batched convolutions may sum in another order).
@@ -197,7 +197,7 @@ class ImageAutoencoder(SaveLoadMixin, nn.Module):
 
     @shapecheck
     def images(self, z: Float[Tensor, "b z t hl wl"], chunk: int = 16) -> Float[Tensor, "b c t h w"]:
-        """Inverse of :meth:`latents`: divide by the scale, decode every frame."""
+        """Inverse of :meth:`ImageAutoencoder.latents`: divide by the scale, decode every frame."""
         return self.decode_frames(z / self.latent_scale, chunk=chunk)
 
     @torch.no_grad()

@@ -52,10 +52,12 @@ def multiscale_spectral_l1(
 
 
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The discriminator's hinge loss: ``mean(relu(1 - real)) + mean(relu(1 + fake))``."""
     return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
 
 
 def hinge_g_loss(fake_logits: Tensor) -> Tensor:
+    """The generator's hinge loss: ``-mean(fake)``."""
     return -fake_logits.mean()
 
 

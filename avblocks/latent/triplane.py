@@ -22,13 +22,13 @@ tri-plane can describe are the *plane-separable* ones,
 
     S = { a(h, w) + b(t, h) + c(t, w) }  (= all terms but a_thw),
 
-and the right inverse is the orthogonal projection onto ``S``:
+and the right inverse is the orthogonal projection onto ``S``::
 
     Pi(v) = E_t v + E_w v + E_h v - E_hw v - E_tw v - E_th v + E_thw v.
 
 :class:`TriPlaneUnprojector` with ``combine="exact"`` (the default) computes that from the
 planes alone (inclusion-exclusion: each one-axis marginal is counted by two planes and the
-grand mean by three, so they are subtracted / added back once):
+grand mean by three, so they are subtracted / added back once)::
 
     U(hw, th, tw)[t, h, w] = hw[h, w] + th[t, h] + tw[t, w]
                              - m_t[t] - m_h[h] - m_w[w] + mu

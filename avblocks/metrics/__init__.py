@@ -1,6 +1,16 @@
-"""Metrics: audio-visual alignment, reconstruction quality, distribution distances."""
+"""Metrics: audio-visual alignment (event F1, AV-Align, the AV-sync score), picture integrity,
+a slot for learned sync models, reconstruction quality, distribution distances."""
 
+from avblocks.metrics.av_align import clip_av_align, flow_magnitudes, optical_flow, pooled_av_align
 from avblocks.metrics.distribution import frechet_distance, gaussian_stats, kernel_distance
+from avblocks.metrics.events import (
+    EventCounts,
+    event_counts,
+    match_one_to_one,
+    onset_count_ratio,
+    onset_timing_errors,
+    pooled_event_counts,
+)
 from avblocks.metrics.features import (
     FeatureExtractor,
     audio_distances,
@@ -9,6 +19,8 @@ from avblocks.metrics.features import (
     extract_video_features,
     video_distances,
 )
+from avblocks.metrics.integrity import IntegrityReport, object_integrity
+from avblocks.metrics.learned import AVSimilarity, OffsetClassifier
 from avblocks.metrics.reconstruction import (
     log_spectral_distance,
     mel_l1,
@@ -28,6 +40,7 @@ from avblocks.metrics.sync import (
     clip_sync_score,
     detect_audio_onsets,
     detect_bounces,
+    detect_onset_samples,
     match_events,
     object_track,
     pooled_sync_score,
@@ -56,7 +69,22 @@ __all__ = [
     "clip_sync_score",
     "detect_audio_onsets",
     "detect_bounces",
+    "detect_onset_samples",
     "match_events",
     "object_track",
     "pooled_sync_score",
+    "EventCounts",
+    "event_counts",
+    "pooled_event_counts",
+    "match_one_to_one",
+    "onset_timing_errors",
+    "onset_count_ratio",
+    "optical_flow",
+    "flow_magnitudes",
+    "clip_av_align",
+    "pooled_av_align",
+    "IntegrityReport",
+    "object_integrity",
+    "OffsetClassifier",
+    "AVSimilarity",
 ]

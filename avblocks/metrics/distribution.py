@@ -39,6 +39,7 @@ def _sqrtm_psd(matrix: Tensor) -> Tensor:
 
 @shapecheck
 def frechet_distance(real: Float[Tensor, "n d"], fake: Float[Tensor, "m d"]) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (the module says how)."""
     mu_a, cov_a = gaussian_stats(real)
     mu_b, cov_b = gaussian_stats(fake)
     root_a = _sqrtm_psd(cov_a)

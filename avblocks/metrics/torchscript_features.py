@@ -21,7 +21,25 @@ from avblocks.metrics.features import (
 )
 from avblocks.typing import Float, Shaped, Tensor, shapecheck
 
-__all__ = ["TorchScriptFeatures"]
+__all__ = ["TorchScriptFeatures", "load_torchscript"]
+
+
+def load_torchscript(path: "str | Path", what: str) -> torch.jit.ScriptModule:
+    """A TorchScript archive from a local file, in eval mode on the CPU; ``what`` names the
+    model in errors (a missing file, or a file that is not TorchScript). ``torch.jit`` is
+    deprecated in recent PyTorch but still loads; its warning is silenced for this one load."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"TorchScript {what} {str(path)!r} does not exist (models are loaded "
+                                "from a local file only; nothing is downloaded)")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
+            module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as error:
+        raise ValueError(f"{str(path)!r} is not a TorchScript archive (save one with torch.jit.save; a "
+                         f"state dict from torch.save is not enough): {error}") from error
+    return module.eval()
 
 
 class TorchScriptFeatures(FeatureExtractor):
@@ -74,21 +92,7 @@ class TorchScriptFeatures(FeatureExtractor):
             raise ValueError(f"input_size ({input_size!r}) must be (h, w) with positive sizes")
         if not value_range[1] > value_range[0]:
             raise ValueError(f"value_range ({value_range!r}) must be (low, high) with high > low")
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"TorchScript feature extractor {str(path)!r} does not exist (extractors are "
-                "loaded from a local file only)"
-            )
-        try:
-            with warnings.catch_warnings():  # the deprecation is stated in the docstring
-                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
-                self.module = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as error:
-            raise ValueError(
-                f"{str(path)!r} is not a TorchScript archive (save one with torch.jit.save; a "
-                f"state dict from torch.save is not enough): {error}"
-            ) from error
-        self.module.eval()
+        self.module = load_torchscript(path, "feature extractor")
         self.path = path
         self.modalities = (modality,)
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))

@@ -18,14 +18,20 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from avblocks.audio.vocoder import Vocoder
 from avblocks.codecs.image_latent import ImageLatentCodec
 from avblocks.diffusion import ClassifierFreeGuidance
 from avblocks.diffusion.ddpm import DDPM
 from avblocks.diffusion.samplers import DDIMSampler, DPMSolverPP2MSampler
 from avblocks.dit.av_dit import AVDiT
 from avblocks.latent.image_autoencoder import ImageAutoencoder
-from avblocks.pipelines.base import InWeightsDtype, Pipeline, audio_inverse, inverse_settings
+from avblocks.pipelines.base import (
+    VOCODER_CLASSES,
+    InWeightsDtype,
+    Pipeline,
+    audio_inverse,
+    inverse_parts,
+    inverse_settings,
+)
 from avblocks.pipelines.output import SoundingVideo
 from avblocks.spec import AVSpec
 
@@ -48,7 +54,7 @@ class DDPMSampling:
 class AVDiTPipeline(Pipeline):
     """Joint sounding-video generation with a frozen image DiT and its adapters (module doc)."""
 
-    components = {"autoencoder": ImageAutoencoder, "denoiser": AVDiT, "vocoder": Vocoder}
+    components = {"autoencoder": ImageAutoencoder, "denoiser": AVDiT, **VOCODER_CLASSES}
 
     def __init__(self, codec: ImageLatentCodec, denoiser: AVDiT, *, sampling: DDPMSampling = DDPMSampling()):
         if (denoiser.video_frames, denoiser.audio_images) != (codec.num_frames, codec.audio_images):
@@ -60,10 +66,7 @@ class AVDiTPipeline(Pipeline):
         self.ddpm = DDPM(schedule=sampling.schedule, num_timesteps=sampling.num_timesteps, prediction="epsilon")
 
     def modules(self) -> dict[str, nn.Module]:
-        parts = {"autoencoder": self.codec.autoencoder, "denoiser": self.denoiser}
-        if isinstance(self.codec.audio.inverse, Vocoder):
-            parts["vocoder"] = self.codec.audio.inverse
-        return parts
+        return {"autoencoder": self.codec.autoencoder, "denoiser": self.denoiser} | inverse_parts(self.codec.audio.inverse)
 
     def settings(self) -> dict[str, Any]:
         return {"audio_images": self.codec.audio_images, "sampling": asdict(self.sampling),

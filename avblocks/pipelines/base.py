@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 import avblocks
-from avblocks.audio.vocoder import GriffinLim, Vocoder
+from avblocks.audio.vocoder import GriffinLim
+from avblocks.audio.vocoder_folder import VOCODER_CLASSES
 from avblocks.pipelines.folder import (
     FORMAT_VERSION,
     component_folder,
@@ -30,7 +31,8 @@ from avblocks.pipelines.folder import (
 from avblocks.saveload import CheckpointError
 from avblocks.spec import AVSpec
 
-__all__ = ["Pipeline", "PIPELINES", "InWeightsDtype", "audio_inverse", "inverse_settings"]
+__all__ = ["Pipeline", "PIPELINES", "InWeightsDtype", "VOCODER_CLASSES", "audio_inverse", "inverse_parts",
+           "inverse_settings"]
 
 PIPELINES: dict[str, type["Pipeline"]] = {}
 """Every pipeline class by name: what ``pipeline.json``'s ``class`` may say."""
@@ -42,9 +44,16 @@ def inverse_settings(inverse: nn.Module | None) -> dict[str, Any]:
         g = inverse or GriffinLim.__init__.__kwdefaults__
         keys = ("n_iter", "momentum", "nnls_iter")
         return {"kind": "griffin_lim"} | {k: (getattr(g, k) if inverse is not None else g[k]) for k in keys}
-    if isinstance(inverse, Vocoder):
-        return {"kind": "vocoder", "component": "vocoder"}
+    for name, klass in VOCODER_CLASSES.items():
+        if isinstance(inverse, klass):
+            return {"kind": "vocoder", "component": name}
     raise ValueError(f"cannot save an audio inverse of type {type(inverse).__name__}")
+
+
+def inverse_parts(inverse: nn.Module | None) -> dict[str, nn.Module]:
+    """The component a pipeline folder holds for its audio inverse (none for Griffin-Lim)."""
+    settings = inverse_settings(inverse)
+    return {settings["component"]: inverse} if "component" in settings else {}
 
 
 def audio_inverse(spec: AVSpec, settings: dict[str, Any], components: dict[str, nn.Module]) -> nn.Module:
@@ -89,8 +98,9 @@ class InWeightsDtype(nn.Module):
 class Pipeline:
     """Shared ``from_pretrained`` / ``save_pretrained`` / ``to`` of the system pipelines."""
 
-    components: ClassVar[dict[str, type]] = {}
-    """Component name -> class (with ``from_pretrained`` / ``save_pretrained``)."""
+    components: ClassVar[dict[str, type | tuple[type, ...]]] = {}
+    """Component name -> class, or the classes it may be (with ``from_pretrained`` /
+    ``save_pretrained``); the folder records which one it holds."""
 
     spec: AVSpec
     codec: nn.Module  # media <-> what the denoiser sees
@@ -154,11 +164,14 @@ class Pipeline:
             raise CheckpointError(f"{Path(folder) / 'pipeline.json'}: bad spec: {e}") from e
         modules = {}
         for part, saved_class in manifest["components"].items():
-            expected = klass.components.get(part)
-            if expected is None or expected.__name__ != saved_class:
+            allowed = klass.components.get(part, ())
+            allowed = allowed if isinstance(allowed, tuple) else (allowed,)
+            found = [c for c in allowed if c.__name__ == saved_class]
+            if not found:
+                names = " or ".join(c.__name__ for c in allowed) or "no such component"
                 raise CheckpointError(f"{Path(folder) / 'pipeline.json'}: component {part!r} is a {saved_class}; "
-                                      f"{name} expects {expected.__name__ if expected else 'no such component'}")
-            modules[part] = expected.from_pretrained(component_folder(folder, manifest, part))
+                                      f"{name} expects {names}")
+            modules[part] = found[0].from_pretrained(component_folder(folder, manifest, part))
         return klass.from_parts(spec, modules, manifest["settings"]).to(device, dtype)
 
     # ------------------------------------------------------------ device

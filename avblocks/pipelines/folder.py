@@ -15,7 +15,8 @@ Choices:
   nothing is unpickled, so nothing in a folder can run code.
 - **Components** are modules with the library's ``save_pretrained`` / ``from_pretrained``
   (:class:`~avblocks.saveload.SaveLoadMixin`); their classes come from a fixed table
-  (:data:`COMPONENT_CLASSES`), never from a name in a file.
+  (each pipeline's :attr:`~avblocks.pipelines.base.Pipeline.components`), never from a name
+  in a file.
 - **Atomic.** :func:`write_folder` builds the whole folder under a temporary name next to the
   target and swaps it in with renames; a crash leaves either the old folder or the new one
   (and at worst a hidden ``.<name>.*`` leftover), never a mixture.
@@ -35,7 +36,9 @@ from avblocks.saveload import CheckpointError
 __all__ = ["MANIFEST", "FORMAT_VERSION", "read_manifest", "verify_files", "write_folder"]
 
 MANIFEST = "pipeline.json"
+"""The manifest's file name: class, format version, spec, settings, components, hashes."""
 FORMAT_VERSION = 1
+"""The folder format this version writes; a folder of another version is refused."""
 
 
 def _inside(folder: Path, name: str) -> Path:

@@ -12,7 +12,7 @@
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import Tensor
@@ -36,6 +36,7 @@ class SoundingVideo:
     audio: Tensor
     spec: AVSpec
     labels: Tensor | None = None
+    first_index: int = field(default=0, repr=False)  # clip i of a batch keeps its number in titles
 
     def __post_init__(self) -> None:
         if self.video.ndim != 5 or self.audio.ndim not in (2, 3) or len(self.video) != len(self.audio):
@@ -50,7 +51,8 @@ class SoundingVideo:
             raise IndexError(f"clip {i} out of range for {len(self)} clips")
         i %= len(self)
         labels = None if self.labels is None else self.labels[i : i + 1]
-        return SoundingVideo(self.video[i : i + 1], self.audio[i : i + 1], self.spec, labels)
+        return SoundingVideo(self.video[i : i + 1], self.audio[i : i + 1], self.spec, labels,
+                             first_index=self.first_index + i)
 
     @property
     def num_frames(self) -> int:
@@ -58,7 +60,7 @@ class SoundingVideo:
 
     def _title(self, i: int) -> str:
         label = "" if self.labels is None else f" (class {int(self.labels[i])})"
-        return f"clip {i}{label}"
+        return f"clip {self.first_index + i}{label}"
 
     def _paths(self, path: Path) -> list[Path]:
         if len(self) == 1:

@@ -26,6 +26,9 @@ Choices:
   ``benchmarks/README.md``, "ProAV-DiT demo").
 - ``step_cache`` (``"first_block"`` or ``"teacache"``, with ``cache_threshold``) skips most of
   the block stack on steps where it would change little (:mod:`avblocks.dit.cache`).
+- **The plane layout** is the codec's (``settings["layout"]``: ``"canvas"`` with an
+  :class:`~avblocks.dit.STDiT`, ``"packed"`` with a :class:`~avblocks.dit.PackedSTDiT`);
+  folders saved before the packed layout existed have no ``layout`` and are canvas folders.
 - Noise comes from a ``torch.Generator`` on the pipeline's device seeded with ``seed``: the
   same call gives the same clips.
 """
@@ -36,14 +39,21 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from avblocks.audio.vocoder import Vocoder
 from avblocks.codecs.tri_plane import TriPlaneCodec
 from avblocks.diffusion import ClassifierFreeGuidance, FlowEulerSampler, FlowHeunSampler
 from avblocks.dit.cache import FirstBlockCache, TeaCache
+from avblocks.dit.packed_stdit import PackedSTDiT
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.mdsa import MDSA
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
-from avblocks.pipelines.base import InWeightsDtype, Pipeline, audio_inverse, inverse_settings
+from avblocks.pipelines.base import (
+    VOCODER_CLASSES,
+    InWeightsDtype,
+    Pipeline,
+    audio_inverse,
+    inverse_parts,
+    inverse_settings,
+)
 from avblocks.pipelines.conditions import load_audio, load_video
 from avblocks.pipelines.output import SoundingVideo
 from avblocks.spec import AVSpec
@@ -52,6 +62,7 @@ __all__ = ["ProAVDiTPipeline", "FlowSampling", "STEP_CACHES"]
 
 SAMPLERS = {"heun": FlowHeunSampler, "euler": FlowEulerSampler}
 STEP_CACHES = {"first_block": FirstBlockCache, "teacache": TeaCache}
+"""The step caches a call may ask for by name (``cache=...``)."""
 
 
 @dataclass(frozen=True)
@@ -91,13 +102,23 @@ class ProAVDiTPipeline(Pipeline):
         sampling: the defaults of :meth:`__call__`.
     """
 
-    components = {"autoencoder": MDSA, "denoiser": STDiT, "vocoder": Vocoder}
+    components = {"autoencoder": MDSA, "denoiser": (STDiT, PackedSTDiT), **VOCODER_CLASSES}
 
-    def __init__(self, codec: TriPlaneCodec, denoiser: STDiT, *, sampling: FlowSampling = FlowSampling()):
-        expected = (codec.channels, codec.num_planes, codec.side)
-        got = (denoiser.in_channels, denoiser.frames, denoiser.side)
-        if got != expected:
-            raise ValueError(f"the denoiser takes (channels, planes, side) = {got}; the codec gives {expected}")
+    def __init__(self, codec: TriPlaneCodec, denoiser: STDiT | PackedSTDiT, *,
+                 sampling: FlowSampling = FlowSampling()):
+        if codec.layout_name == "packed":
+            if not isinstance(denoiser, PackedSTDiT):
+                raise ValueError(f"a packed codec needs a PackedSTDiT denoiser, got {type(denoiser).__name__}")
+            expected, got = (codec.channels, codec.plane_shapes), (denoiser.in_channels, denoiser.planes)
+            if got != expected:
+                raise ValueError(f"the denoiser takes (channels, planes) = {got}; the codec gives {expected}")
+        else:
+            if not isinstance(denoiser, STDiT):
+                raise ValueError(f"a canvas codec needs an STDiT denoiser, got {type(denoiser).__name__}")
+            expected = (codec.channels, codec.num_planes, codec.side)
+            got = (denoiser.in_channels, denoiser.frames, denoiser.side)
+            if got != expected:
+                raise ValueError(f"the denoiser takes (channels, planes, side) = {got}; the codec gives {expected}")
         if tuple(denoiser.patch_size) != tuple(codec.patch):
             raise ValueError(f"the denoiser's patch {denoiser.patch_size} differs from the codec's layout "
                              f"patch {codec.patch}")
@@ -107,19 +128,17 @@ class ProAVDiTPipeline(Pipeline):
 
     # ------------------------------------------------------------ folder
     def modules(self) -> dict[str, nn.Module]:
-        parts = {"autoencoder": self.codec.autoencoder, "denoiser": self.denoiser}
-        if isinstance(self.codec.audio.inverse, Vocoder):
-            parts["vocoder"] = self.codec.audio.inverse
-        return parts
+        return {"autoencoder": self.codec.autoencoder, "denoiser": self.denoiser} | inverse_parts(self.codec.audio.inverse)
 
     def settings(self) -> dict[str, Any]:
-        return {"patch": list(self.codec.patch), "sampling": asdict(self.sampling),
+        return {"layout": self.codec.layout_name, "patch": list(self.codec.patch), "sampling": asdict(self.sampling),
                 "audio_inverse": inverse_settings(self.codec.audio.inverse)}
 
     @classmethod
     def from_parts(cls, spec: AVSpec, modules: dict[str, nn.Module], settings: dict[str, Any]) -> "ProAVDiTPipeline":
         inverse = audio_inverse(spec, settings["audio_inverse"], modules)
-        codec = TriPlaneCodec(spec, modules["autoencoder"], patch=tuple(settings["patch"]), inverse=inverse)
+        codec = TriPlaneCodec(spec, modules["autoencoder"], patch=tuple(settings["patch"]),
+                              layout=settings.get("layout", "canvas"), inverse=inverse)
         return cls(codec, modules["denoiser"], sampling=FlowSampling(**settings["sampling"]))
 
     @property
@@ -132,8 +151,8 @@ class ProAVDiTPipeline(Pipeline):
                        clean: Tensor | None = None, steps: int, sampler: str, cfg_scale: float,
                        seed: int, step_cache: str | None = None, cache_threshold: float = 0.1,
                        progress: bool = True) -> Tensor:
-        """Stacked latents ``b c 6 s s`` for ``labels``; ``clean`` (``b 6`` bool) holds the
-        planes of ``condition`` clean. The padded canvas cells start and stay at 0."""
+        """Latents in the codec's layout for ``labels``; ``clean`` (``b 6`` bool, PLANE_ORDER)
+        holds the planes of ``condition`` clean. Padded canvas cells start and stay at 0."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler ({sampler!r}) must be one of {sorted(SAMPLERS)}")
         if step_cache is not None and step_cache not in STEP_CACHES:
@@ -145,7 +164,7 @@ class ProAVDiTPipeline(Pipeline):
         guided = ClassifierFreeGuidance(InWeightsDtype(self.denoiser), scale=cfg_scale,
                                         null_label=self.denoiser.null_label)
         kwargs = dict(model_kwargs={"y": labels.to(device)}, progress=progress,
-                      clean_mask=None if clean is None else clean.to(device),
+                      clean_mask=None if clean is None else self.codec.frame_values(clean.to(device)),
                       fixed=None if condition is None else condition.to(device))
         solver = SAMPLERS[sampler]()
         if step_cache is None:

@@ -6,8 +6,8 @@ with the canvas laid out for the denoiser's patch.
 
 :func:`cached_latents` encodes every training clip once and keeps the result next to the
 autoencoder run as ``latents/<key>.safetensors``; the key hashes the autoencoder weights, the
-data config and the canvas layout, so a retrained autoencoder, other data or another patch
-never reuses a stale cache. The file is written atomically.
+data config and the plane layout (canvas side, or the packed plane shapes), so a retrained
+autoencoder, other data, another patch or layout never reuses a stale cache. The file is written atomically.
 """
 
 import hashlib
@@ -30,15 +30,17 @@ from recipes.proav_dit.config import AutoencoderRecipe
 __all__ = ["load_codec", "cached_latents"]
 
 
-def load_codec(run_dir: str | Path, *, patch: int | tuple[int, int] = 1) -> tuple[TriPlaneCodec, ClipData]:
-    """``(codec, data)`` of an autoencoder run folder; ``patch`` is the denoiser's."""
+def load_codec(run_dir: str | Path, *, patch: int | tuple[int, int] = 1,
+               layout: str = "canvas") -> tuple[TriPlaneCodec, ClipData]:
+    """``(codec, data)`` of an autoencoder run folder; ``patch`` is the denoiser's, ``layout``
+    the plane layout (``"canvas"`` or ``"packed"``)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not an autoencoder run folder (no config.yaml): "
                                 "train one with proav_dit.train_autoencoder")
     config = load_config(AutoencoderRecipe, run_dir / "config.yaml")
     data = ClipData(config.data)
-    codec = TriPlaneCodec(data.spec, MDSA.from_pretrained(run_dir / "model"), patch=patch,
+    codec = TriPlaneCodec(data.spec, MDSA.from_pretrained(run_dir / "model"), patch=patch, layout=layout,
                           inverse=data.audio.inverse)
     return codec, data
 
@@ -47,13 +49,14 @@ def _cache_key(run_dir: Path, data: ClipData, codec: TriPlaneCodec) -> str:
     digest = hashlib.sha1()
     digest.update((run_dir / "model" / "model.safetensors").read_bytes())
     digest.update(json.dumps(config_to_dict(data.config), sort_keys=True).encode())
-    digest.update(str(codec.side).encode())
+    digest.update((str(codec.side) if codec.layout_name == "canvas" else f"packed {codec.plane_shapes}").encode())
     return digest.hexdigest()[:16]
 
 
 def cached_latents(codec: TriPlaneCodec, data: ClipData, run_dir: str | Path, *, batch_size: int = 32,
                    progress: bool = True) -> dict[str, torch.Tensor]:
-    """``{"latents": N c 6 s s, "labels": N}`` for the whole training set, encoded once."""
+    """``{"latents": N c 6 s s (canvas) or N c L (packed), "labels": N}`` for the whole
+    training set, encoded once."""
     run_dir = Path(run_dir)
     path = run_dir / "latents" / f"{_cache_key(run_dir, data, codec)}.safetensors"
     if path.is_file():

