@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-real test test-thorough lint docs docs-images clean-venv
+.PHONY: demo demo-real test test-thorough lint docs docs-images gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ docs-images: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Every recipe on CUDA (one GPU or all visible), FlexAttention, throughput at the 256 preset;
+# says so and exits 0 without a GPU. DEVELOPERS.md: how to run it on a lent GPU machine.
+gpu-check: $(STAMP)
+	$(VENV)/bin/python benchmarks/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -157,7 +157,8 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--frames", type=int, default=None, help="READ: frames (default: the audio's)")
     sample.add_argument("--steps", type=int, default=None, help="sampling steps (default: the folder's)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--device", default="auto",
+                        help="auto (the GPU when CUDA is there), cpu, cuda or cuda:N")
     sample.set_defaults(fn=cmd_sample)
     return p
 

@@ -43,6 +43,11 @@ Choices (the paper leaves them open or they are ours):
 - Audio images get no temporal adapter: their only cross-image path is the fusion block
   (whose sin-cos frame codes put audio image ``j`` at the centre of the video frames it
   covers).
+- Gradient checkpointing (``model.gradient_checkpointing = True``, a run-time switch, not
+  part of the config): each layer (the adapted video block, the audio block and the fusion
+  after it) is recomputed in the backward whenever gradients are enabled. It has to be the
+  layer: the video path runs the frozen blocks through views outside the module tree, which
+  a per-block switch such as :func:`avblocks.dit.compile.checkpoint_blocks` does not reach.
 """
 
 from dataclasses import dataclass, field
@@ -52,6 +57,7 @@ import torch
 from einops import rearrange
 from jaxtyping import Real
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from avblocks.dit.adapter_io import count_parameters, freeze
 from avblocks.dit.adapters import (
@@ -154,6 +160,7 @@ class AVDiT(SaveLoadMixin, nn.Module):
                               if class_labels == "adapter" else None)
         if self.label_adapter is not None:
             nn.init.zeros_(self.label_adapter.embedding_table.weight)
+        self.gradient_checkpointing = False  # run-time switch (module docstring)
         # Views (not registered: every parameter keeps one name, see the module docstring).
         self._video_blocks = [
             AdaptedDiTBlock(block, temporal=self.temporal[i],
@@ -227,6 +234,18 @@ class AVDiT(SaveLoadMixin, nn.Module):
                 raise ValueError(f"labels {y.tolist()} out of range: clip classes are "
                                  f"0..{self.num_clip_classes - 1}, the null label is {self.null_label}")
 
+    def _layer(self, i: int, video: Tensor, audio: Tensor, c_video: Tensor, c_audio: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer ``i``: the adapted video block (LoRA off), the audio block, then the fusion
+        when one follows this layer. ``video b tv k d``, ``audio (b ta) k d``."""
+        dit = self.dit
+        with lora_disabled(dit):
+            video = self._video_blocks[i](video, c_video)
+        audio = dit.blocks[i](audio, c_audio)
+        if self.fusion is not None and (i + 1) % self.fusion_every == 0:
+            video, fused = self.fusion(video, rearrange(audio, "(b n) k d -> b n k d", b=video.shape[0]))
+            audio = rearrange(fused, "b n k d -> (b n) k d")
+        return video, audio
+
     @shapecheck
     def forward(
         self, x: Float[Tensor, "b z n h w"], t: Steps, y: Labels
@@ -240,13 +259,11 @@ class AVDiT(SaveLoadMixin, nn.Module):
         c_audio_flat = (c_audio.repeat_interleave(self.audio_images, 0) if c_audio.ndim == 2
                         else rearrange(c_audio, "b n d -> (b n) d"))
         video, audio = tokens[:, :tv], rearrange(tokens[:, tv:], "b n k d -> (b n) k d")
-        for i, (adapted, block) in enumerate(zip(self._video_blocks, dit.blocks, strict=True)):
-            with lora_disabled(dit):
-                video = adapted(video, c_video)
-            audio = block(audio, c_audio_flat)
-            if self.fusion is not None and (i + 1) % self.fusion_every == 0:
-                video, audio = self.fusion(video, rearrange(audio, "(b n) k d -> b n k d", b=b))
-                audio = rearrange(audio, "b n k d -> (b n) k d")
+        for i in range(len(dit.blocks)):
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                video, audio = checkpoint(self._layer, i, video, audio, c_video, c_audio_flat, use_reentrant=False)
+            else:
+                video, audio = self._layer(i, video, audio, c_video, c_audio_flat)
         tokens = torch.cat([video, rearrange(audio, "(b n) k d -> b n k d", b=b)], dim=1)
         cond = torch.cat([c_video[:, None].expand(-1, tv, -1) if c_video.ndim == 2 else c_video,
                           c_audio[:, None].expand(-1, self.audio_images, -1) if c_audio.ndim == 2 else c_audio],

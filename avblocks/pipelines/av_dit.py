@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from avblocks.codecs.image_latent import ImageLatentCodec
+from avblocks.device import seeded_generator
 from avblocks.diffusion import ClassifierFreeGuidance
 from avblocks.diffusion.ddpm import DDPM
 from avblocks.diffusion.samplers import DDIMSampler, DPMSolverPP2MSampler
@@ -86,7 +87,7 @@ class AVDiTPipeline(Pipeline):
             raise ValueError(f"sampler ({sampler!r}) must be one of {sorted(SAMPLERS)}")
         device = self.device
         h, w = self.codec.latent_size
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generator = seeded_generator(device, seed)
         noise = torch.randn(len(labels), self.codec.channels, self.codec.num_images, h, w, generator=generator,
                             device=device)
         guided = ClassifierFreeGuidance(InWeightsDtype(self.denoiser), scale=cfg_scale,

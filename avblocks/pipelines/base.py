@@ -21,6 +21,7 @@ from torch import nn
 import avblocks
 from avblocks.audio.vocoder import GriffinLim
 from avblocks.audio.vocoder_folder import VOCODER_CLASSES
+from avblocks.device import resolve_device
 from avblocks.pipelines.folder import (
     FORMAT_VERSION,
     component_folder,
@@ -144,10 +145,13 @@ class Pipeline:
         return write_folder(folder, manifest, write)
 
     @classmethod
-    def from_pretrained(cls, folder: "str | os.PathLike[str]", *, device: "str | torch.device" = "cpu",
+    def from_pretrained(cls, folder: "str | os.PathLike[str]", *, device: "str | torch.device" = "auto",
                         dtype: torch.dtype | None = None, verify: bool = True) -> "Pipeline":
         """Load a folder written by :meth:`save_pretrained`: checks every file's SHA-256 first
-        (``verify=False`` skips that), reads nothing outside the folder, unpickles nothing."""
+        (``verify=False`` skips that), reads nothing outside the folder, unpickles nothing.
+
+        ``device``: ``"auto"`` (the GPU when CUDA is there, else the CPU), ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"`` (:func:`avblocks.device.resolve_device`)."""
         manifest = read_manifest(folder)
         name = manifest["class"]
         if name not in PIPELINES:
@@ -177,7 +181,8 @@ class Pipeline:
     # ------------------------------------------------------------ device
     def to(self, device: "str | torch.device | None" = None, dtype: torch.dtype | None = None) -> "Pipeline":
         """Move the codec (its tables stay float32: spectrograms need it) to ``device`` and the
-        denoiser to ``device`` / ``dtype``."""
+        denoiser to ``device`` / ``dtype``; a device name is resolved as in :meth:`from_pretrained`."""
+        device = None if device is None else resolve_device(device)
         self.codec.to(device)
         self.denoiser.to(device=device, dtype=dtype)
         return self

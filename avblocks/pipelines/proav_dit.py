@@ -25,12 +25,15 @@ Choices:
   that saved it wrote what its benchmarks found best (16 Heun steps, no guidance for the demo:
   ``benchmarks/README.md``, "ProAV-DiT demo").
 - ``step_cache`` (``"first_block"`` or ``"teacache"``, with ``cache_threshold``) skips most of
-  the block stack on steps where it would change little (:mod:`avblocks.dit.cache`).
+  the block stack on steps where it would change little (:mod:`avblocks.dit.cache`). A
+  folder may record one as its default (``FlowSampling.step_cache``); ``step_cache=False``
+  switches it off for a call.
 - **The plane layout** is the codec's (``settings["layout"]``: ``"canvas"`` with an
   :class:`~avblocks.dit.STDiT`, ``"packed"`` with a :class:`~avblocks.dit.PackedSTDiT`);
   folders saved before the packed layout existed have no ``layout`` and are canvas folders.
-- Noise comes from a ``torch.Generator`` on the pipeline's device seeded with ``seed``: the
-  same call gives the same clips.
+- Noise comes from a ``torch.Generator`` on the pipeline's device seeded with ``seed``
+  (:func:`avblocks.device.seeded_generator`): the same call on the same device gives the
+  same clips (a GPU's stream differs from the CPU's).
 """
 
 from dataclasses import asdict, dataclass
@@ -40,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from avblocks.codecs.tri_plane import TriPlaneCodec
+from avblocks.device import seeded_generator
 from avblocks.diffusion import ClassifierFreeGuidance, FlowEulerSampler, FlowHeunSampler
 from avblocks.dit.cache import FirstBlockCache, TeaCache
 from avblocks.dit.packed_stdit import PackedSTDiT
@@ -72,6 +76,8 @@ class FlowSampling:
     steps: int = 16
     sampler: Literal["heun", "euler"] = "heun"
     cfg_scale: float = 1.0
+    step_cache: Literal["first_block", "teacache"] | None = None  # default step cache (None: none)
+    cache_threshold: float = 0.1
 
 
 def _labels(labels, batch: int | None, null: int, num_classes: int) -> Tensor:
@@ -158,8 +164,8 @@ class ProAVDiTPipeline(Pipeline):
         if step_cache is not None and step_cache not in STEP_CACHES:
             raise ValueError(f"step_cache ({step_cache!r}) must be None or one of {sorted(STEP_CACHES)}")
         device = self.device
+        generator = seeded_generator(device, seed)
         valid = self.codec.valid_mask.to(device)[None, None].float()
-        generator = torch.Generator(device=device).manual_seed(seed)
         noise = torch.randn(self.codec.latent_shape(len(labels)), generator=generator, device=device) * valid
         guided = ClassifierFreeGuidance(InWeightsDtype(self.denoiser), scale=cfg_scale,
                                         null_label=self.denoiser.null_label)
@@ -177,18 +183,21 @@ class ProAVDiTPipeline(Pipeline):
     @torch.no_grad()
     def __call__(self, labels=None, *, audio=None, video=None, num_clips: int | None = None,
                  steps: int | None = None, sampler: str | None = None, cfg_scale: float | None = None,
-                 seed: int = 0, step_cache: str | None = None, cache_threshold: float = 0.1,
+                 seed: int = 0, step_cache: "str | bool | None" = None, cache_threshold: float | None = None,
                  start: float = 0.0, progress: bool = True) -> SoundingVideo:
         """Generate clips: joint (neither ``audio`` nor ``video``), audio-to-video (``audio=`` a
         path or waveform, or a list of them) or video-to-audio (``video=``). ``num_clips`` is the
         batch when ``labels`` is None in joint mode; ``start`` (seconds) is where given media
-        is read from. Returns a :class:`SoundingVideo` (``.save("x.mp4")``, ``.preview("x.png")``)."""
+        is read from; ``step_cache`` None takes the folder's default, False none. Returns a
+        :class:`SoundingVideo` (``.save("x.mp4")``, ``.preview("x.png")``)."""
         if audio is not None and video is not None:
             raise ValueError("give audio= (audio-to-video) or video= (video-to-audio), not both")
         s = self.sampling
+        cache = s.step_cache if step_cache is None else (step_cache or None)
         options = dict(steps=steps or s.steps, sampler=sampler or s.sampler,
-                       cfg_scale=s.cfg_scale if cfg_scale is None else cfg_scale, seed=seed,
-                       step_cache=step_cache, cache_threshold=cache_threshold, progress=progress)
+                       cfg_scale=s.cfg_scale if cfg_scale is None else cfg_scale, seed=seed, step_cache=cache,
+                       cache_threshold=s.cache_threshold if cache_threshold is None else cache_threshold,
+                       progress=progress)
         spec, null = self.spec, self.denoiser.null_label
         if audio is None and video is None:
             if num_clips is not None and labels is not None:

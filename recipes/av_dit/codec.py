@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from avblocks.codecs import ImageLatentCodec
+from avblocks.device import HOST, pin_memory, to_device
 from avblocks.latent.image_autoencoder import ImageAutoencoder
 from recipes.av_dit.config import AutoencoderRecipe
 from recipes.common.config import load_config
@@ -33,12 +34,16 @@ def load_codec(run_dir: str | Path) -> tuple[ImageLatentCodec, ClipData]:
 
 @torch.no_grad()
 def encode_clips(data: ClipData, encode: Callable[[Tensor, Tensor], Tensor], *,
-                 batch_size: int = 32) -> tuple[Tensor, Tensor]:
-    """``(encode(video, audio frames) of every clip of data.dataset, in order; labels N)``."""
-    loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size, shuffle=False)
+                 batch_size: int = 32, device: torch.device = HOST) -> tuple[Tensor, Tensor]:
+    """``(encode(video, audio frames) of every clip of data.dataset, in order; labels N)``,
+    kept in host memory; the clips are decoded by ``data.num_workers`` loader processes and
+    encoded on ``device`` (where ``encode``'s module is)."""
+    loader = torch.utils.data.DataLoader(data.dataset, batch_size=batch_size, shuffle=False,
+                                         num_workers=data.config.num_workers, pin_memory=pin_memory(device))
+    data.to(device)
     encoded, labels = [], []
     for batch in loader:
-        video, frames, label = data.model_inputs(batch)
-        encoded.append(encode(video, frames))
-        labels.append(label)
+        video, frames, label = data.model_inputs(to_device(batch, device))
+        encoded.append(encode(video, frames).to(HOST))
+        labels.append(label.to(HOST))
     return torch.cat(encoded), torch.cat(labels)

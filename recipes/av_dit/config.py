@@ -16,7 +16,9 @@ from avblocks.config_rules import PROBABILITY, SEED, WEIGHT, at_least, in_range
 from recipes.common import loop
 from recipes.common.config import require
 from recipes.common.data import DataConfig, check_batch, check_data
+from recipes.common.loading import LoaderConfig
 from recipes.common.loop import OptimConfig, check_optim
+from recipes.common.speed import SpeedConfig
 
 
 @dataclass
@@ -31,7 +33,7 @@ class RunConfig(loop.RunConfig):
 
 
 @dataclass
-class ImageAutoencoderModelConfig:
+class ImageAutoencoderModelConfig(SpeedConfig):
     latent_channels: Annotated[int, at_least(1)] = 4
     hidden_channels: Annotated[int, at_least(1)] = 64
     downsample: Annotated[int, at_least(1)] = 4
@@ -78,7 +80,7 @@ class AutoencoderRecipe:
 
 
 @dataclass
-class ImageDiTConfig:
+class ImageDiTConfig(SpeedConfig):
     patch_size: Annotated[int, at_least(1)] = 2
     hidden_size: Annotated[int, at_least(1)] = 128
     depth: Annotated[int, at_least(1)] = 4
@@ -100,6 +102,7 @@ class DDPMConfig:
 @dataclass
 class PretrainRecipe:
     autoencoder: str = "outputs/av_dit_autoencoder"
+    data: LoaderConfig = field(default_factory=LoaderConfig)  # how the cached latents are read
     p_audio: Annotated[float, PROBABILITY] = 0.5
     model: ImageDiTConfig = field(default_factory=ImageDiTConfig)
     diffusion: DDPMConfig = field(default_factory=DDPMConfig)
@@ -118,7 +121,7 @@ class PretrainRecipe:
 
 
 @dataclass
-class AdapterConfig:
+class AdapterConfig(SpeedConfig):
     lora_targets: tuple[str, ...] = ("blocks.*.attn.qkv", "blocks.*.attn.proj")
     lora_rank: Annotated[int, at_least(1)] = 8
     lora_alpha: Annotated[float, in_range(0, 10_000, lo_open=True)] = 8.0  # the LoRA update is scaled by alpha / rank
@@ -144,6 +147,7 @@ class AVDiTRecipe:
     pretrained: str = "outputs/av_dit_pretrain"
     dit_checkpoint: str | None = None  # an original DiT file; overrides `pretrained`
     dit_preset: str = "DiT-XL/2"  # the architecture of `dit_checkpoint`
+    data: LoaderConfig = field(default_factory=LoaderConfig)  # how the cached latents are read
     audio_weight: Annotated[float, WEIGHT] = 1.0
     model: AdapterConfig = field(default_factory=AdapterConfig)
     diffusion: DDPMConfig = field(default_factory=DDPMConfig)

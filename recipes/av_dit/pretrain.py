@@ -85,13 +85,14 @@ def epsilon(dit: torch.nn.Module, channels: int):
 
 def pick_images(latents: torch.Tensor, labels: torch.Tensor, frames: int, num_classes: int,
                 p_audio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One image per clip: ``(b z h w, image labels b)`` (see the module docstring)."""
-    b, n = latents.shape[0], latents.shape[2]
-    audio = torch.rand(b) < p_audio
-    frame = (torch.rand(b) * frames).long()
-    audio_image = frames + (torch.rand(b) * (n - frames)).long()
+    """One image per clip: ``(b z h w, image labels b)`` (see the module docstring); the
+    choice is drawn on the latents' device."""
+    b, n, device = latents.shape[0], latents.shape[2], latents.device
+    audio = torch.rand(b, device=device) < p_audio
+    frame = (torch.rand(b, device=device) * frames).long()
+    audio_image = frames + (torch.rand(b, device=device) * (n - frames)).long()
     index = torch.where(audio, audio_image, frame)
-    images = latents[torch.arange(b), :, index]
+    images = latents[torch.arange(b, device=device), :, index]
     return images, labels + num_classes * audio.long()
 
 
@@ -99,17 +100,19 @@ def train(cfg: PretrainRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     codec, data = load_codec(cfg.autoencoder)
-    latents, labels = encode_clips(data, codec.encode_frames)
+    data.config.num_workers = cfg.data.num_workers
+    latents, labels = encode_clips(data, codec.to(ctx.device).encode_frames, device=ctx.device)
     model = build_dit(cfg, codec.latent_size[0], codec.channels, data.num_classes)
     ddpm = build_ddpm(cfg.diffusion)
     frames, classes = codec.num_frames, data.num_classes
 
-    def micro_step(index: list[int], step: int, net) -> dict[str, torch.Tensor]:
-        x0, y = pick_images(latents[index], labels[index], frames, classes, cfg.p_audio)
+    def micro_step(batch: dict[str, torch.Tensor], step: int, net) -> dict[str, torch.Tensor]:
+        x0, y = pick_images(batch["latents"], batch["labels"], frames, classes, cfg.p_audio)
         return {"total": ddpm.loss(epsilon(net, codec.channels), x0, model_kwargs={"y": y})}
 
     fitted, ema = train_module(model, desc="image DiT", out=out, ctx=ctx, optim=cfg.optim, run=cfg.run,
-                               num_items=len(latents), micro_step=micro_step)
+                               rows={"latents": latents, "labels": labels}, micro_step=micro_step,
+                               speed=cfg.model, num_workers=cfg.data.num_workers)
     dist_utils.barrier()
     ema.copy_to(model)
     if ctx.is_main:

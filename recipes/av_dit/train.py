@@ -125,7 +125,8 @@ def train(cfg: AVDiTRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     codec, data = load_codec(cfg.autoencoder)
-    latents, labels = encode_clips(data, codec.encode_frames)
+    data.config.num_workers = cfg.data.num_workers
+    latents, labels = encode_clips(data, codec.to(ctx.device).encode_frames, device=ctx.device)
     model = build_model(cfg, codec, data.num_classes)
     counts = model.parameter_counts()
     if ctx.is_main:
@@ -134,15 +135,16 @@ def train(cfg: AVDiTRecipe) -> dict:
     ddpm = build_ddpm(cfg.diffusion)
     frames = codec.num_frames
 
-    def micro_step(index: list[int], step: int, net) -> dict[str, torch.Tensor]:
-        x0, y = latents[index], labels[index]
-        t = ddpm.sample_timesteps(x0.shape[0])
+    def micro_step(batch: dict[str, torch.Tensor], step: int, net) -> dict[str, torch.Tensor]:
+        x0, y = batch["latents"], batch["labels"]
+        t = ddpm.sample_timesteps(x0.shape[0], device=x0.device)
         noise = torch.randn_like(x0)
         pred = net(ddpm.q_sample(x0, t, noise), t, y)
         return split_losses(pred, ddpm.target(x0, noise, t), frames, cfg.audio_weight)
 
     fitted, ema = train_module(model, desc="AV-DiT adapters", out=out, ctx=ctx, optim=cfg.optim, run=cfg.run,
-                               num_items=len(latents), micro_step=micro_step)
+                               rows={"latents": latents, "labels": labels}, micro_step=micro_step,
+                               speed=cfg.model, num_workers=cfg.data.num_workers)
     dist_utils.barrier()
     ema.copy_to(model)
     result = fitted.summary() | {"parameters": counts}

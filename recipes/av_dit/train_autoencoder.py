@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from avblocks.atomic import atomic_write_json
 from avblocks.codecs import ImageLatentCodec
+from avblocks.device import to_device
 from avblocks.latent.image_autoencoder import ImageAutoencoder
 from recipes.av_dit.codec import encode_clips
 from recipes.av_dit.config import AutoencoderLossConfig, AutoencoderRecipe
@@ -59,7 +60,8 @@ def reconstruction_losses(ae: ImageAutoencoder, x: torch.Tensor, frames: int,
 
 @torch.no_grad()
 def evaluate(ae: ImageAutoencoder, layout: ImageLatentCodec, data: ClipData, num_clips: int) -> dict:
-    video, audio, _ = data.model_inputs(data.held_out_batch(num_clips))
+    device = next(ae.parameters()).device
+    video, audio, _ = data.model_inputs(to_device(data.held_out_batch(num_clips), device))
     x = layout.to_images(video, audio)
     recon = ae.decode_frames(ae.encode_frames(x).mean)
     video_hat, audio_hat = layout.from_images(recon)
@@ -84,21 +86,23 @@ def train(cfg: AutoencoderRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     data = ClipData(cfg.data)
-    layout = ImageLatentCodec(data.spec, audio_images=cfg.audio_images, inverse=data.audio.inverse)
-    cache, _ = encode_clips(data, layout.to_images)  # N 3 (t + ta) h w, rendered once
+    layout = ImageLatentCodec(data.spec, audio_images=cfg.audio_images, inverse=data.audio.inverse).to(ctx.device)
+    # N 3 (t + ta) h w, rendered once on the device and kept in host memory
+    cache, _ = encode_clips(data, layout.to_images, device=ctx.device)
     model = build_autoencoder(cfg)
 
-    def micro_step(index: list[int], step: int, net) -> dict[str, torch.Tensor]:
-        return reconstruction_losses(net, cache[index], layout.num_frames, cfg.loss)
+    def micro_step(batch: dict[str, torch.Tensor], step: int, net) -> dict[str, torch.Tensor]:
+        return reconstruction_losses(net, batch["images"], layout.num_frames, cfg.loss)
 
     fitted, ema = train_module(model, desc="image autoencoder", out=out, ctx=ctx, optim=cfg.optim,
-                               run=cfg.run, num_items=len(cache), micro_step=micro_step)
+                               run=cfg.run, rows={"images": cache}, micro_step=micro_step, speed=cfg.model,
+                               num_workers=cfg.data.num_workers)
     dist_utils.barrier()
     result = fitted.summary()
     ema.copy_to(model)
     model.eval()
     if ctx.is_main:
-        scale = model.calibrate_scale(cache[: cfg.run.calibration_clips])
+        scale = model.calibrate_scale(cache[: cfg.run.calibration_clips].to(ctx.device))
         model.save_pretrained(out / "model")
         result |= {"latent_scale": round(scale, 5), "eval": evaluate(model, layout, data, cfg.run.eval_clips)}
         atomic_write_json(out / "eval.json", result["eval"], nan_as_null=True)

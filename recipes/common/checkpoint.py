@@ -29,6 +29,7 @@ import torch
 
 from avblocks.atomic import atomic_path, atomic_write_text
 from avblocks.checksums import mismatch, sha256
+from avblocks.device import HOST
 from avblocks.saveload import CheckpointError, reading
 from recipes.common.faults import find_non_finite
 
@@ -39,9 +40,10 @@ _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
 def capture_rng() -> dict[str, Any]:
+    """The CPU generator, Python's and (where CUDA is in use) every GPU's default generator."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     return state
 
 
@@ -49,8 +51,8 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 class CheckpointManager:
@@ -82,14 +84,15 @@ class CheckpointManager:
             record_path(old).unlink(missing_ok=True)
         return path
 
-    def load_newest(self, map_location: str = "cpu") -> tuple[dict[str, Any], Path, Damaged] | None:
+    def load_newest(self, map_location: "str | torch.device" = HOST) -> tuple[dict[str, Any], Path, Damaged] | None:
         """``(state, path, damaged)`` of the newest checkpoint that verifies and loads, or None
-        when there is no checkpoint. ``damaged`` lists, newest first, the newer files that
+        when there is no checkpoint (on the CPU by default: ``load_state_dict`` copies each
+        tensor to the device of the tensor it fills). ``damaged`` lists, newest first, the newer files that
         failed and why; set them aside with :func:`set_aside`. Raises
         :class:`CheckpointError` listing every file when none is intact."""
         return newest_intact(self.directory, self.checkpoints(), lambda p: load_checked(p, map_location))
 
-    def load_latest(self, map_location: str = "cpu") -> dict[str, Any] | None:
+    def load_latest(self, map_location: "str | torch.device" = HOST) -> dict[str, Any] | None:
         """The newest intact checkpoint's state (see :meth:`load_newest`), or None."""
         found = self.load_newest(map_location)
         return None if found is None else found[0]
@@ -118,7 +121,7 @@ def record_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def load_checked(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+def load_checked(path: Path, map_location: "str | torch.device" = HOST) -> dict[str, Any]:
     """A checkpoint file's state after checking its recorded SHA-256; any failure is a
     :class:`CheckpointError` naming the file and the check."""
     record = record_path(path)

@@ -9,6 +9,9 @@ every reader, transform, codec and pipeline takes; nothing in a recipe keeps its
 ``fps`` is exact: ``8``, ``"30000/1001"`` or ``23.4375`` in YAML all mean what they say
 (:func:`avblocks.timing.as_fraction`).
 
+``num_workers`` processes make the clips (decode the media) while the model trains
+(:mod:`recipes.common.loading`); 0 makes them in the trainer's process.
+
 Default audio features (the tiny preset): 16 kHz, n_fft 800, hop 200 (80 columns per
 second, so 10 columns per frame at 8 fps), 64 mel bins.
 
@@ -32,12 +35,21 @@ from tqdm import tqdm
 from avblocks.audio import MelConfig, load_vocoder
 from avblocks.codecs import AudioFrames
 from avblocks.config import ConfigError
-from avblocks.config_rules import PROBABILITY, SEED, at_least, existing_dir, existing_path, in_range
+from avblocks.config_rules import (
+    CHANGEABLE,
+    PROBABILITY,
+    SEED,
+    at_least,
+    existing_dir,
+    existing_path,
+    in_range,
+)
 from avblocks.data import DataError, SyntheticSoundingVideo, VideoFolder
 from avblocks.data.request_bounds import MAX_FPS, MAX_SAMPLE_RATE
 from avblocks.spec import AVSpec
 from recipes.common.config import require, require_fits
-from recipes.common.schedule import StepBatchSampler
+from recipes.common.distributed import DistContext
+from recipes.common.loading import ONE_PROCESS, step_loader
 
 __all__ = ["DataConfig", "ClipData", "Preloaded", "HELD_OUT_SEED_OFFSET", "check_batch", "check_data"]
 
@@ -69,6 +81,8 @@ class DataConfig:
     mel: Literal["default", "hifigan"] = "default"
     # a local vocos or HiFi-GAN folder (or HiFi-GAN checkpoint file); None: Griffin-Lim
     vocoder: Annotated[str | None, existing_path] = None
+    # data-loader processes decoding clips while the model trains (0: none)
+    num_workers: Annotated[int, in_range(0, 256), CHANGEABLE] = 0
     # data.folder: the run stops once more than this share of its files (or of one batch's
     # clips) failed to read; see avblocks.data.folder
     max_bad_fraction: Annotated[float, PROBABILITY] = 0.05
@@ -180,12 +194,18 @@ class ClipData:
                            split=split, held_out=c.held_out, held_out_by=c.held_out_by,
                            max_bad_fraction=c.max_bad_fraction)
 
-    def loader(self, *, batch_size: int, total_steps: int, start_step: int = 0, seed: int = 0) -> DataLoader:
-        sampler = StepBatchSampler(num_items=len(self.dataset), batch_size=batch_size,
-                                   total_steps=total_steps, seed=seed, start_step=start_step)
-        # A loader's iterator draws its base seed from this generator; from the global RNG it
-        # would shift the stream that a resumed run restores, and resume would not be exact.
-        return DataLoader(self.dataset, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
+    def loader(self, *, batch_size: int, total_steps: int, start_step: int = 0, seed: int = 0,
+               ctx: DistContext = ONE_PROCESS) -> DataLoader:
+        """This rank's batches of steps ``start_step ..`` with ``num_workers`` workers, pinned
+        for a GPU (:func:`recipes.common.loading.step_loader`)."""
+        return step_loader(self.dataset, batch_size=batch_size, total_steps=total_steps, start_step=start_step,
+                           seed=seed, ctx=ctx, num_workers=self.config.num_workers)
+
+    def to(self, device: torch.device) -> "ClipData":
+        """Move the audio transform (mel tables, vocoder) to ``device``: :meth:`model_inputs`
+        then works on batches there."""
+        self.audio.to(device)
+        return self
 
     def held_out(self, num_clips: int) -> Dataset:
         """``num_clips`` evaluation clips (fewer when there are fewer): a synthetic set drawn
@@ -225,7 +245,7 @@ class ClipData:
         batch, after :meth:`check_substitutes`."""
         self.check_substitutes(batch)
         video = batch["video"]
-        label = batch.get("label", torch.zeros(video.shape[0], dtype=torch.long))
+        label = batch.get("label", torch.zeros(video.shape[0], dtype=torch.long, device=video.device))
         return video, self.audio.encode(batch["audio"]), torch.as_tensor(label)
 
     def waveform(self, frames: torch.Tensor) -> torch.Tensor:

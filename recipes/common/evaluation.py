@@ -20,6 +20,7 @@ from fractions import Fraction
 import torch
 
 from avblocks.metrics import batch_sync_score, frechet_distance, kernel_distance
+from avblocks.metrics.features import extract_audio_features, extract_video_features
 
 
 def sync_scores(video: torch.Tensor, waveform: torch.Tensor, sample_rate: int, fps: "int | Fraction") -> dict:
@@ -41,10 +42,9 @@ def generation_metrics(generated_video: torch.Tensor, generated_wave: torch.Tens
     }
     if features is not None:
         subset = dict(subset_size=min(len(real_video), len(generated_video)), num_subsets=10)
-        with torch.no_grad():
-            real_v, fake_v = features.video_features(real_video), features.video_features(generated_video)
-            real_a = features.audio_features(real_wave, sample_rate)
-            fake_a = features.audio_features(generated_wave, sample_rate)
+        # on the extractor's device, features back on the CPU
+        real_v, fake_v = (extract_video_features(features, v) for v in (real_video, generated_video))
+        real_a, fake_a = (extract_audio_features(features, a, sample_rate) for a in (real_wave, generated_wave))
         metrics["video_frechet"] = frechet_distance(real_v, fake_v)
         metrics["video_kernel"] = kernel_distance(real_v, fake_v, **subset)
         metrics["audio_frechet"] = frechet_distance(real_a, fake_a)

@@ -21,7 +21,8 @@ upside down; audio replaced by noise, noise added, reversed, frames shuffled, pi
 Choices: training clips are drawn fresh from a large synthetic pool (``data.num_clips``
 distinct clips; rendering costs under a millisecond per clip, so there is no cache); AdamW with
 linear warm-up and cosine decay; one thread unless ``run.threads`` says otherwise; no
-checkpoints or resume (a full run takes one to two minutes on a CPU core).
+checkpoints or resume (a full run takes one to two minutes on a CPU core); ``run.device``
+says where it trains (:func:`avblocks.device.resolve_device`; ``auto``: the GPU when there is one).
 """
 
 import json
@@ -41,6 +42,7 @@ from avblocks.atomic import atomic_write, atomic_write_json
 from avblocks.config import ConfigError, check_fields
 from avblocks.config_rules import SEED, at_least, in_range
 from avblocks.data import SyntheticSoundingVideo
+from avblocks.device import resolve_device, to_device
 from avblocks.metrics.features import (
     distribution_distances,
     extract_audio_features,
@@ -83,6 +85,7 @@ class FeatureRunConfig:
     threads: Annotated[int, in_range(0, 1024)] = 1  # torch.set_num_threads; 0 leaves PyTorch's default
     distances: bool = True  # write the real-vs-corrupted distance table
     progress: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
 @dataclass
@@ -209,11 +212,13 @@ AUDIO_CORRUPTIONS: dict[str, Callable[[Tensor, torch.Generator, int], Tensor]] =
 def held_out_accuracy(net: SyntheticFeatureNet, split: dict[str, Tensor], batch_size: int = 64) -> dict:
     """Class accuracy and per-frame event accuracy / F1 of both modalities' heads."""
     net.eval()
+    device = next(net.parameters()).device
     logits: dict[str, list[Tensor]] = {}
     for start in range(0, len(split["label"]), batch_size):
-        out = net.heads(split["video"][start : start + batch_size], split["audio"][start : start + batch_size])
+        out = net.heads(split["video"][start : start + batch_size].to(device),
+                        split["audio"][start : start + batch_size].to(device))
         for k, v in out.items():
-            logits.setdefault(k, []).append(v)
+            logits.setdefault(k, []).append(v.cpu())
     merged = {k: torch.cat(v) for k, v in logits.items()}
     label, events = split["label"], split["event_frames"]
     report = {}
@@ -287,24 +292,28 @@ def validate(cfg: FeatureRecipe) -> None:
 
 
 def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
-    """Check ``cfg`` (nothing written yet), hold the run folder's lock
-    (:mod:`recipes.common.run_lock`), train and write everything."""
+    """Check ``cfg`` and resolve ``run.device`` (nothing written yet), hold the run folder's
+    lock (:mod:`recipes.common.run_lock`), train and write everything."""
     check_fields(cfg)
+    try:
+        device = resolve_device(cfg.run.device)
+    except ValueError as error:
+        raise ConfigError(f"run.device: {error}") from None
     validate(cfg)
     out = Path(cfg.run.output_dir)
     run_lock.hold(out)
     try:
-        return _train(cfg, out)
+        return _train(cfg, out, device)
     finally:
         run_lock.release(out)
 
 
-def _train(cfg: FeatureRecipe, out: Path) -> tuple[SyntheticFeatureNet, dict]:
+def _train(cfg: FeatureRecipe, out: Path, device: torch.device) -> tuple[SyntheticFeatureNet, dict]:
     dump_config(cfg, out / "config.yaml")
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
-    net = SyntheticFeatureNet.from_config(cfg.model)
+    net = SyntheticFeatureNet.from_config(cfg.model).to(device)
     o = cfg.optim
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -319,6 +328,7 @@ def _train(cfg: FeatureRecipe, out: Path) -> tuple[SyntheticFeatureNet, dict]:
     started, started_cpu = time.perf_counter(), time.process_time()
     net.train()
     for step, batch in enumerate(loader):
+        batch = to_device(batch, device)
         losses = net.losses(batch["video"], batch["audio"], batch["label"], batch["event_frames"])
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -359,7 +369,7 @@ def load_or_train(folder: str | Path, *, steps: int, seed: int = 0, progress: bo
     (``steps`` steps, no distance table: what the demo and the comparisons need)."""
     folder = Path(folder)
     if (folder / "model" / "config.json").is_file():
-        return SyntheticFeatureNet.from_pretrained(folder / "model").eval()
+        return SyntheticFeatureNet.from_pretrained(folder / "model", device=resolve_device("auto")).eval()
     cfg = load_config(FeatureRecipe, None, [
         f"run.output_dir={folder}", f"optim.steps={steps}", f"optim.warmup={min(steps, FeatureOptimConfig.warmup)}",
         "run.threads=0", "run.distances=false",

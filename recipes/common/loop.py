@@ -6,8 +6,9 @@ A trainer builds its model, optimizer, scheduler and EMA, then calls :func:`fit`
   (a pure function of the seed and the step, so a resumed or rolled-back run sees the same
   batches as an uninterrupted one);
 - ``micro_step(batch, step)``: the losses of one micro-batch as a dict with a ``"total"``
-  entry (the one that is back-propagated); it runs under bf16 autocast when
-  ``optim.bf16`` and with gradient sync switched off except on the last micro-batch;
+  entry (the one that is back-propagated); the batch's tensors are already on the run's
+  device (``ctx.device``); it runs under autocast on that device when ``optim.precision`` is
+  ``bf16`` or ``fp16`` and with gradient sync switched off except on the last micro-batch;
 - optionally ``after_step(step)``: work after the optimizer step (a discriminator update);
   it returns more losses to log;
 - optionally ``report()``: counts to add to each ``log.jsonl`` line (read failures of the
@@ -15,14 +16,20 @@ A trainer builds its model, optimizer, scheduler and EMA, then calls :func:`fit`
 
 :func:`fit` does everything else, the same way for every recipe: resume from the newest
 checkpoint, the progress bar, gradient accumulation (``optim.grad_accum`` micro-batches),
-gradient clipping, the EMA update, the non-finite guard (``run.on_nonfinite`` = stop / skip
+gradient clipping (after unscaling, with the fp16 gradient scaler), the EMA update, the non-finite guard (``run.on_nonfinite`` = stop / skip
 / rollback, :mod:`recipes.common.faults`), ``log.jsonl``, atomic checkpoints every
 ``run.checkpoint_every`` steps and at the end, and the wall-time budget
 ``run.max_minutes`` (stop and save). ``run`` and ``optim`` are the recipes' config sections:
 :class:`OptimConfig` and :class:`RunConfig`, which each recipe subclasses to change defaults.
 
-Also here, what every trainer's set-up and entry point repeat: :func:`start_run` (process
-group, validation, the run folder's lock, the rerun check, ``config.yaml``),
+Device and precision: ``run.device`` (``auto``: ``cuda:LOCAL_RANK`` when CUDA is there) is
+resolved once, in :func:`start_run`, by :func:`avblocks.device.resolve_device`, and travels
+in the context (``ctx.device``); ``optim.precision`` (``fp32`` | ``bf16`` | ``fp16``) picks the
+autocast dtype (:mod:`avblocks.device`). On the CPU in ``fp32`` every step is the one the
+trainers ran before devices existed.
+
+Also here, what every trainer's set-up and entry point repeat: :func:`start_run` (device,
+process group, validation, the run folder's lock, the rerun check, ``config.yaml``),
 :func:`make_optimizer` (AdamW + warm-up cosine schedule), :func:`step_batches` (this rank's
 slice of every step's batch) and :func:`run_entry_point` (the ``main(argv)`` of a recipe
 module, which releases the run folder's lock however it ends).
@@ -42,15 +49,25 @@ from tqdm import tqdm
 
 from avblocks.config import ConfigError, check_fields
 from avblocks.config_rules import CHANGEABLE, SEED, at_least, in_range
+from avblocks.device import (
+    Precision,
+    autocast,
+    configure_matmul,
+    grad_scaler,
+    resolve_device,
+    to_device,
+)
 from recipes.common import distributed as dist_utils
 from recipes.common import run_lock
 from recipes.common.config import dump_config, parse_cli, require
 from recipes.common.faults import FaultInjection, NonFiniteError, NonFiniteGuard
 from recipes.common.rerun import check_rerun, latest_step
 from recipes.common.schedule import StepBatchSampler, warmup_cosine
+from recipes.common.speed import check_sections
 
 __all__ = [
     "FitResult",
+    "run_device",
     "OptimConfig",
     "RunConfig",
     "ema_model",
@@ -84,7 +101,7 @@ class OptimConfig:
     grad_clip: Annotated[float, at_least(0)] = 1.0  # the gradients' global norm is clipped to this (0: no clipping)
     # decay of the weights' exponential moving average (the kept model)
     ema_decay: Annotated[float, in_range(0, 1, hi_open=True)] = 0.995
-    bf16: bool = False  # run the forward and loss under bf16 autocast
+    precision: Precision = "fp32"  # fp32 | bf16 | fp16: forward and loss under autocast to it (fp16: + loss scaling)
     # micro-batches per optimizer step; batch_size stays the global batch
     grad_accum: Annotated[int, at_least(1)] = 1
 
@@ -122,6 +139,10 @@ class RunConfig:
     # rollbacks allowed before a non-finite step stops the run
     max_rollbacks: Annotated[int, at_least(0), CHANGEABLE] = 3
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
+    # auto (cuda:LOCAL_RANK when CUDA is there, else cpu) | cpu | cuda | cuda:N; a rerun may
+    # move the run to another device
+    device: Annotated[str, CHANGEABLE] = "auto"
+    tf32: Annotated[bool, CHANGEABLE] = True  # on CUDA, float32 matmuls / convolutions use TF32 (the CPU is unaffected)
 
 
 @dataclass
@@ -161,12 +182,16 @@ def fit(
 
     ``parts`` holds ``model``, ``optimizer``, ``scheduler``, ``ema`` and any extra state to
     checkpoint (e.g. a discriminator and its optimizer, named in ``pairs``). Fields read:
-    ``optim.steps, batch_size, grad_accum, grad_clip, bf16`` and ``run.seed, log_every,
+    ``optim.steps, batch_size, grad_accum, grad_clip, precision`` and ``run.seed, log_every,
     checkpoint_every, keep_checkpoints, max_minutes, progress, on_nonfinite, max_rollbacks,
     parallel``.
     """
     model, ema = parts["model"], parts["ema"]
     opt, sched = parts["optimizer"], parts["scheduler"]
+    device = ctx.device
+    scaler = grad_scaler(device, optim.precision)  # a pass-through unless fp16
+    if scaler.is_enabled():  # its loss scale is state: checkpointed with the rest
+        parts = {**parts, "grad_scaler": scaler}
     faults = FaultInjection.from_env()
     checkpoints = dist_utils.TrainCheckpoints(
         out / "checkpoints", keep=run.keep_checkpoints, ctx=ctx, seed=run.seed,
@@ -205,26 +230,33 @@ def fit(
             bar = tqdm(batches(start), initial=start, total=optim.steps, desc=desc,
                        disable=not (run.progress and ctx.is_main), dynamic_ncols=True)
             for step, batch in enumerate(bar, start=start):
+                batch = to_device(batch, device)  # non_blocking: from pinned memory on CUDA
                 opt.zero_grad(set_to_none=True)
                 totals = {}
                 for i, part in enumerate(dist_utils.split_batch(batch, k)):
                     with dist_utils.gradient_sync(net, enabled=i == k - 1):
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=optim.bf16):
+                        with autocast(device, optim.precision):
                             losses = micro_step(part, step)
                         losses["total"] = faults.loss(step, losses["total"])
-                        (losses["total"] if k == 1 else losses["total"] / k).backward()
+                        scaler.scale(losses["total"] if k == 1 else losses["total"] / k).backward()
                     for key, value in losses.items():
                         totals[key] = totals.get(key, 0.0) + (value.detach() if k == 1 else value.detach() / k)
+                scaler.unscale_(opt)
                 grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(  # 0: measured, not clipped
                     model.parameters(), optim.grad_clip or float("inf")))
+                # fp16: an overflowing gradient is the scaler's business (it skips the step and
+                # lowers the scale), not a fault
                 what = (None if torch.isfinite(totals["total"]) else f"loss ({totals['total'].item()})") or (
-                    None if torch.isfinite(grad_norm) else f"gradient norm ({grad_norm.item()})")
+                    None if torch.isfinite(grad_norm) or scaler.is_enabled()
+                    else f"gradient norm ({grad_norm.item()})")
                 action = None
                 if guard.forced_skip(step):  # same on every rank: no collective needed
                     action, what = "skip", "replayed step that went wrong before a rollback"
                 elif dist_utils.any_rank(what is not None):
                     what = what or "loss or gradients on another rank"
                     action = guard.decide(step, what)
+                if action is not None and scaler.is_enabled():
+                    scaler.update()  # closes this step's unscale_ (no optimizer step follows)
                 if action == "rollback":
                     start, finished = roll_back(step, what), False
                     break
@@ -233,7 +265,8 @@ def fit(
                     sched.step()  # the schedule stays a function of the global step
                     log.write(json.dumps({"step": step, "skipped": what}) + "\n")
                 else:
-                    opt.step()
+                    scaler.step(opt)  # opt.step(); under fp16 skipped when the gradients overflowed
+                    scaler.update()
                     sched.step()
                     ema.update(model)
                     faults.weights(step, model)
@@ -247,7 +280,8 @@ def fit(
                     values = torch.stack([totals[n].float() for n in names])
                     if ctx.enabled:
                         totals = dict(zip(names, dist_utils.all_reduce_mean(values), strict=True))
-                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]}
+                    scale = {"loss_scale": scaler.get_scale()} if scaler.is_enabled() else {}  # fp16: halves on overflow
+                    log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]} | scale
                                          | {n: round(v.item(), 6) for n, v in totals.items()}
                                          | (report() if report is not None else {})) + "\n")
                 done = step + 1
@@ -269,13 +303,26 @@ def fit(
                      nonfinite_events=guard.events)
 
 
+def run_device(run: RunConfig) -> torch.device:
+    """``run.device`` resolved for this process (:func:`avblocks.device.resolve_device`), with
+    TF32 set as ``run.tf32`` says when it is a GPU; a bad value is a :class:`ConfigError`
+    naming it."""
+    try:
+        device = resolve_device(run.device)
+    except ValueError as error:
+        raise ConfigError(f"run.device: {error}") from None
+    configure_matmul(device, tf32=run.tf32)
+    return device
+
+
 def start_run(cfg: Any, validate: Callable[..., None],
               stages: dict[str, str] | None = None) -> tuple[dist_utils.DistContext, Path]:
     """Check the config, then claim ``cfg.run.output_dir`` and write ``config.yaml`` into it.
 
     In order, nothing written before the last step:
 
-    1. join the process group (under torchrun), check every field's declared rules
+    1. resolve ``run.device`` and join the process group on it (under torchrun), check every
+       field's declared rules
        (:func:`avblocks.config.check_fields`: ``cfg`` may have been built in Python) and
        ``validate(cfg, world_size=...)``; a refused config leaves no folder behind;
     2. on rank 0: take the folder's lock (:mod:`recipes.common.run_lock`; a second run on the
@@ -287,9 +334,10 @@ def start_run(cfg: Any, validate: Callable[..., None],
 
     A refusal on rank 0 is raised on every rank.
     """
-    ctx = dist_utils.init_distributed()
+    ctx = dist_utils.init_distributed(device=run_device(cfg.run))
     check_fields(cfg)
     validate(cfg, world_size=ctx.world_size)
+    check_sections(cfg, ctx.device, sharded=ctx.enabled and cfg.run.parallel == "fsdp")
     out = Path(cfg.run.output_dir)
     failure = None
     if ctx.is_main:

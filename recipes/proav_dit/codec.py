@@ -5,9 +5,12 @@
 with the canvas laid out for the denoiser's patch.
 
 :func:`cached_latents` encodes every training clip once and keeps the result next to the
-autoencoder run as ``latents/<key>.safetensors``; the key hashes the autoencoder weights, the
-data config and the plane layout (canvas side, or the packed plane shapes), so a retrained
-autoencoder, other data, another patch or layout never reuses a stale cache. The file is written atomically.
+autoencoder run as ``latents/<key>/`` (:mod:`recipes.common.latent_cache`: written in shards
+as it is encoded, read memory-mapped, so a set larger than RAM trains); the key hashes the
+autoencoder weights, the data config and the plane layout (canvas side, or the packed plane
+shapes), so a retrained autoencoder, other data, another patch or layout never reuses a stale
+cache. The clips are decoded by ``data.num_workers`` loader processes and encoded on the
+codec's device.
 """
 
 import hashlib
@@ -15,16 +18,16 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from avblocks.atomic import atomic_path
 from avblocks.codecs import TriPlaneCodec
 from avblocks.config import config_to_dict
+from avblocks.device import pin_memory, to_device
 from avblocks.latent.mdsa import MDSA
-from avblocks.saveload import reading
 from recipes.common.config import load_config
 from recipes.common.data import ClipData
+from recipes.common.latent_cache import ShardedRows, open_shards, write_shards
 from recipes.proav_dit.config import AutoencoderRecipe
 
 __all__ = ["load_codec", "cached_latents"]
@@ -48,29 +51,33 @@ def load_codec(run_dir: str | Path, *, patch: int | tuple[int, int] = 1,
 def _cache_key(run_dir: Path, data: ClipData, codec: TriPlaneCodec) -> str:
     digest = hashlib.sha1()
     digest.update((run_dir / "model" / "model.safetensors").read_bytes())
-    digest.update(json.dumps(config_to_dict(data.config), sort_keys=True).encode())
+    clips = {k: v for k, v in config_to_dict(data.config).items() if k != "num_workers"}  # not what, how
+    digest.update(json.dumps(clips, sort_keys=True).encode())
     digest.update((str(codec.side) if codec.layout_name == "canvas" else f"packed {codec.plane_shapes}").encode())
     return digest.hexdigest()[:16]
 
 
 def cached_latents(codec: TriPlaneCodec, data: ClipData, run_dir: str | Path, *, batch_size: int = 32,
-                   progress: bool = True) -> dict[str, torch.Tensor]:
-    """``{"latents": N c 6 s s (canvas) or N c L (packed), "labels": N}`` for the whole
-    training set, encoded once."""
+                   shard_clips: int = 4096, progress: bool = True) -> dict[str, ShardedRows]:
+    """``{"latents": N c 6 s s (canvas) or N c L (packed), "labels": N}`` of the whole training
+    set, encoded once (on the codec's device, ``shard_clips`` clips per shard) and memory-mapped."""
     run_dir = Path(run_dir)
-    path = run_dir / "latents" / f"{_cache_key(run_dir, data, codec)}.safetensors"
-    if path.is_file():
-        with reading(path):
-            return load_file(path)
-    dataset = data.dataset
-    latents, labels = [], []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="encoding latents", disable=not progress):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        video, audio, label = data.model_inputs(torch.utils.data.default_collate(items))
-        latents.append(codec.encode_frames(video, audio))
-        labels.append(label)
-    result = {"latents": torch.cat(latents).contiguous(), "labels": torch.cat(labels)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(result, str(tmp))
-    return result
+    folder = run_dir / "latents" / _cache_key(run_dir, data, codec)
+    if (cache := open_shards(folder)) is not None:
+        return cache
+    device = codec.valid_mask.device
+    data.to(device)
+    workers = data.config.num_workers
+    # its own generator: the iterator's base seed drawn from the global RNG would shift the
+    # stream the denoiser's initialisation and noise come from
+    loader = DataLoader(data.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=pin_memory(device), generator=torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def encoded():
+        for batch in tqdm(loader, desc="encoding latents", disable=not progress):
+            video, audio, label = data.model_inputs(to_device(batch, device))
+            yield {"latents": codec.encode_frames(video, audio), "labels": label}
+
+    write_shards(folder, encoded(), shard_rows=shard_clips)
+    return open_shards(folder)

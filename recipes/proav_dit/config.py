@@ -22,9 +22,12 @@ from avblocks.config_rules import (
 from avblocks.latent.mdsa import MDSAConfig
 from recipes.common import loop
 from recipes.common.data import DataConfig
+from recipes.common.loading import LoaderConfig
+from recipes.common.speed import SpeedConfig
 
 __all__ = [
     "AblationConfig",
+    "AutoencoderModelConfig",
     "AutoencoderOptimConfig",
     "AutoencoderRecipe",
     "AutoencoderRunConfig",
@@ -37,6 +40,7 @@ __all__ = [
     "DiTRecipe",
     "DiTRunConfig",
     "EvaluateAutoencoderConfig",
+    "LatentDataConfig",
     "LossConfig",
     "SampleConfig",
 ]
@@ -54,6 +58,13 @@ class LossConfig:
     kl: Annotated[float, WEIGHT] = 1e-6
     adversarial: Annotated[float, WEIGHT] = 0.0  # 0: no adversarial stage
     adversarial_start: Annotated[int, at_least(0)] = 1000
+
+
+@dataclass
+class AutoencoderModelConfig(SpeedConfig, MDSAConfig):
+    """The MDSA's own config (:class:`~avblocks.latent.mdsa.MDSAConfig`) plus the speed
+    fields (``compile``, ``gradient_checkpointing``, ``attention_backend``:
+    :mod:`recipes.common.speed`), which are not saved with the model."""
 
 
 @dataclass
@@ -78,7 +89,7 @@ class AutoencoderRunConfig(loop.RunConfig):
 @dataclass
 class AutoencoderRecipe:
     data: DataConfig = field(default_factory=DataConfig)
-    model: MDSAConfig = field(default_factory=MDSAConfig)
+    model: AutoencoderModelConfig = field(default_factory=AutoencoderModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: AutoencoderOptimConfig = field(default_factory=AutoencoderOptimConfig)
     run: AutoencoderRunConfig = field(default_factory=AutoencoderRunConfig)
@@ -101,7 +112,7 @@ class AblationConfig:
 
 
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(SpeedConfig):
     patch: Annotated[int | tuple[int, int], at_least(1)] = 2  # (rows, cols): rows are time on the time planes
     # the plane layout: "canvas" (STDiT on planes zero-padded to one square) or "packed"
     # (PackedSTDiT: the planes as one token sequence, no padding); the packed model's
@@ -133,6 +144,19 @@ class SampleConfig:
     # guidance 1 (none): AV-sync falls as guidance rises at every budget measured
     # (benchmarks/README.md, "ProAV-DiT demo"), and it halves the sampling cost
     cfg_scale: Annotated[float, at_least(0)] = 1.0
+    # a step cache the pipeline applies by default (avblocks.dit.cache; None: none): the
+    # uncached sampler is the reference; a cache trades a little fidelity for speed
+    step_cache: Literal["first_block", "teacache"] | None = None
+    cache_threshold: Annotated[float, in_range(0, 10)] = 0.1
+
+
+@dataclass
+class LatentDataConfig(LoaderConfig):
+    """How the denoiser reads its latents (the clips themselves are the autoencoder run's):
+    ``num_workers`` loader processes (they also decode the clips to encode), and the clips
+    per file of the memory-mapped latent cache."""
+
+    shard_clips: Annotated[int, at_least(1), CHANGEABLE] = 4096
 
 
 @dataclass
@@ -155,6 +179,7 @@ class DiTRunConfig(loop.RunConfig):
 @dataclass
 class DiTRecipe:
     autoencoder: str = "outputs/autoencoder_tiny"  # a train_autoencoder output folder (checked by validate)
+    data: LatentDataConfig = field(default_factory=LatentDataConfig)
     model: DenoiserConfig = field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from avblocks.atomic import atomic_write_json
 from avblocks.data import write_mp4
 from avblocks.data.preview import save_preview
+from avblocks.device import HOST, to_device
 from avblocks.latent.mdsa import MDSA
 from avblocks.metrics.reconstruction import log_spectral_distance, video_psnr, video_ssim
 from avblocks.metrics.sync import (
@@ -45,6 +46,8 @@ def _events(mask: torch.Tensor) -> list[int]:
 def evaluate(model: MDSA, data: ClipData, out_dir: Path, *, num_clips: int = 32, batch_size: int = 8,
              write: int = 4) -> dict:
     model.eval()
+    device = next(model.parameters()).device  # the clips go where the model is; metrics on the CPU
+    data.to(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(data.held_out(num_clips), batch_size=batch_size)
     sums = {"psnr": 0.0, "ssim": 0.0, "lsd": 0.0, "mel_l1": 0.0}
@@ -54,16 +57,16 @@ def evaluate(model: MDSA, data: ClipData, out_dir: Path, *, num_clips: int = 32,
     for batch in loader:
         if count >= num_clips:
             break
-        video, audio, _ = data.model_inputs(batch)
+        video, audio, _ = data.model_inputs(to_device(batch, device))
         rec_video, rec_audio, _ = model(video, audio)
-        rec_video = rec_video.clamp(-1, 1)
+        rec_wave = data.waveform(rec_audio).to(HOST)
+        video, audio, rec_video, rec_audio = (x.to(HOST) for x in (video, audio, rec_video.clamp(-1, 1), rec_audio))
         n = video.shape[0]
         sums["psnr"] += video_psnr(rec_video, video).sum().item()
         sums["ssim"] += video_ssim(rec_video, video).sum().item()
         log_mel, rec_log_mel = data.audio.log_mel(audio)[:, 0], data.audio.log_mel(rec_audio)[:, 0]
         sums["lsd"] += log_spectral_distance((2 * rec_log_mel).exp(), (2 * log_mel).exp()).sum().item()
         sums["mel_l1"] += (rec_log_mel - log_mel).abs().mean(dim=(1, 2)).sum().item()
-        rec_wave = data.waveform(rec_audio)
         real_v.append(video), real_a.append(batch["audio"].reshape(n, -1))
         rec_v_all.append(rec_video), rec_a_all.append(rec_wave)
         for i in range(n):

@@ -33,7 +33,6 @@ import inspect
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from avblocks.atomic import atomic_write_json
 from avblocks.attention import (
@@ -43,6 +42,7 @@ from avblocks.attention import (
     SpatialAttention,
 )
 from avblocks.config import ConfigError
+from avblocks.device import autocast, to_device
 from avblocks.diffusion.ema import EMA
 from avblocks.latent.losses import (
     PatchDiscriminator2d,
@@ -51,11 +51,11 @@ from avblocks.latent.losses import (
     hinge_g_loss,
     multiscale_spectral_l1,
 )
-from avblocks.latent.mdsa import MDSA
+from avblocks.latent.mdsa import MDSA, MDSAConfig
 from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
 from avblocks.timing import frame_columns
-from recipes.common import StepBatchSampler, require
 from recipes.common import distributed as dist_utils
+from recipes.common import require
 from recipes.common.data import ClipData, check_batch, check_data
 from recipes.common.estimates import require_clips_fit, require_model_fits
 from recipes.common.loop import (
@@ -66,6 +66,7 @@ from recipes.common.loop import (
     run_entry_point,
     start_run,
 )
+from recipes.common.speed import apply_speed, attention, library_config
 from recipes.proav_dit.config import AutoencoderRecipe
 from recipes.proav_dit.evaluate_autoencoder import evaluate
 
@@ -81,6 +82,9 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
     check_optim(o, world_size=world_size)
     check_batch(o.batch_size, d)
+    require(not (o.precision == "fp16" and cfg.loss.adversarial > 0),
+            f"optim.precision (fp16) with loss.adversarial ({cfg.loss.adversarial}) > 0: the discriminator "
+            "update has no loss scaler; use optim.precision=bf16")
     require(m.video_patch[0] == m.audio_patch[0],
             f"model.video_patch[0] ({m.video_patch[0]}) and model.audio_patch[0] ({m.audio_patch[0]}) "
             "must be equal (both latents share one t axis)")
@@ -114,7 +118,7 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
     require_clips_fit("optim.batch_size", o.batch_size, d)
     # the evaluation keeps every clip and its reconstruction until the end
     require_clips_fit("run.eval_clips (each kept with its reconstruction)", 2 * r.eval_clips, d)
-    require_model_fits("model.*", lambda: MDSA.from_config(m))
+    require_model_fits("model.*", lambda: MDSA.from_config(library_config(m, MDSAConfig)))
 
 
 # FSDP2 shards these sub-modules one by one (each all-gathered only while it runs), then the
@@ -151,18 +155,6 @@ def reconstruction_losses(cfg: AutoencoderRecipe, data: ClipData, model: MDSA, v
     return losses | {"_rec_video": rec_video}
 
 
-def step_loader(data: ClipData, ctx: dist_utils.DistContext, *, batch_size: int, total_steps: int,
-                start_step: int, seed: int) -> DataLoader:
-    """This rank's slice of every step's global batch (the unchanged loader in one process)."""
-    if not ctx.enabled:
-        return data.loader(batch_size=batch_size, total_steps=total_steps, start_step=start_step, seed=seed)
-    batches = StepBatchSampler(num_items=len(data.dataset), batch_size=batch_size,
-                               total_steps=total_steps, seed=seed, start_step=start_step)
-    return DataLoader(data.dataset, generator=torch.Generator().manual_seed(seed),
-                      batch_sampler=dist_utils.ShardedBatchSampler(batches, rank=ctx.rank,
-                                                                   world_size=ctx.world_size))
-
-
 def report_skipped_files(data: ClipData, out: Path, *, quiet: bool = False) -> None:
     """Write ``skipped_files.json``: every file of data.folder that is not trained on, those
     left out when indexing and those that failed to read later (``"failed at read time:
@@ -191,13 +183,17 @@ def train(cfg: AutoencoderRecipe) -> dict:
     if len(data.dataset) < cfg.optim.batch_size:
         raise ConfigError(f"data.folder ({cfg.data.folder}) holds {len(data.dataset)} usable clip(s), fewer "
                           f"than optim.batch_size ({cfg.optim.batch_size}); see {out / 'skipped_files.json'}")
-    model = MDSA.from_config(cfg.model)
+    device = ctx.device
+    data.to(device)
+    model = MDSA.from_config(library_config(cfg.model, MDSAConfig)).to(device)
     o = cfg.optim
     disc = d_opt = None
     if cfg.loss.adversarial > 0:
-        disc = VideoDiscriminator()
+        disc = VideoDiscriminator().to(device)
         d_opt = torch.optim.AdamW(disc.parameters(), lr=o.lr, betas=(0.5, 0.9))
-    net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=SHARDED_MODULES)
+    sharded = ctx.enabled and cfg.run.parallel == "fsdp"
+    apply_speed(model, cfg.model, sharded=sharded)
+    net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=SHARDED_MODULES, precision=o.precision)
     if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
         torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
     ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
@@ -225,7 +221,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
         d_opt.zero_grad(set_to_none=True)
         total = 0.0
         for real, fake in pairs:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=o.bf16):
+            with autocast(device, o.precision):
                 d_loss = disc.loss_d(real, fake) / len(pairs)
             d_loss.backward()
             total = total + d_loss.detach()
@@ -234,21 +230,25 @@ def train(cfg: AutoencoderRecipe) -> dict:
         return {"discriminator": total}
 
     try:
-        fitted = fit(desc="autoencoder", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
-                     batches=lambda start: step_loader(data, ctx, batch_size=o.batch_size, total_steps=o.steps,
-                                                       start_step=start, seed=cfg.run.seed),
-                     micro_step=micro_step, after_step=discriminator_step if disc is not None else None,
-                     pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")),
-                     report=data.read_report)
+        with attention(cfg.model):
+            fitted = fit(desc="autoencoder", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
+                         batches=lambda start: data.loader(batch_size=o.batch_size, total_steps=o.steps,
+                                                           start_step=start, seed=cfg.run.seed, ctx=ctx),
+                         micro_step=micro_step, after_step=discriminator_step if disc is not None else None,
+                         pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")),
+                         report=data.read_report)
     finally:  # read failures too, also when they stopped the run
         if ctx.is_main:
             report_skipped_files(data, out, quiet=True)
-    final = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: MDSA.from_config(cfg.model))
+    final = ema_model(model, ema, ctx, cfg.run.parallel,
+                      rebuild=lambda: MDSA.from_config(library_config(cfg.model, MDSAConfig)))
     dist_utils.barrier()
     if not ctx.is_main:
         return {"steps": fitted.steps}
+    final_device = next(final.parameters()).device  # FSDP: a fresh CPU copy on rank 0
+    data.to(final_device)
     calibration = next(iter(data.loader(batch_size=min(32, len(data.dataset)), total_steps=1, seed=1)))
-    final.calibrate_scale(*data.model_inputs(calibration)[:2])
+    final.calibrate_scale(*data.model_inputs(to_device(calibration, final_device))[:2])
     final.save_pretrained(out / "model")
     metrics = evaluate(final, data, out / "eval", num_clips=cfg.run.eval_clips)
     metrics["steps"] = fitted.steps

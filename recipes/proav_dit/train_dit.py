@@ -3,7 +3,8 @@
     python -m recipes.proav_dit.train_dit --config recipes/proav_dit/configs/dit_tiny.yaml [key=value ...]
 
 ``autoencoder`` names an autoencoder run folder (``train_autoencoder``'s output); its data
-config is reused, and its latents are encoded once and cached (:mod:`recipes.proav_dit.codec`).
+config is reused, and its latents are encoded once and cached in memory-mapped shards
+(:mod:`recipes.proav_dit.codec`), which ``data.num_workers`` loader processes read.
 
 Objective: rectified flow on the tri-plane latent (``model.layout``: the stacked canvas
 ``b c 6 s s`` for :class:`~avblocks.dit.STDiT`, or the packed ``b c L`` for
@@ -41,6 +42,7 @@ from pathlib import Path
 import torch
 
 from avblocks.codecs import TriPlaneCodec
+from avblocks.device import HOST
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
@@ -54,6 +56,8 @@ from recipes.common import distributed as dist_utils
 from recipes.common import require
 from recipes.common.config import load_config
 from recipes.common.estimates import require_model_fits
+from recipes.common.latent_cache import RowsDataset
+from recipes.common.loading import step_loader
 from recipes.common.loop import (
     check_optim,
     ema_model,
@@ -61,8 +65,8 @@ from recipes.common.loop import (
     make_optimizer,
     run_entry_point,
     start_run,
-    step_batches,
 )
+from recipes.common.speed import apply_speed, attention
 from recipes.proav_dit.codec import cached_latents, load_codec
 from recipes.proav_dit.config import AutoencoderRecipe, DiTRecipe
 
@@ -106,10 +110,11 @@ def build_denoiser(cfg: DiTRecipe, layout: PlaneStack | PlanePack, num_classes: 
     return STDiT(in_channels=layout.channels, side=layout.side, frames=layout.num_planes, **width)
 
 
-def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``b 6`` bool: which planes each example holds clean (see the module docstring)."""
-    u = torch.rand(batch, generator=generator)
-    mask = torch.zeros(batch, 6, dtype=torch.bool)
+def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generator | None = None,
+                device: torch.device = HOST) -> torch.Tensor:
+    """``b 6`` bool on ``device``: which planes each example holds clean (see the module docstring)."""
+    u = torch.rand(batch, generator=generator, device=device)
+    mask = torch.zeros(batch, 6, dtype=torch.bool, device=device)
     mask[u < p_a2v, AUDIO_PLANES] = True
     mask[(u >= p_a2v) & (u < p_a2v + p_v2a), VIDEO_PLANES] = True
     return mask
@@ -117,36 +122,45 @@ def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generat
 
 def train(cfg: DiTRecipe) -> dict:
     ctx, out = start_run(cfg, validate)
+    device = ctx.device
     torch.manual_seed(cfg.run.seed)
     codec, data = load_codec(cfg.autoencoder, patch=cfg.model.patch, layout=cfg.model.layout)
+    data.config.num_workers = cfg.data.num_workers
+    codec.to(device)
+    cache_options = dict(shard_clips=cfg.data.shard_clips)
     if ctx.is_main:  # rank 0 encodes and writes the cache; the others read it
-        cache = cached_latents(codec, data, cfg.autoencoder, progress=cfg.run.progress)
+        cache = cached_latents(codec, data, cfg.autoencoder, progress=cfg.run.progress, **cache_options)
     dist_utils.barrier()
     if not ctx.is_main:
-        cache = cached_latents(codec, data, cfg.autoencoder, progress=False)
-    latents, labels = cache["latents"], cache["labels"]
-    valid = codec.valid_mask[None, None].to(latents.dtype)  # 1 1 6 s s (canvas) / 1 1 L (packed)
+        cache = cached_latents(codec, data, cfg.autoencoder, progress=False, **cache_options)
+    rows = RowsDataset(cache)
+    valid = codec.valid_mask[None, None].to(device, cache["latents"].dtype)  # 1 1 6 s s (canvas) / 1 1 L (packed)
 
-    model = build_denoiser(cfg, codec.layout, data.num_classes)
+    model = build_denoiser(cfg, codec.layout, data.num_classes).to(device)
     o, d = cfg.optim, cfg.diffusion
     flow = FlowMatching(time_distribution=d.time_distribution, shift=d.shift)
-    net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=(STDiTBlock,))
+    apply_speed(model, cfg.model, sharded=ctx.enabled and cfg.run.parallel == "fsdp")
+    net = dist_utils.wrap_model(model, ctx, cfg.run.parallel, shard=(STDiTBlock,), precision=o.precision)
     if ctx.enabled:  # same init everywhere (above); from here each rank draws its own noise
         torch.manual_seed(dist_utils.rank_seed(cfg.run.seed, ctx.rank))
     ema = EMA(model, decay=cfg.optim.ema_decay, warmup=True)
     opt, sched = make_optimizer(model.parameters(), o)
     parts = {"model": model, "ema": ema, "optimizer": opt, "scheduler": sched}
 
-    def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
-        x0, y = latents[index], labels[index]
+    def micro_step(batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        x0, y = batch["latents"], batch["labels"]
         b = x0.shape[0]
-        t = codec.frame_values(flow.sample_timesteps(b)[:, None].expand(b, 6).contiguous())
+        t = codec.frame_values(flow.sample_timesteps(b, device=device)[:, None].expand(b, 6).contiguous())
         noise = torch.randn_like(x0) * valid
-        mask = codec.frame_values(clean_masks(b, d.p_audio_to_video, d.p_video_to_audio))
+        mask = codec.frame_values(clean_masks(b, d.p_audio_to_video, d.p_video_to_audio, device=device))
         return {"total": flow.loss(net, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})}
 
-    fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
-                 batches=step_batches(len(latents), o, cfg.run.seed, ctx), micro_step=micro_step)
+    with attention(cfg.model):
+        fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
+                     batches=lambda start: step_loader(rows, batch_size=o.batch_size, total_steps=o.steps,
+                                                       start_step=start, seed=cfg.run.seed, ctx=ctx,
+                                                       num_workers=cfg.data.num_workers),
+                     micro_step=micro_step)
     dist_utils.barrier()
     result = fitted.summary()
     model = ema_model(model, ema, ctx, cfg.run.parallel,

@@ -19,6 +19,7 @@ from recipes.common import loop
 from recipes.common.config import require
 from recipes.common.data import DataConfig, check_batch, check_data
 from recipes.common.loop import check_optim
+from recipes.common.speed import SpeedConfig
 
 __all__ = [
     "CodecConfig",
@@ -45,7 +46,7 @@ class CodecConfig:
 
 
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(SpeedConfig):
     patch: Annotated[int, at_least(1)] = 4
     hidden_size: Annotated[int, at_least(1)] = 64
     depth: Annotated[int, at_least(1)] = 3

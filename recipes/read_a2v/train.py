@@ -26,10 +26,11 @@ its own):
    ``evaluate`` load, and what a user drives with their own sound and picture.
 
 Randomness: the choice of windows, timesteps and noise of step ``s`` comes from a generator
-seeded with ``(run.seed, s)``, so a resumed run repeats an uninterrupted one exactly. The loop
-itself (resume, EMA, checkpoints, progress bar, ``run.max_minutes``) is
-:func:`recipes.common.loop.fit`. The synthetic clips are rendered once into memory. The configs
-are in :mod:`recipes.read_a2v.config`.
+seeded with ``(run.seed, s)`` on the run's device, so a resumed run repeats an uninterrupted
+one exactly. The loop itself (resume, EMA, checkpoints, progress bar, ``run.max_minutes``) is
+:func:`recipes.common.loop.fit`. The synthetic clips are rendered once onto the run's device
+(``run.device``; the set is small by construction). The configs are in
+:mod:`recipes.read_a2v.config`.
 """
 
 from pathlib import Path
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from avblocks.audio.frame_codes import FrameAudioCodec, frame_infonce
 from avblocks.codecs import FrameCodeCodec
+from avblocks.device import seeded_generator, to_device
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.diffusion.schedules import ReadSchedule
@@ -47,6 +49,7 @@ from avblocks.pipelines.read import ReadPipeline, ReadSampling
 from recipes.common.data import ClipData
 from recipes.common.estimates import require_clips_fit, require_model_fits
 from recipes.common.loop import fit, make_optimizer, run_entry_point, start_run, step_batches
+from recipes.common.speed import apply_speed, attention
 from recipes.read_a2v import config
 from recipes.read_a2v.config import ReadRecipe
 from recipes.read_a2v.video_embedder import FrameVideoEmbedder
@@ -88,15 +91,17 @@ def build_schedule(cfg: ReadRecipe) -> ReadSchedule:
                         logit_mean=s.logit_mean, logit_std=s.logit_std, shift=s.shift)
 
 
-def render_clips(data: ClipData) -> dict[str, torch.Tensor]:
-    """Every training clip as model inputs: video ``N 3 T h w``, audio frames ``N 1 T f w``."""
+def render_clips(data: ClipData, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every training clip as model inputs on ``device``: video ``N 3 T h w``, audio frames
+    ``N 1 T f w``."""
     items = [data.dataset[i] for i in range(len(data.dataset))]
-    video, audio, _ = data.model_inputs(torch.utils.data.default_collate(items))
+    video, audio, _ = data.to(device).model_inputs(to_device(torch.utils.data.default_collate(items), device))
     return {"video": video, "audio": audio}
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator of step ``step``'s windows, times and noise, on the model's device."""
+    return seeded_generator(device, seed * 1_000_003 + step)
 
 
 def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
@@ -105,7 +110,7 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
     torch.manual_seed(cfg.run.seed)
     codec = build_codec(cfg)
     video_head = FrameVideoEmbedder(dim=cfg.codec.code_dim, hidden_channels=cfg.codec.video_hidden)
-    model = torch.nn.ModuleDict({"codec": codec, "video": video_head})
+    model = torch.nn.ModuleDict({"codec": codec, "video": video_head}).to(ctx.device)
     o, c = cfg.codec_optim, cfg.codec
     opt, sched = make_optimizer(model.parameters(), o)
     ema = EMA(model, decay=o.ema_decay, warmup=True)
@@ -130,13 +135,14 @@ def train_codec(cfg: ReadRecipe, clips: dict, out: Path, ctx) -> dict:
 
 def training_example(clips: dict, index: list[int], codes: torch.Tensor, motion: int,
                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x0 b 3 (1+motion) h w, audio codes b motion d)``: reference frame + a motion window."""
+    """``(x0 b 3 (1+motion) h w, audio codes b motion d)``: reference frame + a motion window,
+    drawn with ``generator`` on its device (the clips' and codes' device)."""
     video = clips["video"][index]
-    b, total = video.shape[0], video.shape[2]
-    ref = torch.randint(0, total, (b,), generator=generator)
-    start = torch.randint(0, total - motion + 1, (b,), generator=generator)
-    rows = torch.arange(b)
-    window = start[:, None] + torch.arange(motion)[None, :]  # b motion
+    b, total, device = video.shape[0], video.shape[2], generator.device
+    ref = torch.randint(0, total, (b,), generator=generator, device=device)
+    start = torch.randint(0, total - motion + 1, (b,), generator=generator, device=device)
+    rows = torch.arange(b, device=device)
+    window = start[:, None] + torch.arange(motion, device=device)[None, :]  # b motion
     frames = video.permute(0, 2, 1, 3, 4)  # b T 3 h w
     x0 = torch.cat([frames[rows, ref][:, None], frames[rows[:, None], window]], dim=1)
     return x0.permute(0, 2, 1, 3, 4).contiguous(), codes[index][rows[:, None], window]
@@ -146,8 +152,8 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Pat
     """Stage 2 (see the module doc); returns the fit summary and saves ``out/model``."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.run.seed)
-    model = build_denoiser(cfg)
-    codes = codec.codes_of_frames(clips["audio"])
+    model = apply_speed(build_denoiser(cfg).to(ctx.device), cfg.model)
+    codes = codec.to(ctx.device).codes_of_frames(clips["audio"])
     schedule = build_schedule(cfg)
     flow = FlowMatching()
     o = cfg.optim
@@ -157,18 +163,19 @@ def train_denoiser(cfg: ReadRecipe, clips: dict, codec: FrameCodeCodec, out: Pat
     motion = cfg.schedule.motion_frames
 
     def micro_step(index: list[int], step: int) -> dict[str, torch.Tensor]:
-        g = step_generator(cfg.run.seed, step)
+        g = step_generator(cfg.run.seed, step, ctx.device)
         x0, audio = training_example(clips, index, codes, motion, g)
-        t, mask = schedule.training_timesteps(x0.shape[0], generator=g)
-        noise = torch.randn(x0.shape, generator=g)
+        t, mask = schedule.training_timesteps(x0.shape[0], generator=g, device=g.device)
+        noise = torch.randn(x0.shape, generator=g, device=g.device)
         kwargs = {"audio": audio}
         if cfg.model.audio_dropout > 0:
-            kwargs["drop_audio"] = torch.rand(x0.shape[0], generator=g) < cfg.model.audio_dropout
+            kwargs["drop_audio"] = torch.rand(x0.shape[0], generator=g, device=g.device) < cfg.model.audio_dropout
         loss = flow.loss(model, x0, t=t, noise=noise, clean_mask=mask, model_kwargs=kwargs)
         return {"total": loss}
 
-    fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=model,
-                 batches=step_batches(len(codes), o, cfg.run.seed, ctx), micro_step=micro_step)
+    with attention(cfg.model):
+        fitted = fit(desc="denoiser", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=model,
+                     batches=step_batches(len(codes), o, cfg.run.seed, ctx), micro_step=micro_step)
     ema.copy_to(model)
     if ctx.is_main:
         model.save_pretrained(out / "model")
@@ -185,7 +192,7 @@ def save_pipeline(cfg: ReadRecipe, codec: FrameCodeCodec, denoiser: ReadDenoiser
 def train(cfg: ReadRecipe) -> dict:
     ctx, out = start_run(cfg, validate, stages=STAGES)
     data = ClipData(cfg.data)
-    clips = render_clips(data)
+    clips = render_clips(data, ctx.device)
     result = {"codec": train_codec(cfg, clips, out / "codec", ctx)}
     codec = FrameCodeCodec(data.spec, FrameAudioCodec.from_pretrained(out / "codec" / "model"))
     result["denoiser"] = train_denoiser(cfg, clips, codec, out / "denoiser", ctx)

@@ -12,7 +12,7 @@ and tests rely on) that govern its code:
 - :mod:`~recipes.common.distributed.batches`: the batch is global; rank slices and
   micro-batches.
 - :mod:`~recipes.common.distributed.wrapping`: DDP / FSDP2 wrapping, which modules can be
-  FSDP2 units, gradient sync only on the last micro-batch.
+  FSDP2 units, every rank on its own device, gradient sync only on the last micro-batch.
 - :mod:`~recipes.common.distributed.collectives`: collectives that are no-ops in one process.
 - :mod:`~recipes.common.distributed.dcp_checkpoints`: FSDP2 checkpoints are sharded folders.
 - :mod:`~recipes.common.distributed.safe_dcp_reader`: their metadata is read without running
@@ -56,7 +56,10 @@ from recipes.common.distributed.safe_dcp_reader import (
 )
 from recipes.common.distributed.train_checkpoints import TrainCheckpoints
 from recipes.common.distributed.wrapping import (
+    FSDPPlan,
     Strategy,
+    ddp_arguments,
+    fsdp_plan,
     full_model_state,
     gradient_sync,
     is_fsdp,
@@ -66,6 +69,7 @@ from recipes.common.distributed.wrapping import (
 
 __all__ = [
     "DistContext",
+    "FSDPPlan",
     "SafeFileSystemReader",
     "ShardedBatchSampler",
     "Strategy",
@@ -75,7 +79,9 @@ __all__ = [
     "any_rank",
     "average_gradients",
     "barrier",
+    "ddp_arguments",
     "destroy_distributed",
+    "fsdp_plan",
     "full",
     "full_model_state",
     "gather_objects",

@@ -1,7 +1,9 @@
 """Collectives that are no-ops in one process.
 
 Decisions that must agree across ranks (skip a step with a non-finite loss, refuse a
-checkpoint) go through :func:`any_rank`, so every rank takes the same branch.
+checkpoint) go through :func:`any_rank`, so every rank takes the same branch. Its flag is
+reduced on the device the process group's backend works on (the rank's GPU under NCCL,
+the CPU under gloo: :func:`avblocks.device.collective_device`).
 """
 
 from typing import Any
@@ -9,6 +11,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from avblocks.device import collective_device
 
 __all__ = [
     "all_reduce_mean",
@@ -39,11 +43,11 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return out / dist.get_world_size()
 
 
-def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+def any_rank(flag: bool) -> bool:
     """True on every rank if ``flag`` is true on at least one (so all ranks decide alike)."""
     if not (dist.is_available() and dist.is_initialized()):
         return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    t = torch.tensor([1.0 if flag else 0.0], device=collective_device(dist.get_backend()))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 

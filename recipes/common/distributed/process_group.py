@@ -4,8 +4,12 @@
   (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). Without those
   variables (or with ``WORLD_SIZE=1``) it creates no process group and every helper of
   :mod:`recipes.common.distributed` is the identity, so a single-process run takes exactly the
-  code path it took before. Backend: NCCL when CUDA is available, gloo otherwise (the CPU
-  tests use gloo).
+  code path it took before.
+- **One device per rank.** The context carries the device this rank computes on
+  (``run.device`` resolved by :func:`avblocks.device.resolve_device`: ``cuda:LOCAL_RANK``
+  under ``torchrun`` on a GPU machine). The backend follows it: NCCL for CUDA devices (the
+  rank's GPU is bound to the group, so collectives and barriers use it), gloo for the CPU
+  (the CPU tests use gloo), whatever else the machine has.
 - **Per-rank seeding.** Models are built from the same seed on every rank (DDP also
   broadcasts rank 0's parameters; FSDP2 shards the local copy, so identical construction
   matters there). After building, each rank reseeds with :func:`rank_seed`, so random draws
@@ -24,16 +28,20 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from avblocks.device import HOST, is_cuda, process_group_backend
+
 __all__ = ["DistContext", "destroy_distributed", "init_distributed", "rank_seed"]
 
 
 @dataclass(frozen=True)
 class DistContext:
-    """Where this process stands: its rank, the number of ranks, its local device index."""
+    """Where this process stands: its rank, the number of ranks, its local index, and the
+    device it computes on."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = HOST
 
     @property
     def enabled(self) -> bool:
@@ -44,11 +52,6 @@ class DistContext:
     def is_main(self) -> bool:
         """Rank 0: the one process that logs and writes single-file outputs."""
         return self.rank == 0
-
-    def device(self) -> torch.device:
-        if torch.cuda.is_available():
-            return torch.device("cuda", self.local_rank)
-        return torch.device("cpu")
 
 
 def _int_env(name: str, default: int) -> int:
@@ -61,17 +64,21 @@ def _int_env(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} ({value!r}) must be an integer") from e
 
 
-def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) -> DistContext:
-    """Join the process group ``torchrun`` describes in the environment, if any.
+def init_distributed(backend: str | None = None, *, device: torch.device = HOST,
+                     timeout_s: float = 600.0) -> DistContext:
+    """Join the process group ``torchrun`` describes in the environment, if any, with this
+    rank computing on ``device``.
 
     Returns the context; with no ``WORLD_SIZE`` (or ``WORLD_SIZE=1``) no group is created.
-    Calling it again when a group already exists returns that group's context.
+    Calling it again when a group already exists returns that group's context. ``backend``
+    defaults to :func:`avblocks.device.process_group_backend` of ``device``.
     """
+    device = torch.device(device)
     if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), _int_env("LOCAL_RANK", 0))
+        return DistContext(dist.get_rank(), dist.get_world_size(), _int_env("LOCAL_RANK", 0), device)
     world = _int_env("WORLD_SIZE", 1)
     if world <= 1:
-        return DistContext()
+        return DistContext(device=device)
     rank, local = _int_env("RANK", 0), _int_env("LOCAL_RANK", 0)
     if not 0 <= rank < world:
         raise ValueError(f"RANK ({rank}) must lie in [0, WORLD_SIZE={world})")
@@ -80,12 +87,14 @@ def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) ->
             raise ValueError(f"WORLD_SIZE is {world} but {name} is not set (launch with torchrun)")
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this PyTorch build")
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(local)
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
-    return DistContext(rank, world, local)
+    backend = backend or process_group_backend(device)
+    bound = {}
+    if is_cuda(device):  # this rank's GPU: NCCL's communicator and barriers use it
+        torch.cuda.set_device(device)
+        bound = {"device_id": device}
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s),
+                            **bound)
+    return DistContext(rank, world, local, device)
 
 
 def destroy_distributed() -> None:
