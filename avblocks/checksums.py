@@ -21,9 +21,11 @@ __all__ = ["MANIFEST_NAME", "folder_digests", "folder_problems", "mismatch", "re
            "sha256", "write_manifest"]
 
 MANIFEST_NAME = "checksums.json"
+"""The file a folder of checked files lists them in (name -> SHA-256)."""
 
 
 def sha256(path: "str | os.PathLike[str]", chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read ``chunk`` bytes at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

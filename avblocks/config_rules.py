@@ -1,4 +1,4 @@
-"""Rules a config field declares next to itself, checked whenever a config is built.
+"""Rules a config field declares next to itself, checked whenever a config is built::
 
     @dataclass
     class OptimConfig:
@@ -9,7 +9,7 @@
 
 :func:`avblocks.config.config_from_dict` (and so every recipe's YAML and ``key=value``
 overrides, and every saved ``config.json``) checks each field's rules after its type; a
-config built in Python is checked with :func:`check_fields`. A broken rule is a
+config built in Python is checked with :func:`~avblocks.config.check_fields`. A broken rule is a
 :class:`~avblocks.config.ConfigError` in one format, ``KEY (VALUE) must RULE``::
 
     AutoencoderRecipe.optim.lr (-1.0) must be > 0
@@ -64,7 +64,7 @@ __all__ = [
 
 
 class Rule:
-    """One condition on a field's value; :meth:`broken` says what the value must do
+    """One condition on a field's value; ``broken(value)`` says what the value must do
     (``"be > 0"``, ``"lie in [0, 1)"``) when it does not, else None."""
 
     def broken(self, value: Any) -> str | None:
@@ -127,28 +127,36 @@ CHANGEABLE = _Changeable()
 
 
 def at_least(lo: float) -> Bound:
+    """``value >= lo``."""
     return Bound(lo=lo)
 
 
 def above(lo: float) -> Bound:
+    """``value > lo``."""
     return Bound(lo=lo, lo_open=True)
 
 
 def at_most(hi: float) -> Bound:
+    """``value <= hi``."""
     return Bound(hi=hi)
 
 
 def in_range(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Bound:
+    """``lo <= value <= hi``, either end open when asked."""
     return Bound(lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
 
 
 existing_dir = ExistingPath("dir")
+"""The value names an existing folder."""
 existing_file = ExistingPath("file")
+"""The value names an existing file."""
 existing_path = ExistingPath("any")
+"""The value names an existing file or folder."""
 
 SEED = in_range(0, 2**31 - 1)
 """A seed every generator here accepts, with room for the offsets recipes add to it."""
 PROBABILITY = in_range(0, 1)
+"""A probability or a share: in [0, 1]."""
 WEIGHT = in_range(0, 1000)
 """A loss weight: a larger one turns an O(1) loss into an overflow, not a stronger signal."""
 

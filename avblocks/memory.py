@@ -22,6 +22,7 @@ __all__ = ["MEMORY_LIMIT_ENV", "MemoryLimitError", "available_bytes", "check_fit
            "memory_limit"]
 
 MEMORY_LIMIT_ENV = "AVBLOCKS_MEMORY_LIMIT"
+"""The environment variable that sets the memory limit (``8G``, ``512M``)."""
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -30,6 +31,7 @@ class MemoryLimitError(ValueError):
 
 
 def format_bytes(n: float) -> str:
+    """``n`` bytes for a message: ``"1.5 GB"``."""
     if n == float("inf"):
         return "more bytes than can be counted"
     for unit, size in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):

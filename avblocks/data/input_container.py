@@ -3,7 +3,7 @@
 A truncated mkv (a copy cut short, a recording that crashed) loses its index (the cues are
 written at the end), and FFmpeg then refuses *every* seek, ``seek(0)`` included, with
 ``PermissionError: Operation not permitted``, although the data that is there decodes fine.
-:func:`open_input` returns a container that answers a failed seek by opening the file again:
+``open_input`` returns a container that answers a failed seek by opening the file again:
 a fresh demuxer stands at the start, which is at or before any seek target, so the decode
 loops of :mod:`avblocks.data.media` (which decode forward from wherever a seek lands) read on
 correctly, only slower. ``seek_failed`` records that it happened, so errors can say the file
@@ -11,7 +11,7 @@ is damaged or truncated instead of blaming the request.
 
 Streams are matched by index: a stream object taken from the container before a reopen still
 selects the same stream afterwards. Containers replaced by a reopen stay open (their stream
-objects may still be read) until :meth:`InputContainer.close`.
+objects may still be read) until ``InputContainer.close()``.
 """
 
 import os
@@ -67,4 +67,5 @@ class InputContainer:
 
 
 def open_input(path: "str | os.PathLike[str]") -> InputContainer:
+    """``path`` opened for reading, with failed seeks answered by reopening it (module doc)."""
     return InputContainer(path)

@@ -19,9 +19,13 @@ from fractions import Fraction
 __all__ = ["MAX_CHANNELS", "MAX_FPS", "MAX_SAMPLE_RATE", "MAX_SIDE", "check_request", "decoded_bytes"]
 
 MAX_FPS = 1000
+"""The highest frame rate a request may ask for."""
 MAX_SAMPLE_RATE = 384_000
+"""The highest audio sample rate a request may ask for."""
 MAX_SIDE = 16_384
+"""The longest frame side (pixels) a request may ask for."""
 MAX_CHANNELS = 64
+"""The most audio channels a request may ask for."""
 
 # bytes per output pixel: the uint8 RGB frames (3), their stacked copy (3) and float32 (12)
 _PIXEL_BYTES = 18

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from avblocks.device import META
 from avblocks.dit.dit import DiT
 from recipes.av_dit.codec import encode_clips, load_codec
 from recipes.av_dit.config import AutoencoderRecipe, PretrainRecipe
@@ -53,7 +54,7 @@ def autoencoder_run(run_dir: str) -> tuple[AutoencoderRecipe, int, int]:
     require(config_file.is_file(), f"autoencoder ({run_dir}) must be an av_dit.train_autoencoder run "
             "folder (it has no config.yaml)")
     trained = load_config(AutoencoderRecipe, config_file)
-    with torch.device("meta"):
+    with META:
         autoencoder = build_autoencoder(trained)
     return trained, autoencoder.latent_size(trained.data.size, trained.data.size)[0], autoencoder.latent_channels
 

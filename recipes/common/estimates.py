@@ -22,10 +22,10 @@ import math
 import warnings
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from avblocks.config import ConfigError
+from avblocks.device import META
 from recipes.common.config import require_fits
 from recipes.common.data import DataConfig
 
@@ -42,7 +42,7 @@ def require_clips_fit(what: str, count: int, data: DataConfig) -> None:
 def training_state_bytes(build: Callable[[], nn.Module]) -> float:
     """What training keeps per parameter of ``build()`` (see the module docstring)."""
     try:
-        with torch.device("meta"):
+        with META:
             model = build()
     except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"the model cannot be built from this config: {e}") from None
