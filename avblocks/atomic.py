@@ -16,7 +16,9 @@ Choices (documented because callers rely on them):
 - If the writer raises, the temporary file is removed and the final path is left exactly
   as it was. The parent folder must already exist.
 - :func:`atomic_write_json` refuses NaN and infinities (``allow_nan=False``): they are not
-  JSON, and a reader in another language would choke on them.
+  JSON, and a reader in another language would choke on them. With ``nan_as_null=True`` they
+  are written as ``null``, and a top-level object gains ``"nonfinite": {key path: "nan" |
+  "inf" | "-inf"}`` saying which values were undefined and what they were.
 """
 
 import contextlib
@@ -28,7 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "finite_or_none"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "finite_or_none",
+           "nonfinite_paths"]
 
 
 def _temp_name(path: Path) -> Path:
@@ -121,15 +124,33 @@ def finite_or_none(obj: Any) -> Any:
     return obj
 
 
+def nonfinite_paths(obj: Any, where: str = "") -> dict[str, str]:
+    """``{dotted key path: "nan" | "inf" | "-inf"}`` of every non-finite float in ``obj``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {where or "<value>": repr(obj)}
+    found: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found |= nonfinite_paths(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found |= nonfinite_paths(v, f"{where}[{i}]")
+    return found
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, nan_as_null: bool = False) -> Path:
     """Write ``obj`` as indented JSON (plus a final newline) to ``path`` atomically.
 
     Raises ValueError naming ``path`` if ``obj`` holds NaN or an infinity, before anything
     is written: they are not JSON. ``nan_as_null=True`` writes them as ``null`` instead
-    (:func:`finite_or_none`).
+    (:func:`finite_or_none`), and says which they were in a top-level ``"nonfinite"`` entry
+    when ``obj`` is a dict (see the module docstring).
     """
     if nan_as_null:
+        reasons = nonfinite_paths(obj)
         obj = finite_or_none(obj)
+        if reasons and isinstance(obj, dict):
+            obj = obj | {"nonfinite": reasons}
     try:
         text = json.dumps(obj, indent=2, allow_nan=False)
     except ValueError as e:

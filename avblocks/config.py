@@ -10,21 +10,27 @@ Choices (documented because callers rely on them):
   hints; nested dataclass configs become nested dicts.
 - :func:`config_from_dict` rejects unknown keys, missing required keys and wrong types with
   a :class:`ConfigError` that names the key (``int`` is accepted for ``float``; ``bool`` is
-  not an ``int``).
+  not an ``int``; a ``float`` must be finite), then checks the rules each field declares
+  next to itself (:mod:`avblocks.config_rules`), every broken one in the format
+  ``KEY (VALUE) must RULE``. :func:`check_fields` does the same for a config built in
+  Python.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from fractions import Fraction
 from typing import Any, Literal, TypeVar, Union
 
+from avblocks.config_rules import broken_rules
 from avblocks.timing import as_fraction
 
 __all__ = [
     "ConfigError",
     "config_to_dict",
     "config_from_dict",
+    "check_fields",
     "check_int",
 ]
 
@@ -73,7 +79,17 @@ def config_from_dict(config_class: type[C], data: dict[str, Any]) -> C:
     """
     if not (dataclasses.is_dataclass(config_class) and isinstance(config_class, type)):
         raise ConfigError(f"{config_class!r} is not a dataclass type")
-    return _build(config_class, data, config_class.__name__)
+    return check_fields(_build(config_class, data, config_class.__name__))
+
+
+def check_fields(config: C) -> C:
+    """``config`` itself if every field meets the rules it declares
+    (:mod:`avblocks.config_rules`), nested configs included; else a :class:`ConfigError`
+    listing every broken rule as ``KEY (VALUE) must RULE``."""
+    broken = broken_rules(config, type(config).__name__)
+    if broken:
+        raise ConfigError("; ".join(broken))
+    return config
 
 
 def _build(config_class: type, data: Any, where: str) -> Any:
@@ -148,7 +164,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected float, got {type(value).__name__} ({value!r})")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} ({value!r}) must be a finite number")
+        return number
     if tp is Fraction:  # exact rates: 8, "30000/1001", 23.4375 (avblocks.timing.as_fraction)
         try:
             return as_fraction(value, where, positive=False)

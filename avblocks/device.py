@@ -32,6 +32,7 @@ import torch
 
 __all__ = [
     "HOST",
+    "META",
     "Precision",
     "PRECISIONS",
     "autocast",
@@ -51,6 +52,9 @@ __all__ = [
 
 HOST = torch.device("cpu")
 """The CPU: where files are read and written and media is decoded."""
+
+META = torch.device("meta")
+"""Shapes without storage: models built here cost no memory (memory estimates, configs)."""
 
 _CUDA = "cuda"
 Precision = Literal["fp32", "bf16", "fp16"]

@@ -33,6 +33,13 @@ Choices (documented because callers rely on them):
 - Weights: ``model.safetensors`` (the module's ``state_dict``, CPU, contiguous; tensors
   that share storage are cloned so safetensors accepts them). Its metadata carries the same
   ``save_id`` as ``config.json``.
+- Each file proves the other (:mod:`avblocks.checksums`): ``config.json`` records the SHA-256
+  of ``model.safetensors`` (``"sha256"``), and the weights' metadata records the SHA-256 of
+  the config (``config_sha256``, over its canonical JSON). Loading checks both before using
+  either, so a flipped byte anywhere is an error naming the file and the check, never one
+  changed weight. A folder saved before these records existed loads unchecked.
+- Every loading error names the file (:func:`reading`): a truncated or foreign file is a
+  :class:`CheckpointError` saying which file and what the reader said.
 - Atomicity (:func:`avblocks.atomic.atomic_path`): both files are first written completely
   to temporary files *in the target folder*; only then is each fsynced and moved over its
   final name with ``os.replace`` (weights first, then config) and the folder is fsynced. A
@@ -45,13 +52,16 @@ Choices (documented because callers rely on them):
   :class:`CheckpointError` naming every offending key. Dtypes are cast to the module's.
 """
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import inspect
 import json
 import os
+import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -61,6 +71,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from avblocks.atomic import atomic_path
+from avblocks.checksums import mismatch, sha256
 from avblocks.config import ConfigError, config_from_dict, config_to_dict
 
 __all__ = [
@@ -69,7 +80,9 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "SaveLoadMixin",
+    "UnsafeFileError",
     "load_state_dict_strict",
+    "reading",
 ]
 
 CONFIG_NAME = "config.json"
@@ -84,6 +97,29 @@ M = TypeVar("M", bound="SaveLoadMixin")
 
 class CheckpointError(ValueError):
     """A saved folder cannot be loaded into a module (missing/unexpected keys, shapes...)."""
+
+
+class UnsafeFileError(CheckpointError, pickle.UnpicklingError):
+    """A file that names code to run when unpickled; refused (it is never run)."""
+
+
+@contextlib.contextmanager
+def reading(path: "str | os.PathLike[str]") -> Iterator[None]:
+    """Inside, any failure to read ``path`` (a truncated zip, a bad header, an empty file) is a
+    :class:`CheckpointError` that names it (:class:`UnsafeFileError`, also an
+    ``UnpicklingError``, for a file that would run code); one that already is passes."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(f"{path} cannot be read ({type(e).__name__}: {e})") from e
+    except Exception as e:  # the readers raise anything from EOFError to RuntimeError
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {e})") from e
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,15 +246,16 @@ class SaveLoadMixin:
             atomic_path(directory / CONFIG_NAME) as tmp_config,
             atomic_path(directory / WEIGHTS_NAME) as tmp_weights,
         ):
-            save_file(_cpu_state(self), str(tmp_weights), metadata={"save_id": save_id})
+            metadata = {"save_id": save_id, "config_sha256": _config_digest(payload["config"])}
+            save_file(_cpu_state(self), str(tmp_weights), metadata=metadata)
+            payload["sha256"] = {WEIGHTS_NAME: sha256(tmp_weights)}
             tmp_config.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
         return directory
 
     @classmethod
     def load_config(cls, directory: str | os.PathLike) -> Any:
         """Read and validate ``directory/config.json`` as ``cls.config_class``."""
-        config, _ = _read_config(cls, Path(directory))
-        return config
+        return _read_config(cls, Path(directory))[0]
 
     @classmethod
     def from_pretrained(
@@ -230,19 +267,34 @@ class SaveLoadMixin:
     ) -> M:
         """Rebuild from ``directory/config.json`` and load ``model.safetensors`` strictly."""
         directory = Path(directory)
-        config, save_id = _read_config(cls, directory)
+        config, payload = _read_config(cls, directory)
+        save_id = payload.get("save_id")
         weights_path = directory / WEIGHTS_NAME
         if not weights_path.is_file():
             raise CheckpointError(f"{weights_path} does not exist")
-        with safe_open(str(weights_path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-        if metadata.get("save_id") != save_id:
+        recorded = payload.get("sha256", {}).get(WEIGHTS_NAME) if isinstance(payload.get("sha256"), dict) else None
+        damaged = recorded and mismatch(weights_path, recorded, str(directory / CONFIG_NAME))
+        try:
+            with reading(weights_path), safe_open(str(weights_path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except CheckpointError:
+            if damaged:
+                raise CheckpointError(damaged) from None
+            raise
+        if metadata.get("save_id") != save_id:  # the more precise diagnosis of a hash mismatch
             raise CheckpointError(
                 f"{directory}: {CONFIG_NAME} (save_id {save_id}) and {WEIGHTS_NAME} "
                 f"(save_id {metadata.get('save_id')}) come from different saves; "
                 "the folder was left between two writes"
             )
+        if damaged:
+            raise CheckpointError(damaged)
+        digest = metadata.get("config_sha256")
+        if digest is not None and digest != _config_digest(payload["config"]):
+            raise CheckpointError(
+                f"{directory / CONFIG_NAME} is damaged: its config's SHA-256 is "
+                f"{_config_digest(payload['config'])}, {WEIGHTS_NAME} records {digest}")
         module = cls.from_config(config)
         load_state_dict_strict(module, state, source=str(weights_path))  # type: ignore[arg-type]
         return module.to(device=device, dtype=dtype)  # type: ignore[attr-defined,return-value]
@@ -272,14 +324,16 @@ def _check_signature(cls: type, init: Callable) -> None:
         )
 
 
-def _read_config(cls: type, directory: Path) -> tuple[Any, str | None]:
+def _read_config(cls: type, directory: Path) -> tuple[Any, dict[str, Any]]:
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
     try:
         payload = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
     for key in ("class", "config"):
         if key not in payload:
             raise CheckpointError(f"{path} has no {key!r} entry")
@@ -291,4 +345,8 @@ def _read_config(cls: type, directory: Path) -> tuple[Any, str | None]:
         raise CheckpointError(
             f"{path} has format_version {payload['format_version']}, expected {FORMAT_VERSION}"
         )
-    return config_from_dict(cls.config_class, payload["config"]), payload.get("save_id")
+    try:
+        config = config_from_dict(cls.config_class, payload["config"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    return config, payload

@@ -35,3 +35,8 @@ autodoc_typehints = "signature"
 autodoc_preserve_defaults = True  # `nn.LayerNorm` as written, not its repr
 autodoc_default_options = {"members": True, "show-inheritance": True}
 python_use_unqualified_type_names = True
+
+# A config field's declared rules (``Annotated[int, at_least(1)]``, avblocks.config_rules) show
+# in the signatures of the config dataclasses; their metadata objects are values, not classes.
+nitpick_ignore_regex = [("py:class", r"(avblocks\.config_rules\.)?(Bound|ExistingPath|_Changeable)"),
+                        ("py:class", r"types\.Annotated"), ("py:class", r"-?[0-9][0-9.e+-]*")]

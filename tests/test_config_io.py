@@ -1,5 +1,6 @@
 """Save/load convention: config.json + model.safetensors, strict, validated, atomic."""
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -151,10 +152,14 @@ def test_signature_must_match_config():
 
 
 def _tamper(path, fn):
+    """Rewrite the weights with ``fn`` applied, as a consistent save would (the config records
+    the new file's SHA-256), so that what is checked is the loader's strictness."""
     sd = load_file(str(path))
     fn(sd)
-    meta = {"save_id": json.loads((path.parent / CONFIG_NAME).read_text())["save_id"]}
-    save_file(sd, str(path), metadata=meta)
+    config = json.loads((path.parent / CONFIG_NAME).read_text())
+    save_file(sd, str(path), metadata={"save_id": config["save_id"]})
+    config["sha256"] = {WEIGHTS_NAME: hashlib.sha256(path.read_bytes()).hexdigest()}
+    (path.parent / CONFIG_NAME).write_text(json.dumps(config))
 
 
 def test_missing_unexpected_and_shape_mismatch_are_named(tmp_path):

@@ -320,10 +320,12 @@ def test_autoencoder_trainer_under_torchrun_ddp_and_fsdp(tmp_path):
     assert [e["step"] for e in logged(ddp)] == [0, 1, 2, 3]
     for a, b in zip(logged(ddp), logged(fsdp), strict=True):  # same math, other engine
         assert a["total"] == pytest.approx(b["total"], rel=1e-4)
-    assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == [
+    assert sorted(p.name for p in (ddp / "checkpoints").glob("step_*.pt")) == [
         "step_00000002.pt", "step_00000004.pt"]
-    assert sorted(p.name for p in (fsdp / "checkpoints").iterdir()) == [
+    assert sorted(p.name for p in (fsdp / "checkpoints").glob("step_*.dcp")) == [
         "step_00000002.dcp", "step_00000004.dcp"]
+    assert all((p / "checksums.json").is_file() for p in (fsdp / "checkpoints").glob("step_*.dcp"))
+    assert not (ddp / "run.lock").exists() and not (fsdp / "run.lock").exists()  # rank 0 released it
     state = torch.load(ddp / "checkpoints" / "step_00000004.pt", weights_only=True)
     assert len(state["rng_ranks"]) == WORLD
     assert not torch.equal(state["rng_ranks"][0]["torch"], state["rng_ranks"][1]["torch"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import AUTOENCODER
 
 from recipes.common.faults import (
     FaultInjection,
@@ -27,13 +28,7 @@ from recipes.common.faults import (
 from recipes.proav_dit import train_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.num_clips=8", "data.num_frames=8", "data.size=16",
-    "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-    "model.groups=2", "model.block_frames=2",
-    "optim.steps=6", "optim.batch_size=2", "optim.warmup=1",
-    "run.checkpoint_every=2", "run.log_every=1", "run.eval_clips=1", "run.progress=false",
-]
+TINY = [*AUTOENCODER, "optim.steps=6", "run.checkpoint_every=2"]
 STEPS = 6
 
 
@@ -135,7 +130,7 @@ def test_nonfinite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     with pytest.raises(NonFiniteError, match=r"non-finite loss \(nan\) at step 3.*on_nonfinite"):
         run_inprocess(tmp_path)
     assert [e["step"] for e in log_lines(tmp_path)] == [0, 1, 2]
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000002.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == ["step_00000002.pt"]
 
 
 @pytest.fixture(scope="module")

@@ -167,7 +167,7 @@ def test_training_on_a_folder_of_broken_files(tmp_path, monkeypatch, capsys, rea
     metrics = train_autoencoder.main([
         f"data.folder={data}", "data.num_frames=8", "data.size=16", "data.fps=8",
         "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-        "model.groups=2", "optim.steps=2", "optim.batch_size=2", "run.eval_clips=1",
+        "model.groups=2", "optim.steps=2", "optim.warmup=1", "optim.batch_size=2", "run.eval_clips=1",
         "run.progress=false", f"run.output_dir={tmp_path / 'run'}"])
 
     assert digest(data) == before  # nothing modified, added or removed in the user's folder

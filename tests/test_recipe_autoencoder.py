@@ -6,18 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import AUTOENCODER
 
 from recipes.proav_dit import train_autoencoder
 from recipes.proav_dit.evaluate_autoencoder import main as evaluate_main
 
 REFERENCE = Path(__file__).parent / "references" / "autoencoder_tiny_losses.json"
-TINY = [
-    "data.num_clips=8", "data.num_frames=8", "data.size=16",
-    "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-    "model.groups=2", "model.block_frames=2",
-    "optim.steps=4", "optim.batch_size=2", "optim.warmup=1",
-    "run.checkpoint_every=2", "run.log_every=1", "run.eval_clips=2", "run.progress=false",
-]
+TINY = [*AUTOENCODER, "optim.steps=4", "run.checkpoint_every=2", "run.eval_clips=2"]
 
 
 def run(tmp_path: Path, *extra: str) -> dict:
@@ -36,7 +31,8 @@ def test_tiny_run_matches_reference_losses_and_writes_outputs(tmp_path):
     assert observed == pytest.approx(json.loads(REFERENCE.read_text()), rel=1e-4)
     assert observed[-1] < observed[0]
     assert (tmp_path / "model" / "model.safetensors").is_file()
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt",
+                                                                                   "step_00000004.pt"]
     eval_dir = tmp_path / "eval"
     assert len(list(eval_dir.glob("*.mp4"))) == 2 and len(list(eval_dir.glob("*.png"))) == 2
     assert json.loads((eval_dir / "metrics.json").read_text())["clips"] == 2

@@ -10,8 +10,9 @@ from recipes.proav_dit import demo, train_autoencoder, train_dit
 
 DATA = ["data.num_clips=8", "data.num_frames=8", "data.size=16"]
 AE = [*DATA, "model.hidden_channels=16", "model.latent_channels=4", "model.depth=1", "model.heads=2",
-      "model.groups=2", "optim.steps=2", "optim.batch_size=2", "run.eval_clips=2"]
-DIT = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "optim.steps=2", "optim.batch_size=4"]
+      "model.groups=2", "optim.steps=2", "optim.warmup=1", "optim.batch_size=2", "run.eval_clips=2"]
+DIT = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "optim.steps=2", "optim.warmup=1",
+       "optim.batch_size=4"]
 FEATURES = ["model.num_frames=8", "model.size=16", "model.channels=[8, 8, 8]", "model.dim=16",
             "model.temporal_channels=16", "model.groups=4", "optim.batch_size=4", "data.held_out_clips=8"]
 

@@ -76,9 +76,9 @@ def test_demo_real_end_to_end_on_a_stand_in_film(tmp_path, film, monkeypatch, co
     out = tmp_path / "demo"
     metrics = demo_real.run(DemoRealConfig(
         output_dir=str(out), cache_dir=str(cache), story_seconds=20.0, vocoder=str(tmp_path / "hifigan"),
-        autoencoder_overrides=["optim.steps=2", "optim.batch_size=2", "run.eval_clips=2", "model.hidden_channels=16",
+        autoencoder_overrides=["optim.steps=2", "optim.warmup=1", "optim.batch_size=2", "run.eval_clips=2", "model.hidden_channels=16",
                                "model.depth=1", "model.heads=2", "model.groups=2", "data.stride=1.0"],
-        dit_overrides=["optim.steps=2", "optim.batch_size=2", "model.hidden_size=32", "model.depth=1",
+        dit_overrides=["optim.steps=2", "optim.warmup=1", "optim.batch_size=2", "model.hidden_size=32", "model.depth=1",
                        "model.num_heads=2"],
         samples=2, sample_steps=1, progress=False))
     proxy = cache / "story_36x64_20s" / "bbb.mp4"

@@ -20,7 +20,7 @@ from recipes.proav_dit.train_dit import clean_masks
 REFERENCE = Path(__file__).parent / "references" / "dit_tiny_losses.json"
 AE = ["data.num_clips=8", "data.num_frames=8", "data.size=16", "model.hidden_channels=16",
       "model.latent_channels=4", "model.depth=1", "model.heads=2", "model.groups=2",
-      "optim.steps=2", "optim.batch_size=2", "run.eval_clips=2", "run.progress=false"]
+      "optim.steps=2", "optim.warmup=1", "optim.batch_size=2", "run.eval_clips=2", "run.progress=false"]
 DIT = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "optim.steps=4",
        "optim.batch_size=4", "optim.warmup=1", "run.checkpoint_every=2", "run.log_every=1",
        "run.progress=false"]

@@ -72,7 +72,8 @@ def test_trainer_resume_refuses_a_code_carrying_checkpoint(tmp_path, marker):
         train_autoencoder.main([
             "data.num_clips=2", "data.num_frames=8", "data.size=16", "model.hidden_channels=16",
             "model.latent_channels=4", "model.depth=1", "model.heads=2", "model.groups=2",
-            "optim.steps=4", "optim.batch_size=2", "run.progress=false", f"run.output_dir={tmp_path}"])
+            "optim.steps=4", "optim.warmup=1", "optim.batch_size=2", "run.progress=false",
+            f"run.output_dir={tmp_path}"])
     assert not marker.exists()
 
 
@@ -158,6 +159,7 @@ def ae_config(*overrides: str) -> AutoencoderRecipe:
     ("data.folder=3", "AutoencoderRecipe.data.folder"),
     ("model.video_patch=[1, 4]", "AutoencoderRecipe.model.video_patch"),
     ("run.on_nonfinite=ignore", "AutoencoderRecipe.run.on_nonfinite"),
+    ("optim.steps=0", r"AutoencoderRecipe.optim.steps (0) must be >= 1"),
 ])
 def test_unknown_keys_and_wrong_types_name_the_field(tmp_path, capsys, override, field):
     out = tmp_path / "run"
@@ -174,12 +176,11 @@ def test_unknown_keys_and_wrong_types_name_the_field(tmp_path, capsys, override,
     ("model.block_frames=3", r"model.block_frames \(3\) must divide the 8 latent frames"),
     ("model.audio_patch=[1, 5, 2]", r"model.audio_patch\[1\] \(5\) must divide data.n_mels \(64\)"),
     ("model.audio_patch=[1, 4, 3]", r"model.audio_patch\[2\] \(3\) must divide the 10 spectrogram"),
-    ("data.hop=300", r"data.sample_rate / \(data.fps \* data.hop\)"),
+    ("data.hop=300", r"data.hop \(300\).*sample_rate / \(fps \* hop\) = 16000 / \(8 \* 300\)"),
     ("optim.batch_size=8", r"optim.batch_size \(8\) must be <= data.num_clips \(4\)"),
     ("optim.grad_accum=4", r"optim.batch_size \(2\) must be divisible .* optim.grad_accum \(4\)"),
     ("model.video_patch=[2, 4, 4]", r"model.video_patch\[0\] \(2\) and model.audio_patch\[0\] \(1\)"),
     ("model.hidden_channels=12", r"model.hidden_channels \(12\) must be a multiple of the encoder's 8"),
-    ("optim.steps=0", r"optim.steps \(0\) must be >= 1"),
 ])
 def test_impossible_autoencoder_sizes_fail_naming_the_field(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -210,14 +211,24 @@ def test_validate_accepts_the_shipped_configs_and_checks_ranks(tmp_path):
     ("model.num_heads=3", r"model.num_heads \(3\) must divide model.hidden_size \(128\)"),
     ("model.hidden_size=130 model.num_heads=2", r"model.hidden_size \(130\) must be divisible by 4"),
     ("diffusion.p_audio_to_video=0.95", r"p_audio_to_video \+ diffusion.p_video_to_audio"),
-    ("model.class_dropout=1.0", r"model.class_dropout \(1.0\) must lie in \[0, 1\)"),
-    ("model.patch=0", r"model.patch \(0\) must be >= 1"),
 ])
 def test_impossible_dit_sizes_fail_before_the_autoencoder_is_read(tmp_path, override, message):
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=message):  # autoencoder= does not even exist
         train_dit.main([f"autoencoder={tmp_path / 'missing'}", *override.split(),
                         f"run.output_dir={out}"])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.class_dropout=1.0", "DiTRecipe.model.class_dropout (1.0) must lie in [0, 1)"),
+    ("model.patch=0", "DiTRecipe.model.patch (0) must be >= 1"),
+])
+def test_out_of_range_dit_fields_fail_when_the_config_is_read(tmp_path, capsys, override, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        train_dit.main([f"autoencoder={tmp_path / 'missing'}", override, f"run.output_dir={out}"])
+    assert message in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -21,8 +21,8 @@ from avblocks.data import read_clip
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ["per_class=1", "sample_steps=2", "feature_steps=2", "progress=false",
         "autoencoder_overrides=[data.num_clips=8, data.num_frames=8, data.size=16, model.hidden_channels=16, "
-        "model.depth=1, model.heads=2, model.groups=2, optim.steps=2, optim.batch_size=2, run.eval_clips=2]",
-        "dit_overrides=[model.hidden_size=32, model.depth=1, model.num_heads=2, optim.steps=2, optim.batch_size=4]",
+        "model.depth=1, model.heads=2, model.groups=2, optim.steps=2, optim.warmup=1, optim.batch_size=2, run.eval_clips=2]",
+        "dit_overrides=[model.hidden_size=32, model.depth=1, model.num_heads=2, optim.steps=2, optim.warmup=1, optim.batch_size=4]",
         "feature_overrides=[model.num_frames=8, model.size=16, 'model.channels=[8, 8, 8]', model.dim=16, "
         "model.temporal_channels=16, model.groups=4, optim.batch_size=4, data.held_out_clips=8]"]
 

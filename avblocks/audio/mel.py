@@ -205,16 +205,19 @@ class MelConfig:
         return not self.center and 2 * self.pad == self.n_fft - self.hop
 
     def filterbank(self) -> Tensor:
-        """The mel filterbank, ``(n_freqs, n_mels)``, as torchaudio builds it."""
-        return torchaudio.functional.melscale_fbanks(
-            n_freqs=self.n_freqs,
-            f_min=self.f_min,
-            f_max=self.upper_frequency,
-            n_mels=self.n_mels,
-            sample_rate=self.sample_rate,
-            norm=self.norm,
-            mel_scale=self.mel_scale,
-        )
+        """The mel filterbank, ``(n_freqs, n_mels)``, as torchaudio builds it (on the CPU, also
+        under another default device: torchaudio reads values back while building it, which a
+        ``meta`` device cannot; modules move it with ``.to()``)."""
+        with torch.device("cpu"):
+            return torchaudio.functional.melscale_fbanks(
+                n_freqs=self.n_freqs,
+                f_min=self.f_min,
+                f_max=self.upper_frequency,
+                n_mels=self.n_mels,
+                sample_rate=self.sample_rate,
+                norm=self.norm,
+                mel_scale=self.mel_scale,
+            )
 
     def differences(self, other: "MelConfig") -> list[str]:
         """Human-readable ``"field: self_value != other_value"`` for every differing field

@@ -28,7 +28,7 @@ __all__ = ["LogMelNormalizer"]
 
 
 def _default_high(mel: MelConfig) -> float:
-    window_sum = float(mel.window_tensor(dtype=torch.float64).sum())
+    window_sum = float(mel.window_tensor(dtype=torch.float64, device="cpu").sum())  # a number, not a buffer
     return mel.power * math.log(window_sum) + math.log(float(mel.filterbank().max()))
 
 

@@ -29,6 +29,10 @@ per frame). Choices made here (the paper does not say):
   ``torchaudio.functional.resample`` (windowed sinc, torchaudio's defaults) first.
 - **Channels.** ``b n`` gives ``c = 1``; ``b ch n`` gives ``c = ch`` (each channel its own
   spectrogram).
+- **Memory.** ``forward`` estimates what the transform allocates (the complex STFT, its
+  magnitude and the output) before computing it, and refuses a waveform whose estimate is over
+  ``max_bytes`` (default: :func:`avblocks.memory.memory_limit`) with a ``ValueError`` naming
+  the size: a 10-hour soundtrack is a request to cut into clips, not to die in the allocator.
 """
 
 from fractions import Fraction
@@ -39,6 +43,7 @@ from einops import rearrange
 from torch import nn
 
 from avblocks.audio.mel import LogMelSpectrogram, MelConfig
+from avblocks.memory import check_fits
 from avblocks.timing import as_fraction, frame_columns
 from avblocks.typing import Float, Tensor, shapecheck
 
@@ -53,6 +58,8 @@ class VideoLikeAudio(nn.Module):
         fps: video frame rate (int, float or :class:`fractions.Fraction`).
         input_sample_rate: rate of the waveforms given to ``forward``; ``None`` means
             ``mel.sample_rate``. When different, ``forward`` resamples first.
+        max_bytes: the most one ``forward`` may allocate (estimated); ``None``: the memory
+            limit of :mod:`avblocks.memory`.
 
     Raises:
         ValueError: if ``mel.sample_rate / (fps * mel.hop)`` is not a whole number (the message
@@ -66,9 +73,11 @@ class VideoLikeAudio(nn.Module):
         mel: MelConfig,
         fps: int | float | Fraction,
         input_sample_rate: int | None = None,
+        max_bytes: int | None = None,
     ):
         super().__init__()
         self.mel = mel
+        self.max_bytes = max_bytes
         self.fps = as_fraction(fps)
         if input_sample_rate is None:
             input_sample_rate = mel.sample_rate
@@ -114,10 +123,27 @@ class VideoLikeAudio(nn.Module):
             waveform, self.input_sample_rate, self.mel.sample_rate
         )
 
+    def output_bytes(self, batch: int, num_samples: int) -> int:
+        """What ``forward`` allocates for ``batch`` x ``num_samples`` samples at
+        ``input_sample_rate`` (all channels): the resampled copy, the complex STFT (8 bytes a
+        bin), its magnitude and mel projection, and the output."""
+        n = num_samples * self.mel.sample_rate // self.input_sample_rate
+        columns = n // self.mel.hop + 1
+        bins = self.mel.n_fft // 2 + 1
+        return batch * (4 * n + columns * (12 * bins + 8 * self.mel.n_mels))
+
+    def _check_size(self, waveform: Tensor) -> None:
+        batch = waveform.shape[0] * (waveform.shape[1] if waveform.ndim == 3 else 1)
+        nbytes = self.output_bytes(batch, waveform.shape[-1])
+        seconds = waveform.shape[-1] / self.input_sample_rate
+        check_fits(f"video-like audio of {batch} waveform(s) of {seconds:.1f} s", nbytes, self.max_bytes)
+
     @shapecheck
     def forward(
         self, waveform: Float[Tensor, "b n"] | Float[Tensor, "b ch n"]
     ) -> Float[Tensor, "b c t f w"]:
+        if not torch.compiler.is_compiling():
+            self._check_size(waveform)
         x = self.resample(waveform)
         if x.ndim == 2:
             x = x[:, None]

@@ -21,6 +21,7 @@ from torch import nn
 
 from avblocks.atomic import atomic_write, atomic_write_text
 from avblocks.audio.mel import MelConfig
+from avblocks.saveload import reading
 from avblocks.typing import Float, Tensor, shapecheck
 
 __all__ = ["Vocoder", "GriffinLim", "vocos_config"]
@@ -220,9 +221,11 @@ class Vocoder(nn.Module):
             config = yaml.safe_load(f)
         model = cls(config=config)
         if (folder / SAFETENSORS_FILE).is_file():
-            state = load_file(folder / SAFETENSORS_FILE, device="cpu")
+            with reading(folder / SAFETENSORS_FILE):
+                state = load_file(folder / SAFETENSORS_FILE, device="cpu")
         elif (folder / TORCH_FILE).is_file():
-            state = torch.load(folder / TORCH_FILE, map_location="cpu", weights_only=True)
+            with reading(folder / TORCH_FILE):
+                state = torch.load(folder / TORCH_FILE, map_location="cpu", weights_only=True)
         else:
             raise FileNotFoundError(f"no {SAFETENSORS_FILE} or {TORCH_FILE} in {folder}")
         result = model.vocos.load_state_dict(state, strict=False)

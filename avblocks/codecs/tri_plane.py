@@ -42,7 +42,7 @@ from torch import nn
 from avblocks.codecs.audio_frames import AudioFrames
 from avblocks.dit.plane_pack import PlanePack
 from avblocks.dit.plane_stack import PlaneStack
-from avblocks.latent.mdsa import MDSA, AVLatent
+from avblocks.latent.mdsa import MDSA, AVLatent, MDSAConfig
 from avblocks.spec import AVSpec
 from avblocks.typing import Float, Tensor, shapecheck
 
@@ -83,20 +83,25 @@ class TriPlaneCodec(nn.Module):
     def __init__(self, spec: AVSpec, autoencoder: MDSA, *, patch: int | Sequence[int] = 1,
                  layout: str = "canvas", inverse: nn.Module | None = None):
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout ({layout!r}) must be one of {LAYOUTS}")
         self.spec = spec
         self.audio = AudioFrames(spec, inverse)
         self.autoencoder = autoencoder.eval().requires_grad_(False)
-        cfg = autoencoder.config
-        patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-        self.patch = patch
+        self.patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
         self.layout_name = layout
-        shapes = tri_plane_shapes(spec, cfg.video_patch, cfg.audio_patch)
+        self.layout = self.plane_layout(spec, autoencoder.config, patch, layout)
+
+    @staticmethod
+    def plane_layout(spec: AVSpec, config: MDSAConfig, patch: int | Sequence[int] = 1,
+                     layout: str = "canvas") -> PlaneStack | PlanePack:
+        """The latent layout of an autoencoder with ``config`` on ``spec``'s clips, for a
+        denoiser with ``patch``: known from the configs alone (no weights needed)."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout ({layout!r}) must be one of {LAYOUTS}")
+        patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+        shapes = tri_plane_shapes(spec, config.video_patch, config.audio_patch)
         if layout == "canvas":
-            self.layout = PlaneStack(shapes=shapes, channels=cfg.latent_channels, multiple=math.lcm(*patch))
-        else:
-            self.layout = PlanePack(shapes=shapes, channels=cfg.latent_channels)
+            return PlaneStack(shapes=shapes, channels=config.latent_channels, multiple=math.lcm(*patch))
+        return PlanePack(shapes=shapes, channels=config.latent_channels)
 
     # ---------------------------------------------------------------- layout
     @property

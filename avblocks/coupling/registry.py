@@ -6,9 +6,10 @@ into a module (``None`` for ``kind="none"``: two streams that never meet, the ba
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from avblocks.attention.time_rope import TimeRotary
+from avblocks.config_rules import at_least, in_range
 from avblocks.coupling.adapters import BiBlockCoupling, GCMCoupling, RandomShiftCoupling
 from avblocks.coupling.base import Coupling
 from avblocks.coupling.cross import GatedCrossAttention
@@ -40,14 +41,15 @@ class CouplingConfig:
     """
 
     kind: CouplingKind = "cross"
-    every: int = 1  # a coupling after every k-th block: blocks k-1, 2k-1, ...
-    heads: int = 4
-    window: float | None = None  # seconds each token sees of the other stream (None: all)
-    groups: int = 4  # gcm: aligned groups of video frames
-    block_frames: int = 1  # biblock: video frames per block
-    halo: int = 0  # biblock: neighbouring blocks seen on each side
-    shift_window: int = 5  # random_shift: audio frames seen per video frame
-    max_shift: int = 2  # random_shift: largest random shift in audio frames (training)
+    every: Annotated[int, at_least(1)] = 1  # a coupling after every k-th block: blocks k-1, 2k-1, ...
+    heads: Annotated[int, at_least(1)] = 4
+    # seconds each token sees of the other stream (None: all)
+    window: Annotated[float | None, in_range(0, 1e6, lo_open=True)] = None
+    groups: Annotated[int, at_least(1)] = 4  # gcm: aligned groups of video frames
+    block_frames: Annotated[int, at_least(1)] = 1  # biblock: video frames per block
+    halo: Annotated[int, at_least(0)] = 0  # biblock: neighbouring blocks seen on each side
+    shift_window: Annotated[int, at_least(1)] = 5  # random_shift: audio frames seen per video frame
+    max_shift: Annotated[int, at_least(0)] = 2  # random_shift: largest random shift in audio frames (training)
 
 
 def build_coupling(config: CouplingConfig, *, video_dim: int, audio_dim: int,

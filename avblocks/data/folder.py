@@ -26,14 +26,22 @@ Choices:
 - **Skipped files**: unreadable, empty, audio-less, too short or not-really-media files are
   left out at indexing, each with a warning, listed in ``dataset.skipped`` (path -> reason),
   plus one summary warning.
-- **Read failures**: a file that fails when a clip is read (e.g. damaged after indexing)
-  never stops an epoch: a warning is issued, the file is recorded in ``dataset.failed``
-  (path -> reason; per process, so per DataLoader worker) and not read again, and the item is
-  replaced by the *next clip in index order* (wrapping around) whose file still reads, so the
-  substitute is deterministic. Only if no file reads at all is a black, silent clip returned (at ``size``, or
-  the native size of the clip's file when ``size`` is None).
+- **Read failures**: a read that fails is tried again ``read_retries`` times (waiting
+  ``retry_delay`` seconds, doubled each time: a network file system's hiccup is not a bad
+  file). A file that still fails and never read before (e.g. damaged after indexing) is
+  recorded in ``dataset.failed`` (path -> reason; per process, so per DataLoader worker) with
+  a warning and not read again, and the item is replaced by the *next clip in index order*
+  (wrapping around) whose file still reads, so the substitute is deterministic; the item says
+  so (``substitute=True``) and ``dataset.substitutions`` counts them. Only if no file reads at
+  all is a black, silent clip returned (at ``size``, or the native size of the clip's file
+  when ``size`` is None).
+- **Failures are bounded**: a :class:`DataError` stops the reading (and so the run) when a
+  file that read fine earlier in this process fails (the data changed under the run: a
+  folder moved away, a disk unmounted; training on substitutes would hide it), or when more
+  than ``max_bad_fraction`` of the indexed files have failed (None: no bound).
 - **Items**: ``dict(video=3 t h w float in [-1, 1], audio=ch n float, label=int, path=str,
-  start=float seconds)``; ``path``/``start``/``label`` describe the clip actually returned.
+  start=float seconds, substitute=bool)``; ``path``/``start``/``label`` describe the clip
+  actually returned.
 - **Summary**: :meth:`VideoFolder.summary` says, in a few lines, how many files and clips, the
   classes with their clip counts, the split and every skipped file with its reason.
 """
@@ -41,6 +49,7 @@ Choices:
 import hashlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
@@ -55,7 +64,7 @@ from avblocks.data.folder_layout import HeldOutSplit, class_of_files
 from avblocks.data.media import MediaError, MediaInfo, probe, read_clip
 from avblocks.timing import as_fraction
 
-__all__ = ["VideoFolder", "default_cache_dir"]
+__all__ = ["DataError", "VideoFolder", "default_cache_dir"]
 
 _CACHE_VERSION = 1
 
@@ -71,6 +80,10 @@ def _valid(entry) -> bool:
         return True
     info = entry.get("info")
     return isinstance(info, dict) and set(info) == _INFO_FIELDS
+
+
+class DataError(RuntimeError):
+    """Reading stopped: a file that read before fails now, or too many files failed."""
 
 
 def default_cache_dir() -> Path:
@@ -102,6 +115,9 @@ class VideoFolder(Dataset):
         split: str = "all",
         held_out: float = 0.0,
         held_out_by: str = "file",
+        read_retries: int = 2,
+        retry_delay: float = 0.05,
+        max_bad_fraction: float | None = None,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -113,6 +129,11 @@ class VideoFolder(Dataset):
             raise ValueError(f"stride ({stride}) must be > 0 seconds or None")
         if sample_rate < 1 or channels < 1:
             raise ValueError(f"sample_rate ({sample_rate}) and channels ({channels}) must be >= 1")
+        if read_retries < 0 or retry_delay < 0:
+            raise ValueError(f"read_retries ({read_retries}) and retry_delay ({retry_delay}) must be >= 0")
+        if max_bad_fraction is not None and not 0 <= max_bad_fraction <= 1:
+            raise ValueError(f"max_bad_fraction ({max_bad_fraction}) must lie in [0, 1] or be None")
+        self.read_retries, self.retry_delay, self.max_bad_fraction = read_retries, retry_delay, max_bad_fraction
         self.num_frames, self.size, self.sample_rate = num_frames, size, sample_rate
         self.channels, self.audio_slack = channels, audio_slack
         self.duration = num_frames / self.fps
@@ -125,6 +146,8 @@ class VideoFolder(Dataset):
 
         self.skipped: dict[str, str] = {}
         self.failed: dict[str, str] = {}
+        self.substitutions = 0  # items this process returned in place of an unreadable clip
+        self._read_ok: set[str] = set()  # files that read fine in this process
         self.num_probed = 0  # files probed by this construction (0 when the cache served all)
         self.clips: list[tuple[str, Fraction]] = []
         self._infos: dict[str, MediaInfo] = {}
@@ -275,18 +298,45 @@ class VideoFolder(Dataset):
             if path in self.failed:
                 continue
             try:
-                return self._read(path, start)
+                item = self._read_retrying(path, start)
             except (MediaError, OSError) as e:
-                self.failed[path] = getattr(e, "reason", str(e))
-                warnings.warn(
-                    f"VideoFolder: {path} failed at read time ({self.failed[path]});"
-                    " substituting the next readable clip",
-                    stacklevel=2,
-                )
+                self._fail(path, getattr(e, "reason", str(e)))
+                continue
+            self.substitutions += j > 0
+            return item | {"substitute": j > 0}
         warnings.warn(
             "VideoFolder: no file can be read; returning a black, silent clip", stacklevel=2
         )
         return self._blank(*self.clips[i])
+
+    def _read_retrying(self, path: str, start: Fraction) -> dict:
+        for attempt in range(self.read_retries + 1):
+            try:
+                item = self._read(path, start)
+            except (MediaError, OSError):
+                if attempt == self.read_retries:
+                    raise
+                time.sleep(self.retry_delay * 2**attempt)
+            else:
+                self._read_ok.add(path)
+                return item
+        raise AssertionError("unreachable")
+
+    def _fail(self, path: str, reason: str) -> None:
+        """Record ``path`` as unreadable, or stop (see the module docstring)."""
+        tries = f"{self.read_retries + 1} attempt(s)"
+        self.failed[path] = reason
+        if path in self._read_ok:
+            raise DataError(f"{path} read fine earlier and now fails after {tries} ({reason}): the data "
+                            "changed under the run (moved, deleted, unmounted or damaged?); stopping "
+                            "instead of training on substitutes")
+        warnings.warn(f"VideoFolder: {path} failed at read time after {tries} ({reason}); substituting "
+                      "the next readable clip", stacklevel=3)
+        files = len({p for p, _ in self.clips})
+        if self.max_bad_fraction is not None and len(self.failed) > self.max_bad_fraction * files:
+            shown = "; ".join(f"{p}: {r}" for p, r in list(self.failed.items())[:3])
+            raise DataError(f"{len(self.failed)} of the {files} files of {self.root} failed to read, more than "
+                            f"max_bad_fraction ({self.max_bad_fraction}) of them; stopping (first: {shown})")
 
     def _blank(self, path: str, start: Fraction) -> dict:
         info = self._infos[path]
@@ -298,6 +348,7 @@ class VideoFolder(Dataset):
             "label": self.labels[path],
             "path": path,
             "start": float(start),
+            "substitute": True,
         }
 
     def summary(self, also_skipped: dict[str, str] | None = None) -> str:

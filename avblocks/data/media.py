@@ -53,6 +53,12 @@ Alignment is by presentation timestamps, never by frame or sample counts:
 
 Every problem with a file (missing, empty, unreadable, no video or audio stream, too short
 for the request) raises :class:`MediaError`, a ``ValueError`` that names the path and reason.
+A file FFmpeg cannot seek in (a truncated mkv has lost its index) is decoded from its start
+instead (:mod:`avblocks.data.input_container`), and a request it cannot satisfy is reported
+as a damaged or truncated file. A request outside sane bounds (``fps=1e6``, sides over 16384)
+or whose decoded buffers would exceed the memory limit (``max_bytes``, else
+:func:`avblocks.memory.memory_limit`) is refused before decoding
+(:mod:`avblocks.data.request_bounds`).
 """
 
 import math
@@ -67,6 +73,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avblocks.data.input_container import open_input
+from avblocks.data.request_bounds import check_request, decoded_bytes
+from avblocks.memory import check_fits
 from avblocks.timing import as_fraction
 
 __all__ = ["MediaError", "MediaInfo", "Clip", "frame_times", "probe", "read_clip"]
@@ -221,7 +230,7 @@ def probe(path: "str | os.PathLike[str]") -> MediaInfo:
     path = Path(path)
     _check_file(path)
     try:
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             vstream, astream = _streams(container, path)
             v0 = _start(vstream, container)
             _rewind(container, vstream)
@@ -398,6 +407,25 @@ def _decode_audio(container, stream, t0: Fraction, t1: Fraction, path: Path):
     raise MediaError(path, "audio stream has no decodable samples")
 
 
+def _declared(container) -> str:
+    seconds = container.declared_duration
+    return "no duration" if seconds is None else f"{seconds:.3f} s"
+
+
+def _check_decoded_size(path: Path, vstream, astream, num_frames: int, size, duration: Fraction,
+                        max_bytes: int | None) -> None:
+    h, w = size if size is not None else (vstream.codec_context.height, vstream.codec_context.width)
+    rate = astream.codec_context.sample_rate or 0
+    seconds = float(duration + 2 * (_AUDIO_MARGIN + _AUDIO_WARMUP))
+    nbytes = decoded_bytes(num_frames=num_frames, height=h, width=w, seconds=seconds, source_rate=rate,
+                           source_channels=astream.codec_context.channels)
+    try:
+        check_fits(f"reading {num_frames} frames of {h} x {w} and {float(duration):.3f} s of audio",
+                   nbytes, max_bytes)
+    except ValueError as e:
+        raise MediaError(path, str(e)) from None
+
+
 def _mix(x: np.ndarray, channels: int) -> np.ndarray:
     src = x.shape[0]
     if channels == src:
@@ -421,12 +449,14 @@ def read_clip(
     size: tuple[int, int] | None = None,
     channels: int = 1,
     audio_slack: float = 0.1,
+    max_bytes: int | None = None,
 ) -> Clip:
     """Read ``num_frames`` video frames at ``fps`` from ``start`` seconds and their audio.
 
     Returns :class:`Clip` with ``video`` ``3 t h w`` float32 in [-1, 1] and ``audio``
     ``channels n`` float32 with ``n = round(num_frames * sample_rate / fps)``. See the module
-    docstring for every alignment, padding, resizing and channel choice.
+    docstring for every alignment, padding, resizing and channel choice. ``max_bytes``: the
+    most the decoded buffers may take (default: :func:`avblocks.memory.memory_limit`).
     """
     if num_frames < 1:
         raise ValueError(f"num_frames ({num_frames}) must be >= 1")
@@ -440,14 +470,16 @@ def read_clip(
         raise ValueError(f"audio_slack ({audio_slack}) must be >= 0 seconds")
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size ({size}) must be None or (h, w) with h, w >= 1")
+    check_request(num_frames=num_frames, fps=fps_q, sample_rate=sample_rate, size=size, channels=channels)
     path = Path(path)
     _check_file(path)
     duration = num_frames / fps_q
     n_out = round(duration * sample_rate)
     slack = as_fraction(audio_slack, "audio_slack", positive=False)
     try:
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             vstream, astream = _streams(container, path)
+            _check_decoded_size(path, vstream, astream, num_frames, size, duration, max_bytes)
             origin = _start(vstream, container)
             t0 = origin + start_q
             frames = _decode_video(container, vstream, frame_times(t0, num_frames, fps_q), size, path)
@@ -455,7 +487,10 @@ def read_clip(
             x, a0 = _decode_audio(
                 container, astream, t0 - _AUDIO_MARGIN, t0 + duration + _AUDIO_MARGIN, path
             )
-    except MediaError:
+    except MediaError as e:
+        if container.seek_failed:  # the index is gone: what was asked may lie past the cut
+            raise MediaError(path, f"damaged or truncated: FFmpeg cannot seek in it (header: "
+                             f"{_declared(container)}), so it was decoded from the start, and {e.reason}") from e
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise MediaError(path, f"cannot read ({_why(e)})") from e

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from avblocks.atomic import atomic_path
-from avblocks.saveload import CheckpointError
+from avblocks.saveload import CheckpointError, reading
 from avblocks.typing import Tensor
 
 __all__ = [
@@ -80,7 +80,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with reading(path), safe_open(str(path), framework="pt", device="cpu") as f:
         saved = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     params = dict(model.named_parameters())
     expected = adapter_state_dict(model)

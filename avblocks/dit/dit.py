@@ -58,7 +58,7 @@ from avblocks.attention.positional import dit_sincos_2d
 from avblocks.dit.blocks import DiTBlock, FinalLayer
 from avblocks.dit.embedders import LabelEmbedder, TimestepEmbedder
 from avblocks.dit.patch import PatchEmbed2d
-from avblocks.saveload import CheckpointError, SaveLoadMixin, load_state_dict_strict
+from avblocks.saveload import CheckpointError, SaveLoadMixin, load_state_dict_strict, reading
 from avblocks.typing import TYPECHECK, Float, Tensor, shapecheck
 
 __all__ = ["DiTConfig", "DiT", "DIT_PRESETS", "load_dit_checkpoint", "read_dit_state_dict"]
@@ -316,7 +316,7 @@ def read_dit_state_dict(path: str | os.PathLike, *, key: str | None = None) -> d
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with reading(path), safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     if path.suffix not in {".pt", ".pth", ".bin", ".ckpt"}:
         raise CheckpointError(

@@ -27,10 +27,12 @@ Choices (ProAV-DiT publishes no code; each is ours):
 """
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from avblocks.config_rules import at_least
 from avblocks.latent.fusion import STAGES, PlaneFusion
 from avblocks.latent.losses import kl_divergence
 from avblocks.latent.planes import PLANES
@@ -89,16 +91,16 @@ class Posterior:
 
 @dataclass
 class MDSAConfig:
-    video_patch: tuple[int, int, int] = (1, 4, 4)
-    audio_patch: tuple[int, int, int] = (1, 4, 2)
-    hidden_channels: int = 64
-    latent_channels: int = 8
-    depth: int = 2
-    heads: int = 4
-    scales: tuple[int, ...] = (1, 2, 4)
-    groups: int = 4
-    block_frames: int = 2
-    halo: int = 0
+    video_patch: Annotated[tuple[int, int, int], at_least(1)] = (1, 4, 4)
+    audio_patch: Annotated[tuple[int, int, int], at_least(1)] = (1, 4, 2)
+    hidden_channels: Annotated[int, at_least(1)] = 64
+    latent_channels: Annotated[int, at_least(1)] = 8
+    depth: Annotated[int, at_least(1)] = 2
+    heads: Annotated[int, at_least(1)] = 4
+    scales: Annotated[tuple[int, ...], at_least(1)] = (1, 2, 4)
+    groups: Annotated[int, at_least(1)] = 4
+    block_frames: Annotated[int, at_least(1)] = 2
+    halo: Annotated[int, at_least(0)] = 0
     pooling: str = "mean"
     stages: tuple[str, ...] = field(default_factory=lambda: STAGES)
 

@@ -9,7 +9,7 @@ conventions.
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,8 @@ from torch import nn
 from avblocks.audio.mel import MelConfig
 from avblocks.audio.normalize import LogMelNormalizer
 from avblocks.audio.video_like import VideoLikeAudio
+from avblocks.config_rules import at_least, in_range
+from avblocks.data.request_bounds import MAX_FPS, MAX_SAMPLE_RATE
 from avblocks.metrics.features import (
     FeatureExtractor,
     _resize_frames,
@@ -36,18 +38,18 @@ _Labels = Int[Tensor, "b"]  # an alias: ruff reads a lone "b" in an annotation a
 
 @dataclass
 class SyntheticFeatureNetConfig:
-    dim: int = 64
-    channels: tuple[int, ...] = (16, 32, 64)
-    temporal_channels: int = 64
-    num_classes: int = 4
-    num_frames: int = 16
-    size: int = 32
-    fps: int = 8
-    sample_rate: int = 16000
-    n_fft: int = 800
-    hop: int = 200
-    n_mels: int = 64
-    groups: int = 8
+    dim: Annotated[int, at_least(1)] = 64
+    channels: Annotated[tuple[int, ...], at_least(1)] = (16, 32, 64)
+    temporal_channels: Annotated[int, at_least(1)] = 64
+    num_classes: Annotated[int, at_least(1)] = 4
+    num_frames: Annotated[int, at_least(1)] = 16
+    size: Annotated[int, at_least(1)] = 32
+    fps: Annotated[int, in_range(1, MAX_FPS)] = 8
+    sample_rate: Annotated[int, in_range(1, MAX_SAMPLE_RATE)] = 16000
+    n_fft: Annotated[int, at_least(2)] = 800
+    hop: Annotated[int, at_least(1)] = 200
+    n_mels: Annotated[int, at_least(1)] = 64
+    groups: Annotated[int, at_least(1)] = 8
 
 
 def _halve(n: int, times: int) -> int:

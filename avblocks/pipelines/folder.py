@@ -22,7 +22,6 @@ Choices:
   (and at worst a hidden ``.<name>.*`` leftover), never a mixture.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,23 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from avblocks.checksums import folder_digests, mismatch
 from avblocks.saveload import CheckpointError
 
-__all__ = ["MANIFEST", "FORMAT_VERSION", "read_manifest", "verify_files", "write_folder", "sha256"]
+__all__ = ["MANIFEST", "FORMAT_VERSION", "read_manifest", "verify_files", "write_folder"]
 
 MANIFEST = "pipeline.json"
 """The manifest's file name: class, format version, spec, settings, components, hashes."""
 FORMAT_VERSION = 1
 """The folder format this version writes; a folder of another version is refused."""
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read ``chunk`` bytes at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _inside(folder: Path, name: str) -> Path:
@@ -91,12 +82,8 @@ def verify_files(folder: "str | os.PathLike[str]", manifest: dict[str, Any]) -> 
     if not isinstance(files, dict):
         raise CheckpointError(f"{folder / MANIFEST}: 'files' must map names to SHA-256 digests")
     for name, digest in files.items():
-        path = _inside(folder, name)
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing (listed in {folder / MANIFEST})")
-        actual = sha256(path)
-        if actual != digest:
-            raise CheckpointError(f"{path} is damaged: its SHA-256 is {actual}, {MANIFEST} records {digest}")
+        if (why := mismatch(_inside(folder, name), digest, str(folder / MANIFEST))) is not None:
+            raise CheckpointError(why)
 
 
 def component_folder(folder: "str | os.PathLike[str]", manifest: dict[str, Any], name: str) -> Path:
@@ -119,7 +106,7 @@ def write_folder(folder: "str | os.PathLike[str]", manifest: dict[str, Any],
     try:
         tmp.mkdir()
         write_components(tmp)
-        files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = folder_digests(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest | {"files": files}, indent=2, allow_nan=False) + "\n")
         if folder.exists():
             os.replace(folder, old)

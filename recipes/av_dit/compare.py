@@ -82,7 +82,7 @@ def _stage(folder: Path, recipe_class, config_file: str, overrides: list[str], t
         return json.loads((folder / "result.json").read_text())
     cfg = dataclasses.replace(load_config(recipe_class, CONFIGS / config_file, overrides), **replace)
     result = trainer(cfg)
-    atomic_write_text(folder / "result.json", json.dumps(result, indent=2))
+    atomic_write_json(folder / "result.json", result, nan_as_null=True)
     return result
 
 

@@ -28,26 +28,52 @@ Writes ``run.output_dir``: ``config.yaml``, ``checkpoints/``, ``log.jsonl``, ``m
 weights as ``config.json + model.safetensors``: ``DiT.from_pretrained`` loads it).
 """
 
+from pathlib import Path
+
 import torch
 
-from avblocks.codecs import ImageLatentCodec
+from avblocks.device import META
 from avblocks.dit.dit import DiT
 from recipes.av_dit.codec import encode_clips, load_codec
-from recipes.av_dit.config import PretrainRecipe
+from recipes.av_dit.config import AutoencoderRecipe, PretrainRecipe
+from recipes.av_dit.train_autoencoder import build_autoencoder
 from recipes.av_dit.trainer import build_ddpm, train_module
 from recipes.common import distributed as dist_utils
+from recipes.common import require
+from recipes.common.config import load_config
+from recipes.common.data import check_batch
+from recipes.common.estimates import require_model_fits
 from recipes.common.loop import run_entry_point, start_run
 
 
-def build_dit(cfg: PretrainRecipe, codec: ImageLatentCodec, clip_classes: int) -> DiT:
-    """The image DiT on the codec's latents, with ``2 x clip_classes`` image classes."""
+def autoencoder_run(run_dir: str) -> tuple[AutoencoderRecipe, int, int]:
+    """``(config, latent side, latent channels)`` of an autoencoder run, read from its
+    ``config.yaml`` alone (the model is built on the ``meta`` device): what the later stages
+    check their config against before anything is loaded."""
+    config_file = Path(run_dir) / "config.yaml"
+    require(config_file.is_file(), f"autoencoder ({run_dir}) must be an av_dit.train_autoencoder run "
+            "folder (it has no config.yaml)")
+    trained = load_config(AutoencoderRecipe, config_file)
+    with META:
+        autoencoder = build_autoencoder(trained)
+    return trained, autoencoder.latent_size(trained.data.size, trained.data.size)[0], autoencoder.latent_channels
+
+
+def validate(cfg: PretrainRecipe, *, world_size: int = 1) -> None:
+    """:meth:`PretrainRecipe.validate`, then what depends on the autoencoder run: a batch its
+    clips can fill, a patch that divides the latent side, and training that fits in memory."""
+    cfg.validate(world_size=world_size)
+    trained, side, channels = autoencoder_run(cfg.autoencoder)
+    check_batch(cfg.optim.batch_size, trained.data, source="the autoencoder run's data")
+    require(side % cfg.model.patch_size == 0,
+            f"model.patch_size ({cfg.model.patch_size}) must divide the latent side ({side})")
+    require_model_fits("model.*", lambda: build_dit(cfg, side, channels, trained.data.num_classes))
+
+
+def build_dit(cfg: PretrainRecipe, side: int, channels: int, clip_classes: int) -> DiT:
+    """The image DiT on ``channels x side x side`` latents, with ``2 x clip_classes`` image classes."""
     m = cfg.model
-    side = codec.latent_size[0]
-    if codec.latent_size[0] != codec.latent_size[1]:
-        raise ValueError(f"DiT needs square latents, got {codec.latent_size}")
-    if side % m.patch_size:
-        raise ValueError(f"model.patch_size ({m.patch_size}) must divide the latent side ({side})")
-    return DiT(input_size=side, patch_size=m.patch_size, in_channels=codec.channels, hidden_size=m.hidden_size,
+    return DiT(input_size=side, patch_size=m.patch_size, in_channels=channels, hidden_size=m.hidden_size,
                depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
                class_dropout_prob=m.class_dropout_prob, num_classes=2 * clip_classes,
                learn_sigma=m.learn_sigma)
@@ -72,12 +98,12 @@ def pick_images(latents: torch.Tensor, labels: torch.Tensor, frames: int, num_cl
 
 
 def train(cfg: PretrainRecipe) -> dict:
-    ctx, out = start_run(cfg, PretrainRecipe.validate)
+    ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     codec, data = load_codec(cfg.autoencoder)
     data.config.num_workers = cfg.data.num_workers
     latents, labels = encode_clips(data, codec.to(ctx.device).encode_frames, device=ctx.device)
-    model = build_dit(cfg, codec, data.num_classes)
+    model = build_dit(cfg, codec.latent_size[0], codec.channels, data.num_classes)
     ddpm = build_ddpm(cfg.diffusion)
     frames, classes = codec.num_frames, data.num_classes
 

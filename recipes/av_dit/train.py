@@ -30,23 +30,39 @@ the ``diffusion`` and ``sample`` sections as its sampling defaults), so
     AVDiTPipeline.from_pretrained("outputs/av_dit/adapters/pipeline")(labels=[0, 1]).save("clip.mp4")
 """
 
-import json
 from pathlib import Path
 
 import torch
 
+from avblocks.atomic import atomic_write_json
 from avblocks.codecs import ImageLatentCodec
 from avblocks.diffusion.frame_noise import mixed_frame_noise
 from avblocks.dit.adapter_io import save_adapters
 from avblocks.dit.av_dit import AVDiT
-from avblocks.dit.dit import DiT, load_dit_checkpoint
+from avblocks.dit.dit import DIT_PRESETS, DiT, DiTConfig, load_dit_checkpoint
 from avblocks.pipelines import AVDiTPipeline, DDPMSampling
 from recipes.av_dit.codec import encode_clips, load_codec
 from recipes.av_dit.config import AVDiTRecipe
+from recipes.av_dit.pretrain import autoencoder_run
 from recipes.av_dit.trainer import build_ddpm, train_module
 from recipes.common import distributed as dist_utils
+from recipes.common.config import require
+from recipes.common.data import check_batch
+from recipes.common.estimates import require_model_fits
 from recipes.common.loop import run_entry_point, start_run
 from recipes.common.watch import Probes
+
+
+def frozen_dit_config(cfg: AVDiTRecipe, side: int, channels: int) -> DiTConfig:
+    """The frozen backbone's architecture, read before any weight: the pretrain run's
+    ``model/config.json``, or ``dit_preset`` on ``channels x side x side`` latents."""
+    if cfg.dit_checkpoint is None:
+        folder = Path(cfg.pretrained) / "model"
+        require((folder / "config.json").is_file(),
+                f"pretrained ({cfg.pretrained}) must be an av_dit.pretrain run folder (it has no model/config.json)")
+        return DiT.load_config(folder)
+    require(cfg.dit_preset in DIT_PRESETS, f"dit_preset ({cfg.dit_preset!r}) must be one of {sorted(DIT_PRESETS)}")
+    return DiTConfig(**{**DIT_PRESETS[cfg.dit_preset], "input_size": side, "in_channels": channels})
 
 
 def frozen_dit(cfg: AVDiTRecipe, codec: ImageLatentCodec) -> DiT:
@@ -57,22 +73,41 @@ def frozen_dit(cfg: AVDiTRecipe, codec: ImageLatentCodec) -> DiT:
     return load_dit_checkpoint(dit, cfg.dit_checkpoint)
 
 
+def adapted(cfg: AVDiTRecipe, dit: DiTConfig, video_frames: int, audio_images: int, clip_classes: int) -> AVDiT:
+    """The AV-DiT ``cfg.model`` describes around a frozen DiT of architecture ``dit``."""
+    m = cfg.model
+    return AVDiT(dit=dit, video_frames=video_frames, audio_images=audio_images,
+                 lora_targets=tuple(m.lora_targets), lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+                 bottleneck=m.bottleneck, fusion_every=m.fusion_every,
+                 fusion_frame_local=m.fusion_frame_local, frame_noise_share=m.frame_noise_share,
+                 class_labels=m.class_labels, num_clip_classes=clip_classes,
+                 audio_label_offset=clip_classes if m.class_labels == "pretrained" else 0,
+                 class_dropout=m.class_dropout)
+
+
 def build_model(cfg: AVDiTRecipe, codec: ImageLatentCodec, clip_classes: int) -> AVDiT:
     dit = frozen_dit(cfg, codec)
     if codec.latent_size != (dit.input_size, dit.input_size) or codec.channels != dit.in_channels:
         raise ValueError(f"the DiT takes {dit.in_channels} x {dit.input_size} x {dit.input_size} latents, the "
                          f"autoencoder gives {codec.channels} x {codec.latent_size[0]} x {codec.latent_size[1]}")
-    m = cfg.model
-    model = AVDiT(dit=dit.config, video_frames=codec.num_frames, audio_images=codec.audio_images,
-                  lora_targets=tuple(m.lora_targets), lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                  bottleneck=m.bottleneck, fusion_every=m.fusion_every,
-                  fusion_frame_local=m.fusion_frame_local, frame_noise_share=m.frame_noise_share,
-                  class_labels=m.class_labels,
-                  num_clip_classes=clip_classes,
-                  audio_label_offset=clip_classes if m.class_labels == "pretrained" else 0,
-                  class_dropout=m.class_dropout)
+    model = adapted(cfg, dit.config, codec.num_frames, codec.audio_images, clip_classes)
     model.load_frozen(dit)
     return model
+
+
+def validate(cfg: AVDiTRecipe, *, world_size: int = 1) -> None:
+    """:meth:`AVDiTRecipe.validate`, then what depends on the earlier runs (read from their
+    configs alone): a batch the autoencoder run's clips can fill, a DiT that takes its latents,
+    and training that fits in memory."""
+    cfg.validate(world_size=world_size)
+    trained, side, channels = autoencoder_run(cfg.autoencoder)
+    check_batch(cfg.optim.batch_size, trained.data, source="the autoencoder run's data")
+    dit = frozen_dit_config(cfg, side, channels)
+    require(dit.input_size == side and dit.in_channels == channels,
+            f"the DiT takes {dit.in_channels} x {dit.input_size} x {dit.input_size} latents, the autoencoder "
+            f"({cfg.autoencoder}) gives {channels} x {side} x {side}")
+    require_model_fits("model.*", lambda: adapted(cfg, dit, trained.data.num_frames, trained.audio_images,
+                                                  trained.data.num_classes))
 
 
 def build_pipeline(cfg: AVDiTRecipe, codec: ImageLatentCodec, model: AVDiT) -> AVDiTPipeline:
@@ -90,7 +125,7 @@ def split_losses(pred: torch.Tensor, target: torch.Tensor, frames: int, audio_we
 
 
 def train(cfg: AVDiTRecipe) -> dict:
-    ctx, out = start_run(cfg, AVDiTRecipe.validate)
+    ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     codec, data = load_codec(cfg.autoencoder)
     data.config.num_workers = cfg.data.num_workers
@@ -135,7 +170,7 @@ def train(cfg: AVDiTRecipe) -> dict:
     if ctx.is_main:
         model.save_pretrained(out / "model")
         save_adapters(model, out / "adapters.safetensors")
-        (out / "parameters.json").write_text(json.dumps(counts, indent=2))
+        atomic_write_json(out / "parameters.json", counts)
         build_pipeline(cfg, codec, model).save_pretrained(out / "pipeline")
     dist_utils.barrier()
     return result

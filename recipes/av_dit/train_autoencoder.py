@@ -21,11 +21,11 @@ weights, latent scale calibrated to unit std on the first ``run.calibration_clip
 whole image round trip).
 """
 
-import json
 
 import torch
 import torch.nn.functional as F
 
+from avblocks.atomic import atomic_write_json
 from avblocks.codecs import ImageLatentCodec
 from avblocks.device import to_device
 from avblocks.latent.image_autoencoder import ImageAutoencoder
@@ -34,6 +34,7 @@ from recipes.av_dit.config import AutoencoderLossConfig, AutoencoderRecipe
 from recipes.av_dit.trainer import train_module
 from recipes.common import distributed as dist_utils
 from recipes.common.data import ClipData
+from recipes.common.estimates import require_clips_fit, require_model_fits
 from recipes.common.loop import run_entry_point, start_run
 
 
@@ -72,8 +73,17 @@ def evaluate(ae: ImageAutoencoder, layout: ImageLatentCodec, data: ClipData, num
             "audio_layout_l1": round(layout.audio_round_trip_error(audio), 4)}
 
 
+def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
+    """:meth:`AutoencoderRecipe.validate`, then whether the run fits in memory: every training
+    clip is rendered to images and kept (``data.num_clips``), and the model trains."""
+    cfg.validate(world_size=world_size)
+    if cfg.data.folder is None:  # a folder's clips are counted once it is indexed
+        require_clips_fit("data.num_clips (rendered once and kept)", cfg.data.num_clips, cfg.data)
+    require_model_fits("model.*", lambda: build_autoencoder(cfg))
+
+
 def train(cfg: AutoencoderRecipe) -> dict:
-    ctx, out = start_run(cfg, AutoencoderRecipe.validate)
+    ctx, out = start_run(cfg, validate)
     torch.manual_seed(cfg.run.seed)
     data = ClipData(cfg.data)
     layout = ImageLatentCodec(data.spec, audio_images=cfg.audio_images, inverse=data.audio.inverse).to(ctx.device)
@@ -95,7 +105,7 @@ def train(cfg: AutoencoderRecipe) -> dict:
         scale = model.calibrate_scale(cache[: cfg.run.calibration_clips].to(ctx.device))
         model.save_pretrained(out / "model")
         result |= {"latent_scale": round(scale, 5), "eval": evaluate(model, layout, data, cfg.run.eval_clips)}
-        (out / "eval.json").write_text(json.dumps(result["eval"], indent=2))
+        atomic_write_json(out / "eval.json", result["eval"], nan_as_null=True)
     dist_utils.barrier()
     return result
 

@@ -5,8 +5,11 @@
 
 Overrides use dotted paths into the dataclass tree; values are parsed as YAML scalars (so
 `1e-3`, `true`, `[1, 4, 4]` and `null` mean what they look like). Everything is validated by
-:func:`avblocks.config.config_from_dict` before anything is built: an unknown key, a wrong type
-or a missing required field fails with an error that names the key.
+:func:`avblocks.config.config_from_dict` before anything is built: an unknown key, a wrong type,
+a missing required field or a value that breaks the rule its field declares
+(:mod:`avblocks.config_rules`) fails with an error that names the key; a YAML syntax error names
+the file, line and column. What spans several fields is each recipe's ``validate``, made of
+:func:`require` (and :func:`require_fits` for what must fit in memory).
 """
 
 import argparse
@@ -18,6 +21,7 @@ import yaml
 
 from avblocks.atomic import atomic_write_text
 from avblocks.config import ConfigError, config_from_dict, config_to_dict
+from avblocks.memory import MemoryLimitError, check_fits
 
 C = TypeVar("C")
 
@@ -46,20 +50,28 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
     node[parts[-1]] = parse_value(text.strip())
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: ``{}``); errors name the file."""
+    if not Path(path).is_file():
+        hint = "" if Path(path).suffix else " (a shipped config by name: avblocks run RECIPE --config NAME)"
+        raise ConfigError(f"config file {path} does not exist{hint}")
+    try:
+        with open(path, encoding="utf-8") as stream:  # a stream: the error marks name the file
+            loaded = yaml.safe_load(stream)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} cannot be read: {e}") from e
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+    return loaded or {}
+
+
 def load_config(config_class: type[C], path: str | Path | None = None, overrides=()) -> C:
     """Build ``config_class`` from an optional YAML file and a list of ``key=value`` strings."""
     tree: dict[str, Any] = {}
     if path is not None:
-        if not Path(path).is_file():
-            hint = "" if Path(path).suffix else " (a shipped config by name: avblocks run RECIPE --config NAME)"
-            raise ConfigError(f"config file {path} does not exist{hint}")
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
-        tree = loaded or {}
+        tree = read_yaml(path)
     for override in overrides:
         apply_override(tree, override)
     return config_from_dict(config_class, tree)
@@ -75,6 +87,15 @@ def require(ok: bool, message: str) -> None:
     ``message`` (which names the fields and their values) unless ``ok``."""
     if not ok:
         raise ConfigError(message)
+
+
+def require_fits(what: str, nbytes: float) -> None:
+    """:func:`require` for memory: a :class:`ConfigError` when ``what`` (which names the fields
+    and their values) would need more than the memory limit (:mod:`avblocks.memory`)."""
+    try:
+        check_fits(what, nbytes)
+    except MemoryLimitError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_cli(config_class: type[C], argv=None, description: str = "") -> C:

@@ -26,7 +26,10 @@ Fault injection (tests only): the environment variable ``AVBLOCKS_FAULTS`` holds
 - ``nan_weights@S``: after the optimizer step of step ``S`` one weight becomes NaN (once per
   process);
 - ``pad_checkpoint_mb=N``: checkpoints carry an extra ``N`` MB tensor, so that saving takes
-  long enough for a test to kill the process inside ``torch.save``.
+  long enough for a test to kill the process inside ``torch.save``;
+- ``stop_after@S``: once global step ``S`` is done (logged, checkpointed), raise
+  :class:`InjectedStop` carrying that step's loss, so a test can look at one step of any
+  trainer without waiting for the run to end.
 
 Without the variable every hook is the identity.
 """
@@ -44,6 +47,7 @@ from torch import nn
 __all__ = [
     "FAULTS_ENV",
     "FaultInjection",
+    "InjectedStop",
     "NonFiniteError",
     "NonFiniteGuard",
     "Policy",
@@ -58,6 +62,14 @@ FAULTS_ENV = "AVBLOCKS_FAULTS"
 
 class NonFiniteError(FloatingPointError):
     """Training met a NaN/Inf it was configured not to get past."""
+
+
+class InjectedStop(Exception):
+    """``stop_after@S`` (tests only): the run stopped after step ``step``, whose loss was ``loss``."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"stopped after step {step} ({FAULTS_ENV}); its loss was {loss}")
+        self.step, self.loss = step, loss
 
 
 def find_non_finite(tree: Any, where: str = "") -> str | None:
@@ -139,6 +151,7 @@ class FaultInjection:
     nan_loss_steps: set[int] = field(default_factory=set)
     nan_weights_steps: set[int] = field(default_factory=set)
     pad_checkpoint_mb: float = 0.0
+    stop_after: int | None = None
 
     @classmethod
     def from_env(cls, environ=None) -> "FaultInjection":
@@ -153,6 +166,8 @@ class FaultInjection:
                 faults.nan_weights_steps |= _parse_steps(entry[len("nan_weights@"):], entry)
             elif entry.startswith("pad_checkpoint_mb="):
                 faults.pad_checkpoint_mb = float(entry.split("=", 1)[1])
+            elif entry.startswith("stop_after@"):
+                faults.stop_after = min(_parse_steps(entry[len("stop_after@"):], entry))
             else:
                 raise ValueError(f"{FAULTS_ENV}: unknown fault {entry!r}")
         return faults
@@ -165,6 +180,10 @@ class FaultInjection:
             self.nan_weights_steps.discard(step)
             with torch.no_grad():
                 next(model.parameters()).view(-1)[0] = float("nan")
+
+    def stop(self, step: int, loss: torch.Tensor | float) -> None:
+        if step == self.stop_after:
+            raise InjectedStop(step, float(loss))
 
     def pad(self, state: dict[str, Any]) -> dict[str, Any]:
         if self.pad_checkpoint_mb <= 0:

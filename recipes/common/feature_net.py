@@ -29,15 +29,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from avblocks.atomic import atomic_write
-from avblocks.config import ConfigError
+from avblocks.atomic import atomic_write, atomic_write_json
+from avblocks.config import ConfigError, check_fields
+from avblocks.config_rules import SEED, at_least, in_range
 from avblocks.data import SyntheticSoundingVideo
 from avblocks.device import resolve_device, to_device
 from avblocks.metrics.features import (
@@ -46,37 +49,41 @@ from avblocks.metrics.features import (
     extract_video_features,
 )
 from avblocks.metrics.synthetic_features import SyntheticFeatureNet, SyntheticFeatureNetConfig
-from recipes.common.config import dump_config, load_config
+from recipes.common import run_lock
+from recipes.common.config import dump_config, load_config, require, require_fits
+from recipes.common.data import DataConfig
+from recipes.common.estimates import training_state_bytes
+from recipes.common.faults import FaultInjection
 from recipes.common.schedule import StepBatchSampler, warmup_cosine
 from recipes.common.watch import Watch
 
 
 @dataclass
 class FeatureDataConfig:
-    num_clips: int = 16384  # training pool (clip i is a function of (seed, i) only)
-    seed: int = 0
-    held_out_seed: int = 10_000  # accuracy split and the first real split of the table
-    second_seed: int = 20_000  # the second real split of the table
-    held_out_clips: int = 256
+    num_clips: Annotated[int, at_least(1)] = 16384  # training pool (clip i is a function of (seed, i) only)
+    seed: Annotated[int, SEED] = 0
+    held_out_seed: Annotated[int, SEED] = 10_000  # accuracy split and the first real split of the table
+    second_seed: Annotated[int, SEED] = 20_000  # the second real split of the table
+    held_out_clips: Annotated[int, at_least(2)] = 256
 
 
 @dataclass
 class FeatureOptimConfig:
-    steps: int = 400
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: int = 20
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
+    steps: Annotated[int, at_least(1)] = 400
+    batch_size: Annotated[int, at_least(1)] = 16
+    lr: Annotated[float, in_range(0, 10, lo_open=True)] = 2e-3
+    weight_decay: Annotated[float, in_range(0, 10)] = 1e-4
+    warmup: Annotated[int, at_least(0)] = 20
+    min_lr_ratio: Annotated[float, in_range(0, 1)] = 0.05
+    grad_clip: Annotated[float, at_least(0)] = 1.0  # 0: no clipping
 
 
 @dataclass
 class FeatureRunConfig:
     output_dir: str = "outputs/features"
-    seed: int = 0
-    log_every: int = 50
-    threads: int = 1  # torch.set_num_threads; 0 leaves PyTorch's default
+    seed: Annotated[int, SEED] = 0
+    log_every: Annotated[int, at_least(1)] = 50
+    threads: Annotated[int, in_range(0, 1024)] = 1  # torch.set_num_threads; 0 leaves PyTorch's default
     distances: bool = True  # write the real-vs-corrupted distance table
     progress: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -264,13 +271,46 @@ def format_table(rows: list[dict]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def validate(cfg: FeatureRecipe) -> None:
+    """What spans several fields (each field's own bounds are declared on it), and whether the
+    run fits in memory: the held-out splits are kept whole, the second one in every corrupted
+    copy of the distance table."""
+    o, d, m = cfg.optim, cfg.data, cfg.model
+    require(o.warmup <= o.steps, f"optim.warmup ({o.warmup}) must be <= optim.steps ({o.steps})")
+    require(o.batch_size <= d.num_clips, f"optim.batch_size ({o.batch_size}) must be <= data.num_clips "
+            f"({d.num_clips})")
+    require_fits(f"shuffling data.num_clips ({d.num_clips}) synthetic clips", 8 * d.num_clips)
+    clip = DataConfig(num_frames=m.num_frames, size=m.size, fps=Fraction(m.fps), sample_rate=m.sample_rate,
+                      n_fft=m.n_fft, hop=m.hop, n_mels=m.n_mels).clip_bytes()
+    copies = 2 + (len(VIDEO_CORRUPTIONS) + len(AUDIO_CORRUPTIONS) if cfg.run.distances else 0)
+    require_fits(f"data.held_out_clips ({d.held_out_clips}) x {copies} splits and corrupted copies of "
+                 f"model.num_frames ({m.num_frames}) x model.size ({m.size})^2 clips", d.held_out_clips * copies * clip)
+    try:  # the clips it trains on
+        synthetic_split(m, num_clips=d.num_clips, seed=d.seed)
+    except ValueError as e:
+        raise ConfigError(f"the synthetic set cannot make the clips model.* describes: {e}") from None
+    require_fits("training the network of model.*",
+                 training_state_bytes(lambda: SyntheticFeatureNet.from_config(cfg.model)))
+
+
 def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
+    """Check ``cfg`` and resolve ``run.device`` (nothing written yet), hold the run folder's
+    lock (:mod:`recipes.common.run_lock`), train and write everything."""
+    check_fields(cfg)
     try:
         device = resolve_device(cfg.run.device)
     except ValueError as error:
         raise ConfigError(f"run.device: {error}") from None
+    validate(cfg)
     out = Path(cfg.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    run_lock.hold(out)
+    try:
+        return _train(cfg, out, device)
+    finally:
+        run_lock.release(out)
+
+
+def _train(cfg: FeatureRecipe, out: Path, device: torch.device) -> tuple[SyntheticFeatureNet, dict]:
     dump_config(cfg, out / "config.yaml")
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
@@ -286,6 +326,7 @@ def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
     loader = DataLoader(train_set, batch_sampler=sampler, generator=torch.Generator().manual_seed(cfg.run.seed))
 
     log_lines: list[str] = []
+    faults = FaultInjection.from_env()
     started, started_cpu = time.perf_counter(), time.process_time()
     net.train()
     with Watch(run=cfg.run, out=out, is_main=True, model=net, probes=None, start=0, total=o.steps,
@@ -295,9 +336,10 @@ def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
             losses = net.losses(batch["video"], batch["audio"], batch["label"], batch["event_frames"])
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip or float("inf"))
             opt.step()
             sched.step()
+            faults.stop(step, losses["total"].detach())
             if (step + 1) % cfg.run.log_every == 0 or step + 1 == o.steps:
                 record = {"step": step + 1} | {k: float(v.detach()) for k, v in losses.items() if k != "logits"}
                 log_lines.append(json.dumps(record))
@@ -318,7 +360,7 @@ def train(cfg: FeatureRecipe) -> tuple[SyntheticFeatureNet, dict]:
     if cfg.run.distances:
         second = load_split(synthetic_split(cfg.model, num_clips=cfg.data.held_out_clips, seed=cfg.data.second_seed))
         report["distances"] = distance_table(net, held_out, second, seed=cfg.run.seed)
-    atomic_write(out / "report.json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
+    atomic_write_json(out / "report.json", report, nan_as_null=True)
     if cfg.run.progress:
         print(f"trained {o.steps} steps in {train_seconds:.1f} s ({train_cpu_seconds:.1f} s CPU); held out: "
               + ", ".join(f"{k}={v:.3f}" for k, v in report["held_out"].items()))
@@ -335,6 +377,7 @@ def load_or_train(folder: str | Path, *, steps: int, seed: int = 0, progress: bo
     if (folder / "model" / "config.json").is_file():
         return SyntheticFeatureNet.from_pretrained(folder / "model", device=resolve_device("auto")).eval()
     cfg = load_config(FeatureRecipe, None, [
-        f"run.output_dir={folder}", f"optim.steps={steps}", "run.threads=0", "run.distances=false",
+        f"run.output_dir={folder}", f"optim.steps={steps}", f"optim.warmup={min(steps, FeatureOptimConfig.warmup)}",
+        "run.threads=0", "run.distances=false",
         f"run.seed={seed}", f"run.progress={str(progress).lower()}", *overrides])
     return train(cfg)[0].eval()

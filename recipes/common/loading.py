@@ -23,11 +23,13 @@ step's global batch (:class:`~recipes.common.schedule.StepBatchSampler` cut by
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from avblocks.config_rules import CHANGEABLE, in_range
 from avblocks.device import pin_memory
 from recipes.common.distributed import DistContext, ShardedBatchSampler
 from recipes.common.schedule import StepBatchSampler
@@ -43,7 +45,8 @@ class LoaderConfig:
     """The ``data`` section of a recipe that reads rows it has already encoded (latents):
     only how many loader processes read them."""
 
-    num_workers: int = 0  # loader processes making batches while the model trains (0: none)
+    # loader processes making batches while the model trains (0: none)
+    num_workers: Annotated[int, in_range(0, 256), CHANGEABLE] = 0
 
 
 def batch_seed(seed: int, step: int, rank: int = 0) -> int:

@@ -10,7 +10,9 @@ A trainer builds its model, optimizer, scheduler and EMA, then calls :func:`fit`
   device (``ctx.device``); it runs under autocast on that device when ``optim.precision`` is
   ``bf16`` or ``fp16`` and with gradient sync switched off except on the last micro-batch;
 - optionally ``after_step(step)``: work after the optimizer step (a discriminator update);
-  it returns more losses to log.
+  it returns more losses to log;
+- optionally ``report()``: counts to add to each ``log.jsonl`` line (read failures of the
+  data, :mod:`recipes.common.data`); an empty dict adds nothing.
 
 :func:`fit` does everything else, the same way for every recipe: resume from the newest
 checkpoint, the progress bar, gradient accumulation (``optim.grad_accum`` micro-batches),
@@ -27,9 +29,10 @@ autocast dtype (:mod:`avblocks.device`). On the CPU in ``fp32`` every step is th
 trainers ran before devices existed.
 
 Also here, what every trainer's set-up and entry point repeat: :func:`start_run` (device,
-process group, validation, output folder, ``config.yaml``), :func:`make_optimizer` (AdamW + warm-up
-cosine schedule), :func:`step_batches` (this rank's slice of every step's batch) and
-:func:`run_entry_point` (the ``main(argv)`` of a recipe module).
+process group, validation, the run folder's lock, the rerun check, ``config.yaml``),
+:func:`make_optimizer` (AdamW + warm-up cosine schedule), :func:`step_batches` (this rank's
+slice of every step's batch) and :func:`run_entry_point` (the ``main(argv)`` of a recipe
+module, which releases the run folder's lock however it ends).
 """
 
 import json
@@ -39,12 +42,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from tqdm import tqdm
 
-from avblocks.config import ConfigError
+from avblocks.config import ConfigError, check_fields
+from avblocks.config_rules import CHANGEABLE, SEED, at_least, in_range
 from avblocks.device import (
     Precision,
     autocast,
@@ -54,13 +58,10 @@ from avblocks.device import (
     to_device,
 )
 from recipes.common import distributed as dist_utils
-from recipes.common.config import dump_config, parse_cli
-from recipes.common.faults import (
-    FaultInjection,
-    NonFiniteError,
-    NonFiniteGuard,
-    remove_stale_temporaries,
-)
+from recipes.common import run_lock
+from recipes.common.config import dump_config, parse_cli, require
+from recipes.common.faults import FaultInjection, NonFiniteError, NonFiniteGuard
+from recipes.common.rerun import check_rerun, latest_step
 from recipes.common.schedule import StepBatchSampler, warmup_cosine
 from recipes.common.speed import check_sections
 from recipes.common.watch import Probes, Watch, tensorboard_hint
@@ -74,6 +75,7 @@ __all__ = [
     "fit",
     "make_optimizer",
     "run_entry_point",
+    "check_optim",
     "start_run",
     "step_batches",
 ]
@@ -88,16 +90,32 @@ class OptimConfig:
     A recipe subclasses it and redeclares only the fields whose default differs.
     """
 
-    steps: int = 1000  # optimizer steps of the whole run (a resumed run counts the earlier ones)
-    batch_size: int = 16  # clips per optimizer step, over all ranks and micro-batches
-    lr: float = 1e-3  # peak AdamW learning rate, reached after the warm-up
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay
-    warmup: int = 50  # steps of linear warm-up from 0 to lr
-    min_lr_ratio: float = 0.1  # the cosine decay ends at lr x this at the last step
-    grad_clip: float = 1.0  # the gradients' global norm is clipped to this
-    ema_decay: float = 0.995  # decay of the weights' exponential moving average (the kept model)
+    # optimizer steps of the whole run (a resumed run counts the earlier ones); a rerun may extend it
+    steps: Annotated[int, at_least(1), CHANGEABLE] = 1000
+    batch_size: Annotated[int, at_least(1)] = 16  # clips per optimizer step, over all ranks and micro-batches
+    # peak AdamW learning rate, reached after the warm-up; AdamW moves each weight by about lr a
+    # step, so no useful value is near 10, and huge ones make float32 weights inf after one step
+    lr: Annotated[float, in_range(0, 10, lo_open=True)] = 1e-3
+    weight_decay: Annotated[float, in_range(0, 10)] = 0.0  # AdamW's decoupled weight decay
+    warmup: Annotated[int, at_least(0)] = 50  # steps of linear warm-up from 0 to lr
+    min_lr_ratio: Annotated[float, in_range(0, 1)] = 0.1  # the cosine decay ends at lr x this at the last step
+    grad_clip: Annotated[float, at_least(0)] = 1.0  # the gradients' global norm is clipped to this (0: no clipping)
+    # decay of the weights' exponential moving average (the kept model)
+    ema_decay: Annotated[float, in_range(0, 1, hi_open=True)] = 0.995
     precision: Precision = "fp32"  # fp32 | bf16 | fp16: forward and loss under autocast to it (fp16: + loss scaling)
-    grad_accum: int = 1  # micro-batches per optimizer step; batch_size stays the global batch
+    # micro-batches per optimizer step; batch_size stays the global batch
+    grad_accum: Annotated[int, at_least(1)] = 1
+
+
+def check_optim(optim: OptimConfig, section: str = "optim", *, world_size: int = 1) -> None:
+    """What an optim section's fields must satisfy together (each field's own bounds are
+    declared on it): the warm-up fits in the run (a skipped, zero-step stage has none), and
+    the batch splits evenly over ranks and micro-batches."""
+    require(optim.steps == 0 or optim.warmup <= optim.steps,
+            f"{section}.warmup ({optim.warmup}) must be <= {section}.steps ({optim.steps})")
+    require(optim.batch_size % (world_size * optim.grad_accum) == 0,
+            f"{section}.batch_size ({optim.batch_size}) must be divisible by the number of ranks "
+            f"({world_size}) x {section}.grad_accum ({optim.grad_accum})")
 
 
 @dataclass
@@ -109,25 +127,32 @@ class RunConfig:
     """
 
     output_dir: str = "outputs/run"  # config.yaml, checkpoints/, log.jsonl and the model go here
-    seed: int = 0  # the initial weights, the batch order and (per rank) the noise derive from it
-    log_every: int = 10  # a log.jsonl line every this many steps
-    checkpoint_every: int = 200  # an atomic checkpoint every this many steps (and at the end)
-    keep_checkpoints: int = 3  # the newest this many checkpoints are kept
-    max_minutes: float = 0.0  # > 0: stop (and save) once this much wall time has passed
-    progress: bool = True  # the progress bar (rank 0)
-    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"  # see recipes.common.faults
-    max_rollbacks: int = 3  # rollbacks allowed before a non-finite step stops the run
+    seed: Annotated[int, SEED] = 0  # the initial weights, the batch order and (per rank) the noise derive from it
+    log_every: Annotated[int, at_least(1), CHANGEABLE] = 10  # a log.jsonl line every this many steps
+    # an atomic checkpoint every this many steps (and at the end)
+    checkpoint_every: Annotated[int, at_least(1), CHANGEABLE] = 200
+    keep_checkpoints: Annotated[int, at_least(1), CHANGEABLE] = 3  # the newest this many checkpoints are kept
+    # > 0: stop (and save) once this much wall time has passed
+    max_minutes: Annotated[float, at_least(0), CHANGEABLE] = 0.0
+    progress: Annotated[bool, CHANGEABLE] = True  # the progress bar (rank 0)
+    # see recipes.common.faults
+    on_nonfinite: Annotated[Literal["stop", "skip", "rollback"], CHANGEABLE] = "stop"
+    # rollbacks allowed before a non-finite step stops the run
+    max_rollbacks: Annotated[int, at_least(0), CHANGEABLE] = 3
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2)
     # watching (recipes.common.watch): TensorBoard events next to log.jsonl, a validation loss
     # on eval_clips held-out clips every eval_every steps and at the end (0: never), and
-    # `samples` clips (0: none) every sample_every steps (0: only at the end)
-    tensorboard: bool = True
-    eval_every: int = 250
-    eval_clips: int = 16
-    sample_every: int = 0
-    samples: int = 0  # the shipped configs set it; sampling costs seconds per set on a CPU
-    device: str = "auto"  # auto (cuda:LOCAL_RANK when CUDA is there, else cpu) | cpu | cuda | cuda:N
-    tf32: bool = True  # on CUDA, float32 matmuls / convolutions use TF32 (the CPU is unaffected)
+    # `samples` clips (0: none) every sample_every steps (0: only at the end); how a run is
+    # watched, not what it trains, so a rerun may change it
+    tensorboard: Annotated[bool, CHANGEABLE] = True
+    eval_every: Annotated[int, at_least(0), CHANGEABLE] = 250
+    eval_clips: Annotated[int, at_least(1), CHANGEABLE] = 16
+    sample_every: Annotated[int, at_least(0), CHANGEABLE] = 0
+    samples: Annotated[int, at_least(0), CHANGEABLE] = 0  # the shipped configs set it; a set costs seconds on a CPU
+    # auto (cuda:LOCAL_RANK when CUDA is there, else cpu) | cpu | cuda | cuda:N; a rerun may
+    # move the run to another device
+    device: Annotated[str, CHANGEABLE] = "auto"
+    tf32: Annotated[bool, CHANGEABLE] = True  # on CUDA, float32 matmuls / convolutions use TF32 (the CPU is unaffected)
 
 
 @dataclass
@@ -162,6 +187,7 @@ def fit(
     after_step: Callable[[int], dict[str, torch.Tensor]] | None = None,
     pairs: tuple[tuple[str, str], ...] = (("model", "optimizer"),),
     probes: Probes | None = None,
+    report: Callable[[], dict[str, Any]] | None = None,
 ) -> FitResult:
     """Train ``parts["model"]`` (wrapped for DDP/FSDP as ``net``) for ``optim.steps`` steps.
 
@@ -182,8 +208,8 @@ def fit(
         out / "checkpoints", keep=run.keep_checkpoints, ctx=ctx, seed=run.seed,
         sharded=ctx.enabled and run.parallel == "fsdp", pad=faults.pad, pairs=pairs)
     guard = NonFiniteGuard(run.on_nonfinite, run.max_rollbacks)
-    if ctx.is_main:
-        for leftover in remove_stale_temporaries(out / "checkpoints"):
+    if ctx.is_main:  # only the lock holder, which no live save but its own can be writing beside
+        for leftover in run_lock.remove_leftovers(out / "checkpoints"):
             print(f"removed {leftover.name}, left by an interrupted save")
 
     start = 0
@@ -229,7 +255,8 @@ def fit(
                     for key, value in losses.items():
                         totals[key] = totals.get(key, 0.0) + (value.detach() if k == 1 else value.detach() / k)
                 scaler.unscale_(opt)
-                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip))
+                grad_norm = dist_utils.full(torch.nn.utils.clip_grad_norm_(  # 0: measured, not clipped
+                    model.parameters(), optim.grad_clip or float("inf")))
                 # fp16: an overflowing gradient is the scaler's business (it skips the step and
                 # lowers the scale), not a fault
                 what = (None if torch.isfinite(totals["total"]) else f"loss ({totals['total'].item()})") or (
@@ -268,7 +295,8 @@ def fit(
                         totals = dict(zip(names, dist_utils.all_reduce_mean(values), strict=True))
                     scale = {"loss_scale": scaler.get_scale()} if scaler.is_enabled() else {}  # fp16: halves on overflow
                     log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0]} | scale
-                                         | {n: round(v.item(), 6) for n, v in totals.items()}) + "\n")
+                                         | {n: round(v.item(), 6) for n, v in totals.items()}
+                                         | (report() if report is not None else {})) + "\n")
                     watch.scalars(step, totals, lr=sched.get_last_lr()[0], grad_norm=grad_norm.item())
                 done = step + 1
                 out_of_time = run.max_minutes > 0 and dist_utils.any_rank(elapsed > 60 * run.max_minutes)
@@ -283,6 +311,7 @@ def fit(
                     if ctx.is_main:
                         print(f"time budget of {run.max_minutes} min reached at step {done}")
                     break
+                faults.stop(step, totals["total"])
             bar.close()
         watch.finish(done, log)
     return FitResult(steps=done, minutes=round((time.monotonic() - began) / 60, 2),
@@ -302,18 +331,59 @@ def run_device(run: RunConfig) -> torch.device:
     return device
 
 
-def start_run(cfg: Any, validate: Callable[..., None]) -> tuple[dist_utils.DistContext, Path]:
-    """Resolve ``run.device``, join the process group on it (if under torchrun),
-    ``validate(cfg, world_size=...)``, and on rank 0 create ``cfg.run.output_dir`` and write
-    the resolved ``config.yaml`` into it."""
+def start_run(cfg: Any, validate: Callable[..., None],
+              stages: dict[str, str] | None = None) -> tuple[dist_utils.DistContext, Path]:
+    """Check the config, then claim ``cfg.run.output_dir`` and write ``config.yaml`` into it.
+
+    In order, nothing written before the last step:
+
+    1. resolve ``run.device`` and join the process group on it (under torchrun), check every
+       field's declared rules
+       (:func:`avblocks.config.check_fields`: ``cfg`` may have been built in Python) and
+       ``validate(cfg, world_size=...)``; a refused config leaves no folder behind;
+    2. on rank 0: take the folder's lock (:mod:`recipes.common.run_lock`; a second run on the
+       folder is refused naming the holder) and compare ``cfg`` with the folder's saved
+       ``config.yaml`` (:func:`recipes.common.rerun.check_rerun`; ``stages`` maps each
+       checkpoint folder to the section counting its steps, ``{"checkpoints": "optim"}`` by
+       default); a refusal here releases the lock and leaves the folder as it was;
+    3. write ``config.yaml``, and record the allowed changes of a rerun in ``log.jsonl``.
+
+    A refusal on rank 0 is raised on every rank.
+    """
     ctx = dist_utils.init_distributed(device=run_device(cfg.run))
+    check_fields(cfg)
     validate(cfg, world_size=ctx.world_size)
     check_sections(cfg, ctx.device, sharded=ctx.enabled and cfg.run.parallel == "fsdp")
     out = Path(cfg.run.output_dir)
+    failure = None
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+        try:
+            _claim(cfg, out, stages or {"checkpoints": "optim"})
+        except (ConfigError, run_lock.RunFolderLocked) as e:
+            failure = e
+    shared = dist_utils.gather_objects(None if failure is None else (isinstance(failure, ConfigError),
+                                                                      str(failure)))[0]
+    if failure is not None:
+        raise failure
+    if shared is not None:
+        raise (ConfigError if shared[0] else run_lock.RunFolderLocked)(shared[1])
     return ctx, out
+
+
+def _claim(cfg: Any, out: Path, stages: dict[str, str]) -> None:
+    lock = run_lock.hold(out)
+    try:
+        changes = check_rerun(cfg, out, stages)
+    except ConfigError:
+        run_lock.release(lock.folder)
+        raise
+    dump_config(cfg, out / "config.yaml")
+    if changes:
+        step = latest_step(out / next(iter(stages))) or 0
+        print(f"{out}: resuming with a changed config: " +
+              "; ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items()))
+        with open(out / "log.jsonl", "a") as log:
+            log.write(json.dumps({"step": step, "config_changed": {k: list(v) for k, v in changes.items()}}) + "\n")
 
 
 def make_optimizer(params: Iterable, optim: OptimConfig) -> tuple[torch.optim.Optimizer,
@@ -372,6 +442,7 @@ def run_entry_point(config_class: type[C], train: Callable[[C], Any], argv=None,
     try:
         result = train(cfg)
     finally:
+        run_lock.release_all()
         dist_utils.destroy_distributed()
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps(result, indent=2))

@@ -27,13 +27,14 @@ before the output folder exists.
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from avblocks.attention import attention_backend
 from avblocks.config import ConfigError
+from avblocks.config_rules import CHANGEABLE
 from avblocks.device import PRECISIONS, is_cuda
 from avblocks.dit.compile import checkpoint_blocks, compile_blocks
 
@@ -46,9 +47,10 @@ ATTENTION_BACKENDS = ("sdpa", "flex", "math")
 class SpeedConfig:
     """The speed fields of a recipe's ``model`` section (see the module docstring)."""
 
-    compile: bool = False  # regional torch.compile of the repeated blocks
-    gradient_checkpointing: bool = False  # recompute each repeated block in the backward
-    attention_backend: str = "sdpa"  # sdpa | flex | math
+    # how the same model runs, not what it is: a rerun may change them
+    compile: Annotated[bool, CHANGEABLE] = False  # regional torch.compile of the repeated blocks
+    gradient_checkpointing: Annotated[bool, CHANGEABLE] = False  # recompute each repeated block in the backward
+    attention_backend: Annotated[str, CHANGEABLE] = "sdpa"  # sdpa | flex | math
 
 
 def check_speed(section: str, speed: SpeedConfig, device: torch.device) -> None:

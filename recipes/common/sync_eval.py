@@ -31,11 +31,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
 from avblocks.atomic import atomic_write_json, atomic_write_text
+from avblocks.config_rules import SEED, at_least, in_range
 from avblocks.data import read_clip
+from avblocks.data.request_bounds import MAX_SAMPLE_RATE
 from avblocks.metrics.av_align import FLOWS, pooled_av_align
 from avblocks.metrics.events import onset_count_ratio, onset_timing_errors, pooled_event_counts
 from avblocks.metrics.integrity import object_integrity
@@ -55,25 +58,24 @@ class SyncEvalConfig:
     """What every ``<system>.evaluate_sync`` takes (``key=value``)."""
 
     run_dir: str  # a finished run: its pipeline/ folder is sampled
-    clips: int = 32  # held-out clips (and generated clips per mode)
-    seed: int = 0  # the first mode samples with seed, the next with seed + 1, ...
-    steps: int | None = None  # sampling steps; None: the pipeline's
+    # held-out clips (and generated clips per mode); shuffled pairs need two
+    clips: Annotated[int, at_least(2)] = 32
+    seed: Annotated[int, SEED] = 0  # the first mode samples with seed, the next with seed + 1, ...
+    steps: Annotated[int | None, at_least(1)] = None  # sampling steps; None: the pipeline's
     out: str | None = None  # where the mp4s, metrics.json and metrics.md go; None: RUN_DIR/sync_eval
     flow: str = "lucas_kanade"  # AV-Align's optical flow: lucas_kanade (torch) or farneback (OpenCV)
-    shifts: list[int] = field(default_factory=lambda: [1, 2, 3])  # frames the real sound is shifted by
+    # frames the real sound is shifted by
+    shifts: Annotated[list[int], at_least(1)] = field(default_factory=lambda: [1, 2, 3])
     desync_model: str | None = None  # a local TorchScript DeSync (Synchformer-style) export
-    desync_sample_rate: int = 16000
+    desync_sample_rate: Annotated[int, in_range(1, MAX_SAMPLE_RATE)] = 16000
     similarity_model: str | None = None  # a local TorchScript ImageBind-style export
-    similarity_sample_rate: int = 16000
-    threads: int = 1  # torch threads (1: steadier on a shared machine)
+    similarity_sample_rate: Annotated[int, in_range(1, MAX_SAMPLE_RATE)] = 16000
+    threads: Annotated[int, in_range(1, 1024)] = 1  # torch threads (1: steadier on a shared machine)
     progress: bool = False
     data: DataConfig = field(default_factory=DataConfig)  # where the held-out clips come from
 
     def __post_init__(self) -> None:
-        require(self.clips >= 2, f"clips ({self.clips}) must be >= 2 (shuffled pairs need two clips)")
         require(self.flow in FLOWS, f"flow ({self.flow!r}) must be one of {FLOWS}")
-        require(all(k >= 1 for k in self.shifts), f"shifts ({self.shifts}) must be whole frames >= 1")
-        require(self.threads >= 1, f"threads ({self.threads}) must be >= 1")
         require(self.data.folder is None, "data.folder: the sync metrics need the synthetic set's ground truth")
 
 

@@ -12,12 +12,14 @@ Nothing here imports a trainer.
 """
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
+from avblocks.config_rules import PROBABILITY, at_least, in_range
 from avblocks.coupling.registry import CouplingConfig
 from recipes.common import loop
 from recipes.common.config import require
-from recipes.common.data import DataConfig
+from recipes.common.data import DataConfig, check_batch, check_data
+from recipes.common.loop import check_optim
 
 __all__ = [
     "DiffusionConfig",
@@ -32,33 +34,34 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    video_patch: int = 8  # square pixel patches: (size / patch)^2 tokens per frame
-    video_width: int = 96
-    audio_patch: int = 2  # spectrogram columns per audio token (every mel bin)
-    audio_width: int = 64
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    class_dropout: float = 0.1
-    time_scale: float = 8.0  # rotary units per second (8: one unit per frame at 8 fps)
+    video_patch: Annotated[int, at_least(1)] = 8  # square pixel patches: (size / patch)^2 tokens per frame
+    video_width: Annotated[int, at_least(1)] = 96
+    audio_patch: Annotated[int, at_least(1)] = 2  # spectrogram columns per audio token (every mel bin)
+    audio_width: Annotated[int, at_least(1)] = 64
+    depth: Annotated[int, at_least(1)] = 4
+    num_heads: Annotated[int, at_least(1)] = 4
+    mlp_ratio: Annotated[float, in_range(0, 64, lo_open=True)] = 4.0
+    class_dropout: Annotated[float, in_range(0, 1, lo_open=True, hi_open=True)] = 0.1  # guidance needs the null class
+    # rotary units per second (8: one unit per frame at 8 fps)
+    time_scale: Annotated[float, in_range(0, 1e6, lo_open=True)] = 8.0
     coupling: CouplingConfig = field(default_factory=CouplingConfig)
 
 
 @dataclass
 class DiffusionConfig:
     time_distribution: Literal["uniform", "logit_normal"] = "logit_normal"
-    shift: float = 1.0
-    p_audio_to_video: float = 0.15  # the audio held clean (time 0, no loss)
-    p_video_to_audio: float = 0.15  # the video held clean
+    shift: Annotated[float, in_range(0, 1000, lo_open=True)] = 1.0
+    p_audio_to_video: Annotated[float, PROBABILITY] = 0.15  # the audio held clean (time 0, no loss)
+    p_video_to_audio: Annotated[float, PROBABILITY] = 0.15  # the video held clean
 
 
 @dataclass
 class SampleConfig:
     """The sampling defaults the saved pipeline folder records."""
 
-    steps: int = 16
+    steps: Annotated[int, at_least(1)] = 16
     sampler: Literal["heun", "euler"] = "heun"
-    cfg_scale: float = 1.0
+    cfg_scale: Annotated[float, in_range(0, 100)] = 1.0
 
 
 @dataclass
@@ -91,15 +94,12 @@ class DualStreamRecipe:
 
 
 def validate(cfg: DualStreamRecipe, *, world_size: int = 1) -> None:
-    """Cross-field constraints, checked before anything is built; the error names the fields."""
-    d, m, f, o, r = cfg.data, cfg.model, cfg.diffusion, cfg.optim, cfg.run
-    for name, value in (("model.depth", m.depth), ("model.num_heads", m.num_heads),
-                        ("model.video_width", m.video_width), ("model.audio_width", m.audio_width),
-                        ("model.video_patch", m.video_patch), ("model.audio_patch", m.audio_patch),
-                        ("model.coupling.every", m.coupling.every), ("optim.steps", o.steps),
-                        ("optim.batch_size", o.batch_size), ("optim.grad_accum", o.grad_accum),
-                        ("run.log_every", r.log_every), ("run.checkpoint_every", r.checkpoint_every)):
-        require(value >= 1, f"{name} ({value}) must be >= 1")
+    """What spans several fields (each field's own bounds are declared on it), checked before
+    anything is built; the error names the fields."""
+    d, m, f, o = cfg.data, cfg.model, cfg.diffusion, cfg.optim
+    check_optim(o, world_size=world_size)
+    check_data(d)
+    check_batch(o.batch_size, d)
     require(d.size % m.video_patch == 0, f"model.video_patch ({m.video_patch}) must divide data.size ({d.size})")
     columns = d.spec().frame_columns
     require(columns % m.audio_patch == 0, f"model.audio_patch ({m.audio_patch}) must divide the spectrogram "
@@ -108,24 +108,14 @@ def validate(cfg: DualStreamRecipe, *, world_size: int = 1) -> None:
         require(width % m.num_heads == 0 and (width // m.num_heads) % 2 == 0,
                 f"{name} ({width}) must be a multiple of model.num_heads ({m.num_heads}) with an even head width")
     require(m.video_width % 4 == 0, f"model.video_width ({m.video_width}) must be divisible by 4")
-    require(0.0 < m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in (0, 1)")
     c = m.coupling
-    require(c.kind != "gcm" or (c.groups >= 1 and d.num_frames % c.groups == 0),
+    require(c.kind != "gcm" or d.num_frames % c.groups == 0,
             f"model.coupling.groups ({c.groups}) must divide data.num_frames ({d.num_frames})")
-    require(c.kind != "biblock" or (c.block_frames >= 1 and d.num_frames % c.block_frames == 0),
+    require(c.kind != "biblock" or d.num_frames % c.block_frames == 0,
             f"model.coupling.block_frames ({c.block_frames}) must divide data.num_frames ({d.num_frames})")
     require(c.kind != "random_shift" or c.shift_window >= columns // m.audio_patch,
             f"model.coupling.shift_window ({c.shift_window}) must be at least the audio tokens per frame "
             f"({columns // m.audio_patch}), so every audio token is seen")
-    for name, p in (("diffusion.p_audio_to_video", f.p_audio_to_video),
-                    ("diffusion.p_video_to_audio", f.p_video_to_audio)):
-        require(0.0 <= p <= 1.0, f"{name} ({p}) must lie in [0, 1]")
     require(f.p_audio_to_video + f.p_video_to_audio <= 1.0,
             f"diffusion.p_audio_to_video + diffusion.p_video_to_audio ({f.p_audio_to_video} + "
             f"{f.p_video_to_audio}) must be <= 1")
-    require(o.batch_size <= d.num_clips, f"optim.batch_size ({o.batch_size}) must be <= data.num_clips "
-            f"({d.num_clips})")
-    require(o.batch_size % (world_size * o.grad_accum) == 0,
-            f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
-            f"x optim.grad_accum ({o.grad_accum})")
-    require(cfg.sample.steps >= 1, f"sample.steps ({cfg.sample.steps}) must be >= 1")

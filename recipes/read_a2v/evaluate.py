@@ -24,10 +24,10 @@ the codec, then :func:`avblocks.diffusion.long_generation.iter_long_generation`)
 import json
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import torch
 
+from avblocks.atomic import atomic_write_json, finite_or_none
 from recipes.common.config import parse_cli
 from recipes.common.evaluation import sync_scores
 from recipes.read_a2v.config import EvaluateConfig
@@ -97,10 +97,9 @@ def main(argv=None) -> dict:
     cfg = parse_cli(EvaluateConfig, argv, description=__doc__.splitlines()[0])
     torch.set_num_threads(cfg.threads)
     result = evaluate(cfg)
-    text = json.dumps(result, indent=2)
     if cfg.out is not None:
-        Path(cfg.out).write_text(text + "\n")
-    print(text)
+        atomic_write_json(cfg.out, result, nan_as_null=True)
+    print(json.dumps(finite_or_none(result), indent=2))
     return result
 
 

@@ -48,13 +48,27 @@ from avblocks.dit.read_denoiser import ReadDenoiser
 from avblocks.pipelines import SoundingVideo
 from avblocks.pipelines.read import ReadPipeline, ReadSampling
 from recipes.common.data import ClipData
+from recipes.common.estimates import require_clips_fit, require_model_fits
 from recipes.common.loop import fit, make_optimizer, run_entry_point, start_run, step_batches
 from recipes.common.speed import apply_speed, attention
 from recipes.common.watch import Probes
-from recipes.read_a2v.config import ReadRecipe, validate
+from recipes.read_a2v import config
+from recipes.read_a2v.config import ReadRecipe
 from recipes.read_a2v.video_embedder import FrameVideoEmbedder
 
-__all__ = ["build_codec", "build_denoiser", "build_schedule", "loss_weight", "main", "save_pipeline", "train"]
+__all__ = ["build_codec", "build_denoiser", "build_schedule", "loss_weight", "main", "save_pipeline", "train", "validate"]
+
+STAGES = {"codec/checkpoints": "codec_optim", "denoiser/checkpoints": "optim"}
+"""Each stage's checkpoint folder and the optim section counting its steps."""
+
+
+def validate(cfg: ReadRecipe, world_size: int = 1) -> None:
+    """:func:`recipes.read_a2v.config.validate`, then whether the run fits in memory: every
+    clip is rendered once and kept, and both models train."""
+    config.validate(cfg, world_size)
+    require_clips_fit("data.num_clips (rendered once and kept)", cfg.data.num_clips, cfg.data)
+    require_model_fits("codec.*", lambda: build_codec(cfg))
+    require_model_fits("model.*", lambda: build_denoiser(cfg))
 
 
 def build_codec(cfg: ReadRecipe) -> FrameAudioCodec:
@@ -240,7 +254,7 @@ def read_samples(cfg: ReadRecipe, codec: FrameCodeCodec, denoiser: ReadDenoiser,
 
 
 def train(cfg: ReadRecipe) -> dict:
-    ctx, out = start_run(cfg, validate)
+    ctx, out = start_run(cfg, validate, stages=STAGES)
     data = ClipData(cfg.data)
     clips = render_clips(data, ctx.device)
     r = cfg.run

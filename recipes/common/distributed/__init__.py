@@ -42,6 +42,7 @@ from recipes.common.distributed.dcp_checkpoints import (
     load_sharded,
     save_sharded,
     sharded_checkpoints,
+    verify_sharded,
 )
 from recipes.common.distributed.process_group import (
     DistContext,
@@ -85,6 +86,7 @@ __all__ = [
     "full_model_state",
     "gather_objects",
     "gradient_sync",
+    "verify_sharded",
     "init_distributed",
     "is_fsdp",
     "latest_sharded",

@@ -3,7 +3,9 @@
 **FSDP2 checkpoints are sharded** (:func:`save_sharded`): every rank writes its own shards
 with ``torch.distributed.checkpoint`` into ``.step_XXXXXXXX.tmp/``; after a barrier rank 0
 renames the folder to ``step_XXXXXXXX.dcp`` (so a crash mid-save never leaves a
-half-written checkpoint under the final name) and keeps the last ``keep``. A sharded
+half-written checkpoint under the final name) and keeps the last ``keep``. Before the rename,
+rank 0 records the SHA-256 of every file in the folder's ``checksums.json``
+(:mod:`avblocks.checksums`); :func:`verify_sharded` checks them. A sharded
 checkpoint loads on any number of ranks, including one process with no process group
 (:func:`load_sharded`): DCP reshards on load. Its metadata is read with
 :class:`~recipes.common.distributed.safe_dcp_reader.SafeFileSystemReader`.
@@ -20,11 +22,13 @@ from typing import Any
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from avblocks.checksums import folder_problems, read_manifest_digests, write_manifest
+from avblocks.saveload import CheckpointError
 from recipes.common.distributed.collectives import any_rank, barrier
 from recipes.common.distributed.safe_dcp_reader import SafeFileSystemReader
 from recipes.common.faults import find_non_finite
 
-__all__ = ["latest_sharded", "load_sharded", "save_sharded", "sharded_checkpoints"]
+__all__ = ["latest_sharded", "load_sharded", "save_sharded", "sharded_checkpoints", "verify_sharded"]
 
 _SHARDED = re.compile(r"^step_(\d{8})\.dcp$")
 
@@ -72,6 +76,7 @@ def save_sharded(
                  no_dist=not dist.is_initialized())
     barrier()
     if main:
+        write_manifest(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -83,6 +88,18 @@ def save_sharded(
             shutil.rmtree(old)
     barrier()
     return final
+
+
+def verify_sharded(path: str | os.PathLike) -> Path:
+    """``path`` if every file its ``checksums.json`` records is there and intact, else a
+    :class:`~avblocks.saveload.CheckpointError` naming the file and the check."""
+    path = Path(path)
+    digests, why = read_manifest_digests(path)
+    if digests is None:
+        raise CheckpointError(why)
+    if problems := folder_problems(path, digests, str(path / "checksums.json")):
+        raise CheckpointError("; ".join(problems))
+    return path
 
 
 def load_sharded(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:

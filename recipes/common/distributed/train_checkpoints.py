@@ -13,9 +13,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from recipes.common.checkpoint import CheckpointManager, capture_rng, restore_rng
+from avblocks.saveload import CheckpointError, reading
+from recipes.common.checkpoint import (
+    CheckpointManager,
+    Damaged,
+    capture_rng,
+    newest_intact,
+    restore_rng,
+    set_aside,
+)
 from recipes.common.distributed.collectives import any_rank, barrier, gather_objects
-from recipes.common.distributed.dcp_checkpoints import latest_sharded, load_sharded, save_sharded
+from recipes.common.distributed.dcp_checkpoints import (
+    latest_sharded,
+    load_sharded,
+    save_sharded,
+    sharded_checkpoints,
+    verify_sharded,
+)
 from recipes.common.distributed.process_group import DistContext, rank_seed
 from recipes.common.distributed.safe_dcp_reader import SafeFileSystemReader
 from recipes.common.distributed.wrapping import unwrap
@@ -41,9 +55,11 @@ class TrainCheckpoints:
 
     :meth:`save` is collective; it returns the name of a non-finite model/EMA tensor instead
     of writing (the same answer on every rank), else None. :meth:`restore` loads the newest
-    checkpoint into ``parts`` and returns its step (None when there is none). A rank whose RNG
-    was not saved (the run had fewer ranks) starts a fresh stream from
-    :func:`rank_seed` ``(seed + step, rank)``.
+    *intact* checkpoint into ``parts`` and returns its step (None when there is none): newer
+    ones whose SHA-256 or loading fails are reported (file and check) and set aside as
+    ``<name>.damaged`` by rank 0 (:mod:`recipes.common.checkpoint`); with none intact it raises
+    a :class:`~avblocks.saveload.CheckpointError` naming each. A rank whose RNG was not saved
+    (the run had fewer ranks) starts a fresh stream from :func:`rank_seed` ``(seed + step, rank)``.
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int, ctx: DistContext,
@@ -109,14 +125,27 @@ class TrainCheckpoints:
         if self.ctx.rank > 0:  # saved with fewer ranks: a fresh stream of this rank's own
             torch.manual_seed(rank_seed(self.seed + step, self.ctx.rank))
 
+    def _set_aside(self, damaged: Damaged) -> None:
+        """Every rank has chosen (barrier); rank 0 reports and renames the damaged ones."""
+        barrier()
+        if self.ctx.is_main:
+            for path, why in damaged:
+                print(f"checkpoint {path.name} is damaged and was set aside as "
+                      f"{set_aside(path).name}: {why}")
+
     def restore(self, parts: dict[str, Any]) -> int | None:
         barrier()  # rank 0 may have just written the checkpoint
         if not self.sharded:
-            if (state := self.files.load_latest()) is None:
+            if (found := self.files.load_newest()) is None:
                 return None
+            state, path, damaged = found
+            self._set_aside(damaged)
             for name, part in parts.items():
                 target = unwrap(part) if isinstance(part, nn.Module) else part
-                target.load_state_dict(state[name])
+                if name not in state:
+                    raise CheckpointError(f"{path} holds no {name!r} state (it has {sorted(state)})")
+                with reading(path):
+                    target.load_state_dict(state[name])
             ranks = state.get("rng_ranks")
             if ranks is not None and len(ranks) == self.ctx.world_size:
                 own = ranks[self.ctx.rank]
@@ -124,9 +153,11 @@ class TrainCheckpoints:
                 own = state["rng"] if self.ctx.rank == 0 else None
             self._restore_rng(own, state["rng"], state["step"])
             return state["step"]
-        folder = latest_sharded(self.directory)
-        if folder is None:
+        found = newest_intact(self.directory, sharded_checkpoints(self.directory), verify_sharded)
+        if found is None:
             return None
+        folder, _, damaged = found
+        self._set_aside(damaged)
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
         saved = SafeFileSystemReader(folder).read_metadata().state_dict_metadata
@@ -137,7 +168,8 @@ class TrainCheckpoints:
         template["rng_rank0"] = capture_rng()
         if has_own:
             template[own_key] = capture_rng()
-        state = load_sharded(folder, template)
+        with reading(folder):
+            state = load_sharded(folder, template)
         for module_name, optim_name in self.pairs:
             if module_name in parts:
                 set_state_dict(parts[module_name], parts[optim_name],
