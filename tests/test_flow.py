@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from avblocks.diffusion import FlowMatching, broadcast_timesteps, shift_time
+from avblocks.diffusion.flow import clean_frame_weight
 from avblocks.diffusion.timesteps import hold_clean_timesteps, keep_clean_frames
 
 # ---------------------------------------------------------------- broadcast helper
@@ -234,3 +235,22 @@ def test_loss_weight_multiplies_each_squared_error_and_is_checked():
     assert torch.allclose(ones, fm.loss(Recorder(), x0, t=t, noise=noise, clean_mask=mask), atol=1e-7)
     with pytest.raises(ValueError, match=r"weight has shape \(2, 3\)"):
         fm.loss(Recorder(), x0, t=t, noise=noise, weight=torch.ones(2, 3))
+
+
+def test_clean_frame_weight_is_t_squared_per_frame_shaped_for_the_data():
+    t = torch.tensor([[0.5, 0.01, 1.0], [0.2, 0.3, 0.0]])
+    weight = clean_frame_weight(t, 5)
+    assert weight.shape == (2, 1, 3, 1, 1)
+    expected = [[0.25, 0.05**2, 1.0], [0.04, 0.09, 0.05**2]]  # the cleanest levels floored at min_time
+    assert torch.allclose(weight[:, 0, :, 0, 0], torch.tensor(expected))
+    assert clean_frame_weight(t, 3).shape == (2, 1, 3)  # a packed latent: b c L
+    # t times the velocity error is the clean estimate's error: x0_hat = x_t - t v_hat
+    x0, noise, v_hat = torch.randn(3, 2, 2, 4, 4, 4)
+    tt = torch.rand(2, 4)
+    t5 = tt[:, None, :, None, None]
+    x_t = (1 - t5) * x0 + t5 * noise  # the rectified-flow path, written out
+    weighted = clean_frame_weight(tt, 5, min_time=0.0) * (v_hat - FlowMatching().velocity(x0, noise)) ** 2
+    x0_hat = x_t - t5 * v_hat
+    assert torch.allclose(weighted, (x0_hat - x0) ** 2, atol=1e-5)
+    with pytest.raises(ValueError, match="t must be b frames"):
+        clean_frame_weight(torch.rand(4), 5)

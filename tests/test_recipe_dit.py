@@ -62,6 +62,17 @@ def test_tiny_run_matches_reference_and_resumes_exactly(tmp_path, autoencoder_ru
     assert again["steps"] == 4 and losses(tmp_path) == observed
 
 
+@pytest.mark.parametrize("layout", ["canvas", "packed"])
+def test_the_clean_loss_weighting_counts_each_plane_by_t_squared(tmp_path, autoencoder_run, layout):
+    """diffusion.loss_weighting=clean: the first step (same weights, batch, times and noise as the
+    plain run) weighs every squared error by t^2 <= 1, so its loss is below the plain one."""
+    plain = run_dit(tmp_path / "plain", autoencoder_run, f"model.layout={layout}", "optim.steps=1")
+    clean = run_dit(tmp_path / "clean", autoencoder_run, f"model.layout={layout}", "optim.steps=1",
+                    "diffusion.loss_weighting=clean")
+    assert plain["steps"] == clean["steps"] == 1
+    assert 0 < losses(tmp_path / "clean")[0] < 0.9 * losses(tmp_path / "plain")[0]
+
+
 def test_latents_are_cached_and_round_trip_through_the_stack(autoencoder_run, monkeypatch):
     codec, data = load_codec(autoencoder_run, patch=2)
     first = cached_latents(codec, data, autoencoder_run, progress=False)

@@ -39,7 +39,7 @@ from avblocks.diffusion.timesteps import (
 )
 from avblocks.typing import Float, shapecheck
 
-__all__ = ["FlowMatching", "shift_time", "check_unit_interval"]
+__all__ = ["FlowMatching", "clean_frame_weight", "shift_time", "check_unit_interval"]
 
 TimeDistribution = Literal["uniform", "logit_normal"]
 
@@ -60,6 +60,22 @@ def shift_time(t: Tensor, shift: float) -> Tensor:
     if shift == 1:
         return t
     return shift * t / (1 + (shift - 1) * t)
+
+
+def clean_frame_weight(t: Tensor, ndim: int, *, min_time: float = 0.05) -> Tensor:
+    """``max(t, min_time)^2`` per frame, shaped ``b 1 frames 1 ...`` (``ndim`` axes) to weigh the
+    velocity error of ``b c frames ...`` data (:meth:`FlowMatching.loss`'s ``weight``).
+
+    On the path ``x_t = (1 - t) x0 + t noise`` the clean estimate is ``x_t - t v``, so ``t`` times
+    the velocity error is the error of the clean data: with this weight the loss counts every
+    noise level by how wrong its clean estimate is, and the noisy levels, where a frame's layout
+    (and its event timing) is decided, weigh as much as the last details instead of up to
+    ``1 / min_time^2`` times less. ``min_time`` keeps the weight of the cleanest levels above 0.
+    """
+    if t.ndim != 2 or ndim < 3:
+        raise ValueError(f"t must be b frames and the data have >= 3 axes; got t {tuple(t.shape)}, ndim {ndim}")
+    weight = t.clamp_min(min_time).square()[:, None]
+    return weight.reshape(*weight.shape, *([1] * (ndim - weight.ndim)))
 
 
 class FlowMatching:

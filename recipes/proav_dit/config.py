@@ -133,6 +133,9 @@ class DiffusionConfig:
     shift: Annotated[float, above(0)] = 1.0
     p_audio_to_video: Annotated[float, PROBABILITY] = 0.1  # hold the audio planes clean
     p_video_to_audio: Annotated[float, PROBABILITY] = 0.1  # hold the video planes clean
+    # velocity: the plain flow loss; clean: each plane's velocity error weighted by t^2, the
+    # error of its clean estimate (avblocks.diffusion.flow.clean_frame_weight)
+    loss_weighting: Literal["velocity", "clean"] = "velocity"
 
 
 @dataclass

@@ -45,6 +45,7 @@ from avblocks.codecs import TriPlaneCodec
 from avblocks.device import HOST
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
+from avblocks.diffusion.flow import clean_frame_weight
 from avblocks.dit.blocks import STDiTBlock
 from avblocks.dit.packed_stdit import PackedSTDiT
 from avblocks.dit.plane_pack import PlanePack
@@ -177,7 +178,8 @@ def train(cfg: DiTRecipe) -> dict:
         t = codec.frame_values(flow.sample_timesteps(b, device=device)[:, None].expand(b, 6).contiguous())
         noise = torch.randn_like(x0) * valid
         mask = codec.frame_values(clean_masks(b, d.p_audio_to_video, d.p_video_to_audio, device=device))
-        return flow.loss(denoiser, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y})
+        weight = clean_frame_weight(t, x0.ndim) if d.loss_weighting == "clean" else None
+        return flow.loss(denoiser, x0, t=t, noise=noise, clean_mask=mask, model_kwargs={"y": y}, weight=weight)
 
     def micro_step(batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         return {"total": loss(net, batch["latents"], batch["labels"])}

@@ -43,6 +43,7 @@ from avblocks.codecs import FrameCodeCodec
 from avblocks.device import seeded_generator, to_device
 from avblocks.diffusion import FlowMatching
 from avblocks.diffusion.ema import EMA
+from avblocks.diffusion.flow import clean_frame_weight
 from avblocks.diffusion.schedules import ReadSchedule
 from avblocks.dit.read_denoiser import ReadDenoiser
 from avblocks.pipelines import SoundingVideo
@@ -178,7 +179,7 @@ def loss_weight(x0: torch.Tensor, t: torch.Tensor, *, object_weight: float, clea
         moved = (x0 - x0[:, :, :1]).abs().amax(dim=1, keepdim=True) > 0.1  # b 1 t h w
         weight = 1.0 + object_weight * moved.to(x0.dtype)
     if clean_loss:
-        per_frame = t.to(x0.dtype).clamp_min(min_time).square()[:, None, :, None, None]
+        per_frame = clean_frame_weight(t.to(x0.dtype), x0.ndim, min_time=min_time)
         weight = per_frame if weight is None else weight * per_frame
     return weight
 
