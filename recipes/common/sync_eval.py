@@ -50,7 +50,7 @@ from recipes.common.config import parse_cli, require
 from recipes.common.data import ClipData, DataConfig
 
 __all__ = ["SyncEvalConfig", "LearnedModels", "evaluate_sets", "held_out", "read_back", "set_metrics",
-           "markdown_table", "open_run", "output_dir", "sync_eval_main", "spec_check"]
+           "markdown_table", "open_run", "output_dir", "sync_eval_main", "spec_check", "three_modes"]
 
 
 @dataclass
@@ -114,6 +114,18 @@ def open_run(cfg: SyncEvalConfig, pipeline_class: type[Pipeline], *, any_length:
     spec = pipe.spec.with_frames(cfg.data.num_frames) if any_length else pipe.spec
     spec_check(spec, cfg.data, folder)
     return pipe, spec, held_out(cfg)
+
+
+def three_modes(pipe: Pipeline, real: dict[str, torch.Tensor], cfg: SyncEvalConfig) -> "dict[str, SoundingVideo]":
+    """The held-out clips' labels sampled jointly (seed), from their sound (audio-to-video, seed
+    + 1) and from their pictures (video-to-audio, seed + 2) by a pipeline that takes all three."""
+    labels = real["label"]
+    options = dict(steps=cfg.steps, progress=cfg.progress)
+    return {
+        "joint": pipe(labels=labels, seed=cfg.seed, **options),
+        "audio_to_video": pipe(labels=labels, audio=real["audio"], seed=cfg.seed + 1, **options),
+        "video_to_audio": pipe(labels=labels, video=real["video"], seed=cfg.seed + 2, **options),
+    }
 
 
 def held_out(cfg: SyncEvalConfig) -> dict[str, torch.Tensor]:

@@ -17,13 +17,7 @@ __all__ = ["evaluate", "main"]
 
 def evaluate(cfg: sync_eval.SyncEvalConfig) -> dict:
     pipe, spec, real = sync_eval.open_run(cfg, ProAVDiTPipeline)
-    labels = real["label"]
-    options = dict(steps=cfg.steps, progress=cfg.progress)
-    generated = {
-        "joint": pipe(labels=labels, seed=cfg.seed, **options),
-        "audio_to_video": pipe(labels=labels, audio=real["audio"], seed=cfg.seed + 1, **options),
-        "video_to_audio": pipe(labels=labels, video=real["video"], seed=cfg.seed + 2, **options),
-    }
+    generated = sync_eval.three_modes(pipe, real, cfg)
     return sync_eval.evaluate_sets(sync_eval.output_dir(cfg), generated, real, spec, cfg, num_classes=pipe.num_classes,
                                    extra={"system": "proav_dit", "steps": cfg.steps or pipe.sampling.steps})
 
