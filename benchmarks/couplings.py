@@ -31,7 +31,8 @@ a time:
 4. **Cost of one training step** (batch ``--batch``, a fresh process per model, one thread):
    time (median of 5 after 2 warm-up steps; forward, backward and the AdamW step), peak memory
    (extra resident memory during one step: ``VmHWM - VmRSS`` after resetting the high-water
-   mark through ``/proc/self/clear_refs``, ``MALLOC_MMAP_THRESHOLD_=65536``), FLOPs (one
+   mark through ``/proc/self/clear_refs``, ``MALLOC_MMAP_THRESHOLD_=65536``, in a second
+   process: that allocator setting slows the timing), FLOPs (one
    forward and backward under ``torch.utils.flop_counter.FlopCounterMode`` with the ``math``
    attention backend: PyTorch's CPU SDPA kernel is invisible to the counter; masks do not cut
    the count).
@@ -121,6 +122,8 @@ def _training_step(system: str, run: Path, batch: int):
 
 
 def cost_worker(cfg: dict) -> dict:
+    """Time (``probe: time``) or peak memory and FLOPs (``probe: memory``, the process started with
+    the allocator setting the probe needs, which would slow the timing) of one training step."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -131,18 +134,20 @@ def cost_worker(cfg: dict) -> dict:
     model, step = _training_step(cfg["system"], Path(cfg["run"]), cfg["batch"])
     for _ in range(2):
         step()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    if cfg["probe"] == "time":
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        return {"time_s": statistics.median(times)}
     before = _status()["VmRSS"]
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     step()
     peak = _status()["VmHWM"] - before
     with attention_backend("math"), FlopCounterMode(display=False) as counter:
         step(with_optimizer=False)
-    return {"time_s": statistics.median(times), "peak_bytes": max(peak, 0), "flops": counter.get_total_flops(),
+    return {"peak_bytes": max(peak, 0), "flops": counter.get_total_flops(),
             "parameters": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
@@ -183,15 +188,17 @@ def audio_width(video_width: int) -> int:
 # ---- driver -------------------------------------------------------------------------------------
 
 
-def _env() -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+def _env(memory_probe: bool = False) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if memory_probe:  # returns freed blocks to the OS so VmHWM sees each step's own peak
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     return env
 
 
 def worker(kind: str, cfg: dict) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, json.dumps(cfg)], capture_output=True,
-                          text=True, env=_env(), cwd=ROOT)
+                          text=True, env=_env(cfg.get("probe") == "memory"), cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{kind} worker failed: {proc.stderr.strip()[-2000:]}")
@@ -358,7 +365,8 @@ def main() -> None:
         tag = f"dual_{run.name.removeprefix('dual_')}" if system == "dual_stream" else system
         sets = evaluate(args, out, system, run / sub if sub else run, tag)
         results.setdefault("reference", {"real": sets["real"], "shuffled": sets["shuffled"]})
-        cost = worker("cost", {"system": system, "run": str(run), "batch": args.batch, "threads": 1})
+        probe = {"system": system, "run": str(run), "batch": args.batch, "threads": 1}
+        cost = {**worker("cost", {**probe, "probe": "time"}), **worker("cost", {**probe, "probe": "memory"})}
         logs = {"dual_stream": [f"{tag}.log"], "proav_dit": ["proav_dit.log"],
                 "av_dit": ["av_pretrain.log", "av_adapters.log"]}[system]
         results["models"][name] = {"width": width, "parameters": count, "run": str(run), "sets": sets,

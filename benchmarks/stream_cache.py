@@ -9,11 +9,14 @@ side by side in one process, the settings interleaved repeat by repeat, and repo
 setting (the columns of ``benchmarks/acceleration.py``, whose helpers it uses):
 
 - ms per run (median of ``--repeats``; sampling only) and the speed-up against ``baseline``;
-- peak memory: extra resident memory during one run;
+- peak memory: extra resident memory during one run, probed in a child process started with
+  ``MALLOC_MMAP_THRESHOLD_=65536`` (the timing runs without that allocator setting);
 - PSNR of the generated video (``[-1, 1]``) and of the generated normalised audio frames
   against the uncached output with the same seed ("exact" when identical);
-- AV-sync of the decoded clips (:func:`recipes.common.evaluation.sync_scores`; in a2v with
-  the given audio), next to the baseline's own;
+- synchrony on the files a user gets: the decoded clips written as mp4 and read back (in a2v
+  with the given audio, in v2a with the given video), scored as the couplings comparison
+  scores them (:func:`recipes.common.sync_eval.set_metrics`): exact-frame event F1 and
+  AV-Align, next to the baseline's own;
 - what the cache skipped: stream blocks skipped / calls, per stream, and couplings reused /
   coupling calls.
 
@@ -26,7 +29,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import acceleration as accel  # noqa: E402  (peak memory probe, PSNR, 8-bit change; sets up sys.path)
 import torch  # noqa: E402
 
-from avblocks.pipelines import DualStreamPipeline  # noqa: E402
+from avblocks.pipelines import DualStreamPipeline, SoundingVideo  # noqa: E402
 from recipes.common import load_config  # noqa: E402
 from recipes.common.data import ClipData  # noqa: E402
-from recipes.common.evaluation import sync_scores  # noqa: E402
+from recipes.common.sync_eval import read_back, set_metrics  # noqa: E402
 from recipes.dual_stream.config import DualStreamRecipe  # noqa: E402
 
 
@@ -52,8 +57,15 @@ def parse(setting: str) -> dict:
     raise ValueError(f"unknown setting {setting!r}: baseline, steps@N or stream@V,A,C")
 
 
-def main() -> None:
-    accel._reexec_with_malloc_threshold()
+def sync_from_mp4(video: torch.Tensor, audio: torch.Tensor, spec) -> dict:
+    """Exact-frame event F1 and AV-Align of clips written as mp4 and read back."""
+    with tempfile.TemporaryDirectory() as folder:
+        written = SoundingVideo(video, audio, spec).save(Path(folder) / "clip.mp4")
+        metrics = set_metrics(*read_back(written if isinstance(written, list) else [written], spec), spec)
+    return {"event_f1": metrics["event_f1_exact"], "av_align": metrics["av_align"]["mean"]}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True, help="a finished dual-stream run (config.yaml, pipeline/)")
     p.add_argument("--settings", nargs="+", default=["baseline", "steps@8", "stream@0.1,0.1,0",
@@ -65,69 +77,117 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="also write the markdown table here")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    p.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
     if args.settings[0] != "baseline":
         raise SystemExit("the first setting must be 'baseline' (the reference)")
-    pipe = DualStreamPipeline.from_pretrained(args.run / "pipeline")
-    data = ClipData(load_config(DualStreamRecipe, args.run / "config.yaml").data)
-    batch = data.held_out_batch(args.clips)
-    video, audio, labels = data.model_inputs(batch)
-    spec = data.spec
+    return args
 
-    def sample(mode: str, options: dict):
-        given = {"a2v": {"audio": audio}, "v2a": {"video": video}}.get(mode, {})
-        out = pipe.sample_streams(labels, sampler="heun", cfg_scale=1.0, seed=args.seed, progress=False,
-                                  **({"steps": args.steps} | options | given))
-        return out, pipe.last_cache if "step_cache" in options else None
 
-    load_start, lines = tuple(round(v, 1) for v in os.getloadavg()), []
+class Bench:
+    """The run's pipeline and held-out clips, and one sampling call per mode and setting."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.pipe = DualStreamPipeline.from_pretrained(args.run / "pipeline")
+        data = ClipData(load_config(DualStreamRecipe, args.run / "config.yaml").data)
+        self.batch = data.held_out_batch(args.clips)
+        self.video, self.audio, self.labels = data.model_inputs(self.batch)
+        self.spec = data.spec
+
+    def sample(self, mode: str, setting: str):
+        options = parse(setting)
+        given = {"a2v": {"audio": self.audio}, "v2a": {"video": self.video}}.get(mode, {})
+        out = self.pipe.sample_streams(self.labels, sampler="heun", cfg_scale=1.0, seed=self.args.seed,
+                                       progress=False, **({"steps": self.args.steps} | options | given))
+        return out, self.pipe.last_cache if "step_cache" in options else None
+
+
+def memory_probe(args: argparse.Namespace) -> None:
+    """Child process (``MALLOC_MMAP_THRESHOLD_=65536``, so freed buffers go back to the OS): the
+    peak of one run per mode and setting after a warm-up run; printed as JSON."""
+    bench, peaks = Bench(args), {}
+    for mode in args.modes:
+        for s in args.settings:
+            bench.sample(mode, s)
+            mem: dict = {}
+            with accel.peak_memory(mem):
+                bench.sample(mode, s)
+            peaks[f"{mode} {s}"] = mem["peak_bytes"]
+    print(json.dumps(peaks))
+
+
+def run_memory_probe(argv: list[str]) -> dict:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    proc = subprocess.run([sys.executable, __file__, *argv, "--memory-probe"], capture_output=True, text=True,
+                          env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"memory probe failed: {proc.stderr.strip()[-400:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        memory_probe(args)
+        return
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        raise SystemExit("unset MALLOC_MMAP_THRESHOLD_: timing runs without it (the memory probe sets it)")
+    bench = Bench(args)
+    load_start, rows = tuple(round(v, 1) for v in os.getloadavg()), []
     for mode in args.modes:
         outputs, caches = {}, {}
         for s in args.settings:  # the output each setting gives, and what its cache did
-            outputs[s], caches[s] = sample(mode, parse(s))
+            outputs[s], caches[s] = bench.sample(mode, s)
         times = {s: [] for s in args.settings}
         for _ in range(args.repeats):
             for s in args.settings:
                 t0 = time.perf_counter()
-                sample(mode, parse(s))
+                bench.sample(mode, s)
                 times[s].append(time.perf_counter() - t0)
         ref_video, ref_audio = outputs["baseline"]
         base_ms = 1e3 * statistics.median(times["baseline"])
-        rows = []
         for s in args.settings:
-            mem: dict = {}
-            with accel.peak_memory(mem):
-                sample(mode, parse(s))
             gen_video, gen_audio = outputs[s]
-            decoded_video, wave = pipe.codec.decode(gen_video, gen_audio)
+            decoded_video, wave = bench.pipe.codec.decode(gen_video, gen_audio)
             if mode == "a2v":
-                wave = batch["audio"]
+                wave = bench.batch["audio"]
             if mode == "v2a":
-                decoded_video = batch["video"]
+                decoded_video = bench.batch["video"]
             cache = caches[s]
             skipped = "-" if cache is None else (
                 f"video {cache.streams['video'].skipped}/{cache.streams['video'].calls}, "
                 f"audio {cache.streams['audio'].skipped}/{cache.streams['audio'].calls}, "
                 f"couplings {cache.streams['coupling'].skipped}/{cache.streams['coupling'].calls}")
             ms = 1e3 * statistics.median(times[s])
-            row = {"mode": mode, "setting": s, "ms": ms, "speed_up": base_ms / ms, "peak_mb": mem["peak_bytes"] / 2**20,
+            row = {"mode": mode, "setting": s, "ms": ms, "speed_up": base_ms / ms,
                    "psnr_video": accel._psnr(gen_video, ref_video, 2.0),
                    "psnr_audio": accel._psnr(gen_audio, ref_audio, float(ref_audio.max() - ref_audio.min())),
-                   "sync": sync_scores(decoded_video, wave, spec.sample_rate, spec.fps)["score"], "skipped": skipped}
+                   **sync_from_mp4(decoded_video, wave, bench.spec), "skipped": skipped}
             print(json.dumps(row), flush=True)
             rows.append(row)
-        lines += [f"| {r['mode']} | {r['setting']} | {r['ms']:.0f} | {r['speed_up']:.2f} | {r['peak_mb']:.0f} | "
-                  f"{_db(r['psnr_video'])} | {_db(r['psnr_audio'])} | {r['sync']:.2f} | {r['skipped']} |" for r in rows]
+    load_end = tuple(round(v, 1) for v in os.getloadavg())
+    peaks = run_memory_probe(argv)
+    lines = [f"| {r['mode']} | {r['setting']} | {r['ms']:.0f} | {r['speed_up']:.2f} | "
+             f"{peaks[r['mode'] + ' ' + r['setting']] / 2**20:.0f} | {_db(r['psnr_video'])} | {_db(r['psnr_audio'])} | "
+             f"{_score(r['event_f1'])} | {r['av_align']:.2f} | {r['skipped']} |" for r in rows]
     head = (f"run `{args.run}`, {args.clips} clips, Heun {args.steps} steps, no guidance, {args.threads} thread(s), "
-            f"median of {args.repeats} interleaved runs; load average {load_start} -> "
-            f"{tuple(round(v, 1) for v in os.getloadavg())}\n\n"
-            "| mode | setting | ms / run | speed-up | peak MB | PSNR video dB | PSNR audio dB | AV-sync | skipped |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+            f"median of {args.repeats} interleaved runs; load average {load_start} -> {load_end}\n\n"
+            "| mode | setting | ms / run | speed-up | peak MB | PSNR video dB | PSNR audio dB | event F1 exact "
+            "| AV-Align | skipped |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
     table = head + "\n".join(lines) + "\n"
     print(table)
     if args.out:
         args.out.write_text(table)
+
+
+def _score(value: float | None) -> str:
+    """``-`` where a score is undefined (no onset and no bounce in any clip)."""
+    return "-" if value is None or value != value else f"{value:.2f}"
 
 
 def _db(value: float) -> str:
