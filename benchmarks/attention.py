@@ -6,9 +6,9 @@ and each mask, every backend (math, sdpa, flex) runs in its **own subprocess**:
 - time: median of ``--repeats`` forward calls after one warm-up call (the warm-up includes
   FlexAttention's compile, reported separately as "first call");
 - peak memory: extra resident memory during one call, measured as ``VmHWM - VmRSS`` after
-  resetting the high-water mark through ``/proc/self/clear_refs`` just before the call,
-  with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed buffers go back to the OS and each call
-  starts from the same baseline. Inputs and the mask structure (SDPA's dense boolean
+  resetting the high-water mark through ``/proc/self/clear_refs`` just before the call, in a
+  second process started with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed buffers go back to
+  the OS and each call starts from the same baseline (the timing process runs without it). Inputs and the mask structure (SDPA's dense boolean
   matrix, flex's BlockMask, already cached) are *not* included; the structure's own size is
   the "mask MB" column;
 - FLOPs: ``4 * b * h * nq * nk * d`` for dense attention, times the mask density (the
@@ -108,17 +108,18 @@ def worker(cfg: dict) -> dict:
         out = attend(q, k, v, mask, backend=cfg["backend"])
         first_s = time.perf_counter() - t0
         del out
+        if cfg["probe"] == "memory":
+            before = _status()["VmRSS"]
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            out = attend(q, k, v, mask, backend=cfg["backend"])
+            peak = _status()["VmHWM"] - before
+            return {"peak_bytes": max(peak, 0)}
         times = []
         for _ in range(cfg["repeats"]):
             t0 = time.perf_counter()
             out = attend(q, k, v, mask, backend=cfg["backend"])
             times.append(time.perf_counter() - t0)
             del out
-        before = _status()["VmRSS"]
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        out = attend(q, k, v, mask, backend=cfg["backend"])
-        peak = _status()["VmHWM"] - before
-        del out
     return {
         **cfg,
         "density": density,
@@ -126,7 +127,6 @@ def worker(cfg: dict) -> dict:
         "time_min_s": min(times),
         "first_call_s": first_s,
         "setup_s": setup_s,
-        "peak_bytes": max(peak, 0),
         "mask_bytes": mask_bytes,
     }
 
@@ -148,24 +148,36 @@ def matmul_gflops(size: int, threads: int) -> float:
 # ---- driver ---------------------------------------------------------------------------------
 
 
-def run_one(cfg: dict, timeout: float) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "AVBLOCKS_TYPECHECK": "0"}
+def _worker_process(cfg: dict, timeout: float, memory_probe: bool) -> dict:
+    env = {**os.environ, "AVBLOCKS_TYPECHECK": "0"}
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if memory_probe:  # freed buffers go back to the OS; it slows some calls, so never while timing
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    probe = {**cfg, "probe": "memory" if memory_probe else "time"}
     try:
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(cfg)],
+            [sys.executable, __file__, "--worker", json.dumps(probe)],
             capture_output=True,
             text=True,
             timeout=timeout,
             env=env,
         )
     except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"timeout {timeout:.0f}s"}
+        return {"error": f"timeout {timeout:.0f}s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
-        return {**cfg, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:120]}
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:120]}
     return json.loads(lines[-1])
+
+
+def run_one(cfg: dict, timeout: float) -> dict:
+    """Time in one process, peak memory in a second one (each with the allocator it needs)."""
+    timed = _worker_process(cfg, timeout, memory_probe=False)
+    if "error" in timed:
+        return {**cfg, **timed}
+    return {**timed, **_worker_process(cfg, timeout, memory_probe=True)}
 
 
 def table(results: list[dict], peak_gflops: float) -> str:
