@@ -241,10 +241,11 @@ def memory_probe(args: argparse.Namespace) -> None:
     print(json.dumps(peaks))
 
 
-def run_memory_probe(argv: list[str]) -> dict:
-    """The peaks of :func:`memory_probe`, measured in a child process apart from the timing."""
+def run_memory_probe(argv: list[str], script: str = __file__) -> dict:
+    """The peaks of ``script``'s memory probe (``--memory-probe``: :func:`memory_probe` here), measured
+    in a child process apart from the timing."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    proc = subprocess.run([sys.executable, __file__, *argv, "--memory-probe"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, script, *argv, "--memory-probe"], capture_output=True, text=True,
                           env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:

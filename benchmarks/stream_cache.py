@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -117,16 +116,6 @@ def memory_probe(args: argparse.Namespace) -> None:
     print(json.dumps(peaks))
 
 
-def run_memory_probe(argv: list[str]) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    proc = subprocess.run([sys.executable, __file__, *argv, "--memory-probe"], capture_output=True, text=True,
-                          env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode or not lines:
-        raise SystemExit(f"memory probe failed: {proc.stderr.strip()[-400:]}")
-    return json.loads(lines[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -170,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     load_end = tuple(round(v, 1) for v in os.getloadavg())
-    peaks = run_memory_probe(argv)
+    peaks = accel.run_memory_probe(argv, script=__file__)
     lines = [f"| {r['mode']} | {r['setting']} | {r['ms']:.0f} | {r['speed_up']:.2f} | "
              f"{peaks[r['mode'] + ' ' + r['setting']] / 2**20:.0f} | {_db(r['psnr_video'])} | {_db(r['psnr_audio'])} | "
              f"{_score(r['event_f1'])} | {r['av_align']:.2f} | {r['skipped']} |" for r in rows]
