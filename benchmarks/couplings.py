@@ -26,8 +26,9 @@ a time:
    steps, no guidance; AV-DiT: DDIM 25 steps, guidance 2), written as mp4 and read back:
    jointly, audio-to-video (the clips' sound given) and video-to-audio (their pictures given);
    AV-DiT generates jointly only. Scores: event F1 (onsets matched one-to-one to bounces in
-   the same frame, and within one frame), AV-Align, and the earlier AV-sync score; real
-   clips and shuffled real pairs (the chance level) for the scale.
+   the same frame, and within one frame), AV-Align, the earlier AV-sync score and picture
+   integrity (the share of frames showing one intact object: whether the video stream draws
+   at all); real clips and shuffled real pairs (the chance level) for the scale.
 4. **Cost of one training step** (batch ``--batch``, a fresh process per model, one thread):
    time (median of 5 after 2 warm-up steps; forward, backward and the AdamW step), peak memory
    (extra resident memory during one step: ``VmHWM - VmRSS`` after resetting the high-water
@@ -294,12 +295,13 @@ def row(name: str, r: dict) -> str:
     return (f"| {name} | {r['parameters']:,} | {r['width']} | {r.get('train_minutes', 0):.1f} | "
             f"{1000 * c['time_s']:.0f} | {c['flops'] / 1e9:.1f} | {c['peak_bytes'] / 2**20:.0f} | "
             f"{_cells(sets, lambda m: m['event_f1_exact'])} | {_cells(sets, lambda m: m['event_f1_1frame'])} | "
-            f"{_cells(sets, lambda m: m['av_align']['mean'])} | {_cells(sets, lambda m: m['sync_score'])} |")
+            f"{_cells(sets, lambda m: m['av_align']['mean'])} | {_cells(sets, lambda m: m['sync_score'])} | "
+            f"{_cells(sets, lambda m: m['integrity']['score'])} |")
 
 
 def _reference_row(name: str, m: dict) -> str:
     return (f"| {name} | - | - | - | - | - | - | {m['event_f1_exact']:.2f} | {m['event_f1_1frame']:.2f} | "
-            f"{m['av_align']['mean']:.2f} | {m['sync_score']:.2f} |")
+            f"{m['av_align']['mean']:.2f} | {m['sync_score']:.2f} | {m['integrity']['score']:.2f} |")
 
 
 def table(results: dict) -> str:
@@ -309,8 +311,8 @@ def table(results: dict) -> str:
              "Each metric as joint / audio-to-video / video-to-audio; the real clips and shuffled real pairs "
              "(clip i's video with clip i + 1's sound: the chance level) for scale.", "",
              "| model | parameters | width | train min | ms / step | GFLOP / step | peak MB / step "
-             "| event F1 exact | event F1 +-1 frame | AV-Align | AV-sync |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+             "| event F1 exact | event F1 +-1 frame | AV-Align | AV-sync | picture integrity |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
              _reference_row("real clips", ref["real"]), _reference_row("shuffled real pairs", ref["shuffled"])]
     lines += [row(name, r) for name, r in results["models"].items()]
     return "\n".join(lines) + "\n"
