@@ -5,8 +5,8 @@
 :func:`from_markdown` reads the same numbers back from the table ``couplings.py`` prints (how
 ``docs/couplings.md`` draws its picture from its own table).
 
-Left: exact-frame event F1 and middle: AV-Align, per model and mode (joint, audio-to-video,
-video-to-audio), with the real clips' and the shuffled real pairs' scores as lines. Right: time
+Left: exact-frame event F1 and middle: event F1 within one frame, per model and mode (joint,
+audio-to-video, video-to-audio), with the real clips' and the shuffled real pairs' scores as lines. Right: time
 and FLOPs of one training step.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 MODES = {"joint": "joint", "audio-to-video": "audio_to_video", "video-to-audio": "video_to_audio"}
 METRICS = {  # panel title -> the score in a set's metrics
     "event F1, exact frame\n(sound onsets and bounces in the same frame)": lambda m: m["event_f1_exact"],
-    "AV-Align\n(sound onsets and motion peaks, IoU)": lambda m: m["av_align"]["mean"],
+    "event F1 within one frame\n(the same, a frame either way)": lambda m: m["event_f1_1frame"],
 }
 
 
@@ -38,10 +38,9 @@ def from_markdown(text: str, **run) -> dict:
         if not line.startswith("|"):
             break
         cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
-        f1s, aligns = _per_mode(cells["event F1 exact"]), _per_mode(cells["AV-Align"])
-        sets = {mode: {"event_f1_exact": f1, "av_align": {"mean": align}}
-                for mode, f1, align in zip(MODES.values(), f1s, aligns)
-                if f1 is not None or align is not None}
+        exact, near = _per_mode(cells["event F1 exact"]), _per_mode(cells["event F1 +-1 frame"])
+        sets = {mode: {"event_f1_exact": e, "event_f1_1frame": n}
+                for mode, e, n in zip(MODES.values(), exact, near) if e is not None or n is not None}
         if cells["ms / step"] == "-":
             reference["real" if cells["model"].startswith("real") else "shuffled"] = sets["joint"]
         else:
