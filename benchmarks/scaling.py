@@ -70,8 +70,8 @@ def sweep(axis: str, values: list[int], fixed: int, patch: str, args, width: dic
                or args.batch * base.flops(m, geo, width) / 1e9 <= args.max_gflop]
         res = base.measure(geo, width, args, models=run, time_window=args.time_window)
         for m in models:
-            if m not in res:
-                res[m] = {"error": "skipped: > --max-gflop"}
+            if m not in res:  # its formula FLOPs are what skipped it: they still go in the table
+                res[m] = {"error": "skipped: > --max-gflop", "gflop": args.batch * base.flops(m, geo, width) / 1e9}
         print(json.dumps({"axis": axis, "value": value, **{m: {k: v for k, v in r.items() if k != "times"}
                                                             for m, r in res.items()}}), flush=True)
         points.append((value, geo, res))
