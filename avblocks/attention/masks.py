@@ -123,6 +123,16 @@ class Mask:
         """The arguments that define this mask (family name first)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement key()")
 
+    # ---- for subclasses ---------------------------------------------------------------------
+    def _on_device(self, table: Tensor, device: torch.device) -> Tensor:
+        """``table`` (an index or time table of this mask) on ``device``, copied once per device
+        into ``self._tables`` (a dict the subclass makes in ``__init__``, so the lookup compiles):
+        ``mask_mod`` runs on the device of the indices FlexAttention passes in."""
+        key = (id(table), device)
+        if key not in self._tables:
+            self._tables[key] = table.to(device)
+        return self._tables[key]
+
     # ---- derived --------------------------------------------------------------------------
     @property
     def is_full(self) -> bool:
@@ -424,18 +434,12 @@ class GroupMask(Mask):
             return f"GroupMask.uniform(num_groups={g}, q_group_size={qs}, kv_group_size={ks})"
         return f"GroupMask(q_len={self.q_len}, kv_len={self.kv_len})"
 
-    def _table(self, ids: Tensor, device: torch.device) -> Tensor:
-        key = (id(ids), device)
-        if key not in self._tables:
-            self._tables[key] = ids.to(device)
-        return self._tables[key]
-
     def mask_mod(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         if self._uniform is not None:
             _, qs, ks = self._uniform
             return (q_idx // qs) == (kv_idx // ks)
-        q_ids = self._table(self.q_ids, q_idx.device)
-        kv_ids = self._table(self.kv_ids, kv_idx.device)
+        q_ids = self._on_device(self.q_ids, q_idx.device)
+        kv_ids = self._on_device(self.kv_ids, kv_idx.device)
         return q_ids[q_idx] == kv_ids[kv_idx]
 
 

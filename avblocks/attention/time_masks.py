@@ -72,15 +72,9 @@ class TimeWindowMask(Mask):
     def __repr__(self) -> str:
         return f"TimeWindowMask(q_len={self.q_len}, kv_len={self.kv_len}, window={self.window})"
 
-    def _table(self, times: Tensor, device: torch.device) -> Tensor:
-        key = (id(times), device)
-        if key not in self._tables:
-            self._tables[key] = times.to(device)
-        return self._tables[key]
-
     def mask_mod(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        tq = self._table(self.q_times, q_idx.device)[q_idx]
-        tk = self._table(self.kv_times, kv_idx.device)[kv_idx]
+        tq = self._on_device(self.q_times, q_idx.device)[q_idx]
+        tk = self._on_device(self.kv_times, kv_idx.device)[kv_idx]
         return (tq - tk).abs() <= self.window
 
 
