@@ -44,7 +44,9 @@ def test_audio_guidance_combines_the_two_branches():
     assert torch.equal(null, model(x, t, torch.randn(2, 2, 4), dropped))  # audio unheard
     cond = model(x, t, audio)
     guided = AudioGuidance(model, 3.0)(x, t, audio)
-    torch.testing.assert_close(guided, null + 3.0 * (cond - null), rtol=1e-5, atol=1e-5)
+    # Both branches run in one doubled batch, whose matmuls round differently from the two
+    # single ones by ~1e-6; the scale of 3 multiplies that difference.
+    torch.testing.assert_close(guided, null + 3.0 * (cond - null), rtol=1e-4, atol=1e-4)
 
 
 @torch.no_grad()
