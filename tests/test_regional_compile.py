@@ -72,6 +72,19 @@ def test_compiled_blocks_agree_with_eager_without_recompiling(backend):
     torch.testing.assert_close(cached, eager, rtol=1e-4, atol=1e-5)
 
 
+def test_regional_compile_refuses_inductor_freezing(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    model = _stdit()
+    monkeypatch.setattr(inductor_config, "freezing", True)
+    with pytest.raises(ValueError, match="freezing"):
+        compile_blocks(model)
+    assert all(b._compiled_call_impl is None for _, b in repeated_blocks(model))  # nothing half-done
+    monkeypatch.setattr(inductor_config, "freezing", False)
+    compile_blocks(model)  # the same model compiles once freezing is off
+    assert all(b._compiled_call_impl is not None for _, b in repeated_blocks(model))
+
+
 def test_bf16_autocast_runs_blocks_in_bfloat16_close_to_float32():
     model = _stdit()
     x, t, y = _inputs()

@@ -12,6 +12,9 @@
   given). Defaults ``fullgraph=True`` (a graph break is an error, not a silent slowdown;
   the shape checks step aside under compile) and ``dynamic=False`` (a new token count
   compiles a new graph rather than a slower dynamic one; sampling keeps shapes fixed).
+  Inductor's ``freezing`` (weights folded into the graph as constants) cannot share one
+  graph between blocks, so it is refused here: compile the whole model for it (on the CPU,
+  ``benchmarks/matmul_ceiling.py --freezing`` measures what it gains).
 - :func:`bf16_autocast`: ``torch.autocast`` to bfloat16 on the given device (CPU or CUDA):
   matmuls and attention run in bf16, reductions and norms in float32 (autocast's op lists).
 - :func:`checkpoint_blocks`: gradient checkpointing for every block of every repeated stack
@@ -84,8 +87,17 @@ def compile_blocks(
 
     Args: ``names`` (stacks to compile; default: every repeated stack), ``fullgraph``,
     ``dynamic``, ``mode``, ``backend`` (passed to ``torch.compile``). Raises ``ValueError``
-    when there is no repeated stack to compile.
+    when there is no repeated stack to compile or when inductor's ``freezing`` is on.
     """
+    import torch._inductor.config as inductor_config
+
+    if backend == "inductor" and inductor_config.freezing:
+        raise ValueError(
+            "torch._inductor.config.freezing is on: it folds each block's weights into its "
+            "graph, so the blocks cannot share one graph (every block recompiles until "
+            "dynamo's recompile limit stops it); compile the whole model with torch.compile "
+            "instead, or turn freezing off for regional compile"
+        )
     blocks = repeated_blocks(model, names)
     if not blocks:
         raise ValueError(
