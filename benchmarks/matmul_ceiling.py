@@ -13,7 +13,11 @@ the square rate by itself. This benchmark separates the two. For one model (``ca
 2. each distinct shape is timed alone (``torch.addmm`` on random data, median of ``--repeats``
    after a warm-up), and the sum over the forward's calls is the **Linears' time**: what the
    forward would take if nothing but its matmuls ran;
-3. the forward itself is timed eager and compiled (inductor), in the same process, interleaved.
+3. the forward itself is timed eager and compiled (inductor), in the same process, interleaved;
+   with ``--freezing`` also compiled with inductor's ``freezing`` (weights folded into the graph
+   as constants, CPU Linears on prepacked oneDNN weights), timed after the others (dynamo's
+   cache is cleared first: a second compile of the same forward would reuse the first graph)
+   and interleaved with eager again.
 
 Reported: the Linears' own rate at the model's shapes (% of the square matmul rate, measured in
 the same process at the start and the end), the forward's FLOP rate eager and compiled (the
@@ -102,13 +106,26 @@ def measure(preset: str, patch: str, layout: str, args) -> dict:
         for _ in range(args.repeats):
             times["eager"].append(_timed(lambda: model(*inputs)))
             times["compiled"].append(_timed(lambda: compiled(*inputs)))
+    if args.freezing:
+        torch._dynamo.reset()
+        frozen = torch.compile(model)
+        times["frozen"] = []
+        with torch.inference_mode(), torch._inductor.config.patch(freezing=True):
+            frozen(*inputs)  # compiles with the weights as constants
+        with torch.inference_mode():
+            for _ in range(args.repeats):
+                times["eager"].append(_timed(lambda: model(*inputs)))
+                times["frozen"].append(_timed(lambda: frozen(*inputs)))
+        torch._dynamo.reset()
     forward_flops = args.batch * s3d.flops(layout, geo, width, pairs=pairs)
     eager, comp = (statistics.median(times[k]) for k in ("eager", "compiled"))
+    frozen_s = statistics.median(times["frozen"]) if args.freezing else None
     return {"preset": preset, "patch": patch, "layout": layout, "rows": sorted({m for m, _, _ in shapes}),
             "linear_s": linear_s, "linear_gflops": linear_flops / linear_s / 1e9,
             "linear_share_of_flops": linear_flops / forward_flops,
             "eager_s": eager, "compiled_s": comp, "eager_gflops": forward_flops / eager / 1e9,
-            "compiled_gflops": forward_flops / comp / 1e9}
+            "compiled_gflops": forward_flops / comp / 1e9, "frozen_s": frozen_s,
+            "frozen_gflops": forward_flops / frozen_s / 1e9 if frozen_s else None}
 
 
 def main(argv=None) -> None:
@@ -119,6 +136,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--freezing", action="store_true", help="also time the forward compiled with inductor's freezing")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -133,12 +151,16 @@ def main(argv=None) -> None:
     lines = [f"square fp32 matmul rate {rate:.1f} GFLOP/s (start {rate_start:.1f}), {args.threads} thread(s), "
              f"batch {args.batch}, base width, median of {args.repeats}", "",
              "| preset | patch | layout | Linear rows M | Linears alone GFLOP/s (% square) | eager GFLOP/s (%) "
-             "| compiled GFLOP/s (%) | ms eager / compiled / Linears alone | Linears' share of FLOPs / of compiled time |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "| compiled GFLOP/s (%) |" + (" frozen GFLOP/s (%) |" if args.freezing else "")
+             + " ms eager / compiled" + (" / frozen" if args.freezing else "")
+             + " / Linears alone | Linears' share of FLOPs / of compiled time |",
+             "|---|---|---|---|---:|---:|---:|" + ("---:|" if args.freezing else "") + "---:|---:|"]
     for r in rows:
+        frozen = f" {pct(r['frozen_gflops'])} |" if args.freezing else ""
+        frozen_ms = f" / {1e3 * r['frozen_s']:.0f}" if args.freezing else ""
         lines.append(f"| {r['preset']} | {r['patch']} | {r['layout']} | {', '.join(map(str, r['rows']))} | "
-                     f"{pct(r['linear_gflops'])} | {pct(r['eager_gflops'])} | {pct(r['compiled_gflops'])} | "
-                     f"{1e3 * r['eager_s']:.0f} / {1e3 * r['compiled_s']:.0f} / {1e3 * r['linear_s']:.0f} | "
+                     f"{pct(r['linear_gflops'])} | {pct(r['eager_gflops'])} | {pct(r['compiled_gflops'])} |{frozen} "
+                     f"{1e3 * r['eager_s']:.0f} / {1e3 * r['compiled_s']:.0f}{frozen_ms} / {1e3 * r['linear_s']:.0f} | "
                      f"{100 * r['linear_share_of_flops']:.0f} % / {100 * r['linear_s'] / r['compiled_s']:.0f} % |")
     text = "\n".join(lines) + "\n"
     print(text)
