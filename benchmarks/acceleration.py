@@ -253,6 +253,12 @@ def run_memory_probe(argv: list[str], script: str = __file__) -> dict:
     return json.loads(lines[-1])
 
 
+def require_timing_allocator() -> None:
+    """Timing runs without the memory probe's allocator setting (it slows some models, not others)."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        raise SystemExit("unset MALLOC_MMAP_THRESHOLD_: timing runs without it (the memory probe sets it)")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -260,8 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_probe:
         memory_probe(args)
         return
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        raise SystemExit("unset MALLOC_MMAP_THRESHOLD_: timing runs without it (the memory probe sets it)")
+    require_timing_allocator()
     bench = Bench(args)
     settings, codec, run = bench.settings, bench.codec, bench.run
 

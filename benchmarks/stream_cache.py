@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_probe:
         memory_probe(args)
         return
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        raise SystemExit("unset MALLOC_MMAP_THRESHOLD_: timing runs without it (the memory probe sets it)")
+    accel.require_timing_allocator()
     bench = Bench(args)
     load_start, rows = tuple(round(v, 1) for v in os.getloadavg()), []
     for mode in args.modes:
